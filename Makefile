@@ -1,0 +1,57 @@
+# Newcomer commands: `make run` serves everything, `make test` runs the whole suite.
+# Both set up what they need first (virtualenv, Python packages, Debian packages when root).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup system-deps browser-deps run worker test faults lint format bench clean
+
+help:
+	@echo "make run      set up, then run API + workers + scheduler + dashboard (Ctrl-C stops all)"
+	@echo "make test     set up, then run the whole test suite (real redis-server included)"
+	@echo "make faults   only the fault-injection suite"
+	@echo "make lint     ruff + mypy"
+	@echo "make bench    benchmarks: print a table, write bench/results/*.json"
+
+$(STAMP): pyproject.toml
+	@bash scripts/ensure-venv.sh "$(PYTHON)" "$(VENV)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+setup: $(STAMP) system-deps
+
+system-deps:
+	@bash scripts/ensure-system-deps.sh redis-server
+
+browser-deps:
+	@bash scripts/ensure-system-deps.sh chromium
+
+run: setup
+	$(PY) scripts/run.py
+
+worker: setup
+	./start_worker.sh
+
+test: setup browser-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+faults: setup
+	$(PY) -m pytest -m faults tests/faults $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,52 @@
+"""The app factory: `create_app(settings)`; uvicorn runs it with `--factory app.main:create_app`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.errors import install_error_handlers
+from app.routes import audio, health
+from app.services import build_services
+from core.db import migrate
+from core.settings import Settings, get_settings
+from tasks.runtime import install_runtime
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, apply_migrations: bool = False) -> FastAPI:
+    """Builds the API for `settings` (default: the environment's)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if apply_migrations:
+            await asyncio.to_thread(migrate, settings.database_url)
+        services = build_services(settings)
+        app.state.services = services
+        install_runtime(services.runtime)
+        heartbeat = asyncio.create_task(services.runner.heartbeat(), name="in-process-heartbeat")
+        log.info("API ready: USE_RQ_QUEUE=%s, new jobs run %s", settings.use_rq_queue, services.dispatcher.mode)
+        try:
+            yield
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            install_runtime(None)
+            await services.aclose()
+
+    app = FastAPI(
+        title="Audio analysis service",
+        summary="Upload audio, get an id at once, follow the analysis by polling or server-sent events.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(audio.router)
+    app.include_router(health.router)
+    return app

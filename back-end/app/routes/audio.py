@@ -1,0 +1,106 @@
+"""The domain endpoints: upload audio, read its analysis, follow it live."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, BackgroundTasks, Header, Path, Request
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+from starlette.requests import ClientDisconnect
+
+from app.deps import ServicesDep
+from app.events import analysis_events
+from app.schemas import AcceptedAnalysis, AnalysisOut
+from core.errors import MalformedUpload, NotFound
+
+router = APIRouter(prefix="/audio", tags=["audio"])
+
+AnalysisId = Annotated[str, Path(min_length=1, max_length=64, description="The analysis id")]
+SSE_PING_S = 15  # keeps proxies from closing an idle stream
+
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "WAV, FLAC, OGG or MP3"},
+                        "priority": {"type": "string", "enum": ["normal", "high"], "default": "normal"},
+                        "callback_url": {"type": "string", "format": "uri"},
+                        "scheduled_at": {"type": "string", "format": "date-time"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=AcceptedAnalysis,
+    openapi_extra=_UPLOAD_BODY,
+    responses={
+        200: {"model": AcceptedAnalysis, "description": "A repeat of an earlier request (same Idempotency-Key)"},
+        409: {"description": "A request with the same Idempotency-Key is in progress"},
+        413: {"description": "File over MAX_UPLOAD_MB"},
+        415: {"description": "Not audio we can read"},
+        422: {"description": "Empty file, bad field, or Idempotency-Key reused with other content"},
+        503: {"description": "The queue refuses new work (Redis out of memory)"},
+    },
+)
+async def upload_audio(
+    request: Request,
+    background_tasks: BackgroundTasks,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    """Upload an audio file; its analysis runs in the background."""
+    try:
+        accepted = await services.intake.accept(
+            request.headers.get("content-type", ""), request.stream(), background_tasks, idempotency_key
+        )
+    except ClientDisconnect:
+        raise MalformedUpload("the client disconnected during the upload") from None
+    analysis, dispatched = accepted.analysis, accepted.dispatched
+    base = str(request.base_url).rstrip("/")
+    body = AcceptedAnalysis(
+        id=analysis.id,
+        status=dispatched.status if dispatched else analysis.status,
+        mode=dispatched.mode if dispatched else analysis.mode,
+        queue=analysis.queue,
+        position=dispatched.position if dispatched else None,
+        status_url=f"{base}/audio/{analysis.id}",
+        events_url=f"{base}/audio/{analysis.id}/events",
+    )
+    return JSONResponse(
+        body.model_dump(mode="json"),
+        status_code=200 if accepted.replayed else 202,
+        headers={"Location": body.status_url},
+    )
+
+
+@router.get("/{analysis_id}", response_model=AnalysisOut, responses={404: {"description": "Unknown id"}})
+def get_analysis(analysis_id: AnalysisId, services: ServicesDep) -> AnalysisOut:
+    """Read an analysis: its status, attempts, result or error."""
+    return AnalysisOut.of(services.lifecycle.require(analysis_id))
+
+
+@router.get(
+    "/{analysis_id}/events",
+    responses={200: {"content": {"text/event-stream": {}}}, 404: {"description": "Unknown id"}},
+)
+async def analysis_event_stream(analysis_id: AnalysisId, services: ServicesDep) -> EventSourceResponse:
+    """Follow an analysis: `status`, `progress` and `log` events until it ends."""
+    if await anyio.to_thread.run_sync(services.lifecycle.get, analysis_id) is None:
+        raise NotFound(f"no analysis with id {analysis_id!r}")
+    events = analysis_events(
+        analysis_id, services.lifecycle.get, services.async_redis, services.settings.sse_poll_interval_s
+    )
+    return EventSourceResponse(events, ping=SSE_PING_S)

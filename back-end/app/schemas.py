@@ -1,0 +1,64 @@
+"""Response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from core.models import Analysis, AnalysisStatus, DispatchMode
+
+
+class AcceptedAnalysis(BaseModel):
+    """The answer to an upload: where to follow the analysis."""
+
+    id: str
+    status: AnalysisStatus
+    mode: DispatchMode
+    queue: str
+    position: int | None
+    status_url: str
+    events_url: str
+
+
+class AnalysisOut(BaseModel):
+    """An analysis as a client sees it."""
+
+    id: str
+    status: AnalysisStatus
+    filename: str
+    size_bytes: int
+    audio_format: str
+    priority: str
+    queue: str
+    mode: DispatchMode
+    created_at: datetime
+    scheduled_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    progress: int
+    result: dict[str, Any] | None
+    error: str | None
+
+    @classmethod
+    def of(cls, analysis: Analysis) -> AnalysisOut:
+        return cls(
+            id=analysis.id,
+            status=analysis.status,
+            filename=analysis.filename,
+            size_bytes=analysis.size_bytes,
+            audio_format=analysis.audio_format,
+            priority=analysis.priority.value,
+            queue=analysis.queue,
+            mode=analysis.mode,
+            created_at=analysis.created_at,
+            scheduled_at=analysis.scheduled_at,
+            started_at=analysis.started_at,
+            finished_at=analysis.finished_at,
+            attempts=analysis.attempts,
+            progress=analysis.progress,
+            result=analysis.result,
+            error=analysis.error,
+        )

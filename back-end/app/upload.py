@@ -1,0 +1,186 @@
+"""Receives a multipart upload as a stream, straight to disk, within limits.
+
+Nothing is buffered in memory beyond one chunk: the file part goes to a
+server-named file under `STORAGE_DIR` as it arrives, its size is enforced
+while streaming (413), and small form fields, part counts and header sizes
+are bounded, so a flood of parts or a huge field is refused early.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import python_multipart
+import python_multipart.exceptions
+from python_multipart.multipart import parse_options_header
+
+from core.errors import MalformedUpload, UploadTooLarge
+
+FILE_FIELD = "file"
+MAX_PARTS = 8  # the file plus a few form fields; more is a flood, not an upload
+MAX_FIELD_BYTES = 4096  # priority, callback_url, scheduled_at: all short
+MAX_HEADER_BYTES = 4096  # per part header line
+FILENAME_MAX_CHARS = 255
+# After the limit is hit, read and discard up to this much more so the client sees our 413
+# instead of a reset connection; past it, the connection is simply closed.
+DRAIN_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class ReceivedUpload:
+    """A received file (still in the incoming area) and the form fields that came with it."""
+
+    path: Path | None = None
+    size: int = 0
+    sha256: str = ""
+    filename: str = ""
+    content_type: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+def clean_filename(raw: str) -> str:
+    """The client's file name as display text: printable, trimmed, bounded. Never used as a path."""
+    text = unicodedata.normalize("NFC", raw)
+    text = "".join(ch if ch.isprintable() else "\N{REPLACEMENT CHARACTER}" for ch in text).strip()
+    return text[:FILENAME_MAX_CHARS] or "upload"
+
+
+class _Receiver:
+    def __init__(self, incoming: Path, max_bytes: int) -> None:
+        self.incoming = incoming
+        self.max_bytes = max_bytes
+        self.upload = ReceivedUpload()
+        self.too_large = False
+        self._parts = 0
+        self._header_name = b""
+        self._header_value = b""
+        self._disposition = b""
+        self._part_type: str | None = None
+        self._name = ""
+        self._is_file = False
+        self._field = bytearray()
+        self._file: BinaryIO | None = None
+        self._hash = hashlib.sha256()
+
+    # python-multipart callbacks -------------------------------------------------------
+    def on_part_begin(self) -> None:
+        self._parts += 1
+        if self._parts > MAX_PARTS:
+            raise MalformedUpload(f"too many form parts (at most {MAX_PARTS})")
+        self._disposition, self._part_type, self._field = b"", None, bytearray()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+        if len(self._header_value) > MAX_HEADER_BYTES:
+            raise UploadTooLarge("a form part header is too large")
+
+    def on_header_end(self) -> None:
+        name = self._header_name.strip().lower()
+        if name == b"content-disposition":
+            self._disposition = self._header_value
+        elif name == b"content-type":
+            self._part_type = self._header_value.decode("latin-1").strip()[:127] or None
+        self._header_name, self._header_value = b"", b""
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        self._name = options.get(b"name", b"").decode("utf-8", "replace")
+        self._is_file = b"filename" in options
+        if self._is_file:
+            if self._name != FILE_FIELD or self._file is not None:
+                raise MalformedUpload(f"send exactly one file, in the form field {FILE_FIELD!r}")
+            self.upload.filename = clean_filename(options[b"filename"].decode("utf-8", "replace"))
+            self.upload.content_type = self._part_type
+            self.upload.path = self.incoming
+            self._file = self.incoming.open("wb")
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if not self._is_file:
+            if len(self._field) + len(chunk) > MAX_FIELD_BYTES:
+                raise UploadTooLarge(f"form field {self._name[:40]!r} is too large")
+            self._field.extend(chunk)
+            return
+        self.upload.size += len(chunk)
+        if self.upload.size > self.max_bytes:
+            self.too_large = True
+            raise UploadTooLarge(f"file exceeds the upload limit of {self.max_bytes // (1024 * 1024)} MB")
+        assert self._file is not None
+        # A page-cache write of one chunk is microseconds; a thread hop per chunk would cost more.
+        self._file.write(chunk)
+        self._hash.update(chunk)
+
+    def on_part_end(self) -> None:
+        if not self._is_file:
+            self.upload.fields[self._name] = self._field.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self.upload.sha256 = self._hash.hexdigest()
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    drained = 0
+    async for chunk in chunks:
+        drained += len(chunk)
+        if drained > DRAIN_BYTES:
+            return
+
+
+async def receive_upload(
+    content_type: str, chunks: AsyncIterator[bytes], incoming: Path, max_bytes: int
+) -> ReceivedUpload:
+    """Streams a multipart body into `incoming`.
+
+    Raises:
+        UploadTooLarge: the file (or a field or header) is over its limit; `incoming` is removed.
+        MalformedUpload: not multipart/form-data, bad framing, too many parts; `incoming` is removed.
+    """
+    mime, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if mime != b"multipart/form-data" or not boundary:
+        raise MalformedUpload(f"send multipart/form-data with the audio in the field {FILE_FIELD!r}")
+    receiver = _Receiver(incoming, max_bytes)
+    callbacks = {
+        name: getattr(receiver, name)
+        for name in (
+            "on_part_begin",
+            "on_part_data",
+            "on_part_end",
+            "on_header_field",
+            "on_header_value",
+            "on_header_end",
+            "on_headers_finished",
+        )
+    }
+    try:
+        try:
+            parser = python_multipart.MultipartParser(
+                boundary, callbacks, max_header_size=MAX_HEADER_BYTES  # type: ignore[arg-type]
+            )
+            async for chunk in chunks:
+                parser.write(chunk)
+            parser.finalize()
+        except python_multipart.exceptions.FormParserError as exc:
+            raise MalformedUpload("the multipart body is malformed") from exc
+        except (UploadTooLarge, MalformedUpload):
+            await _drain(chunks)
+            raise
+    except BaseException:
+        receiver.close()
+        incoming.unlink(missing_ok=True)
+        raise
+    receiver.close()
+    if receiver.upload.path is None:
+        raise MalformedUpload(f"no file: send the audio in the form field {FILE_FIELD!r}")
+    return receiver.upload
+

@@ -1,0 +1,251 @@
+"""The life of an analysis: every state change, as a compare-and-set on its row.
+
+Each change is one conditional UPDATE, so two runs of the same job (a retry
+racing an abandoned run, a reconciler re-enqueue) cannot both win: a final
+write happens once, a terminal state is never left, and a late writer learns
+it lost. Every change notifies listeners after its commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from core.db import Database
+from core.errors import InvalidTransition, JobCanceled, NotFound
+from core.models import (
+    LOG_LINES_KEPT,
+    TERMINAL_STATUSES,
+    Analysis,
+    AnalysisStatus,
+    DispatchMode,
+    utcnow,
+)
+from core.notify import Notifier
+
+_NOT_TERMINAL = Analysis.status.not_in(list(TERMINAL_STATUSES))
+MESSAGE_MAX_CHARS = 500  # log lines and errors are summaries, not dumps
+
+
+def _clip(text: str) -> str:
+    text = "".join(ch if ch.isprintable() else " " for ch in text).strip()
+    return text if len(text) <= MESSAGE_MAX_CHARS else text[: MESSAGE_MAX_CHARS - 1] + "…"
+
+
+def _append_log(session: Session, analysis_id: str, message: str) -> None:
+    logs = session.scalar(select(Analysis.logs).where(Analysis.id == analysis_id)) or []
+    seq = logs[-1]["seq"] + 1 if logs else 1
+    entry = {"seq": seq, "at": utcnow().isoformat(), "message": _clip(message)}
+    session.execute(
+        update(Analysis).where(Analysis.id == analysis_id).values(logs=[*logs[-(LOG_LINES_KEPT - 1) :], entry])
+    )
+
+
+class Lifecycle:
+    """State changes of analyses, each committed then announced."""
+
+    def __init__(self, database: Database, notifier: Notifier) -> None:
+        self.database = database
+        self.notifier = notifier
+
+    # --- reads ----------------------------------------------------------------------
+
+    def get(self, analysis_id: str) -> Analysis | None:
+        with self.database.session() as session:
+            return session.get(Analysis, analysis_id)
+
+    def require(self, analysis_id: str) -> Analysis:
+        analysis = self.get(analysis_id)
+        if analysis is None:
+            raise NotFound(f"no analysis with id {analysis_id!r}")
+        return analysis
+
+    def find_by_key(self, idempotency_key: str) -> Analysis | None:
+        with self.database.session() as session:
+            return session.scalar(select(Analysis).where(Analysis.idempotency_key == idempotency_key))
+
+    def stale(self, older_than: datetime, limit: int = 500) -> list[Analysis]:
+        """Unfinished analyses unchanged since `older_than`, oldest first (the reconciler's input)."""
+        with self.database.session() as session:
+            query = (
+                select(Analysis)
+                .where(_NOT_TERMINAL, Analysis.updated_at < older_than)
+                .order_by(Analysis.updated_at)
+                .limit(limit)
+            )
+            return list(session.scalars(query))
+
+    # --- changes ---------------------------------------------------------------------
+
+    def _change(
+        self,
+        analysis_id: str,
+        values: dict[str, Any],
+        *,
+        where: Iterable[Any] = (),
+        log: str | None = None,
+    ) -> bool:
+        with self.database.session() as session:
+            query = update(Analysis).where(Analysis.id == analysis_id, *where)
+            changed = session.execute(query.values(updated_at=utcnow(), **values)).rowcount > 0  # type: ignore[attr-defined]
+            if changed and log:
+                _append_log(session, analysis_id, log)
+        if changed:
+            self.notifier.changed(analysis_id)
+        return changed
+
+    def accept(self, analysis: Analysis) -> Analysis:
+        """Commits a new analysis: from here on the upload is acknowledged."""
+        with self.database.session() as session:
+            session.add(analysis)
+            session.flush()
+            _append_log(session, analysis.id, "upload stored")
+        return self.require(analysis.id)
+
+    def discard(self, analysis_id: str) -> None:
+        """Deletes a row that was never acknowledged (its upload is answered with an error)."""
+        with self.database.session() as session:
+            session.execute(delete(Analysis).where(Analysis.id == analysis_id))
+
+    def mark_dispatched(
+        self,
+        analysis_id: str,
+        *,
+        mode: DispatchMode,
+        queue: str,
+        status: AnalysisStatus,
+        from_statuses: Iterable[AnalysisStatus] = (AnalysisStatus.PENDING,),
+    ) -> bool:
+        """Records that the job is on a queue (or scheduled); loses to a worker that already started it."""
+        where = [Analysis.status.in_(list(from_statuses))]
+        return self._change(
+            analysis_id,
+            {"status": status, "mode": mode, "queue": queue},
+            where=where,
+            log=f"{status.value} ({mode.value}, {queue})",
+        )
+
+    def begin_attempt(self, analysis_id: str) -> Analysis | None:
+        """Marks a run as started and counts the attempt; None when the analysis must not run."""
+        now = utcnow()
+        changed = self._change(
+            analysis_id,
+            {
+                "status": AnalysisStatus.STARTED,
+                "attempts": Analysis.attempts + 1,
+                "started_at": func.coalesce(Analysis.started_at, now),
+                "progress": 0,
+            },
+            where=[_NOT_TERMINAL, Analysis.cancel_requested.is_(False)],
+            log="attempt started",
+        )
+        if not changed:
+            analysis = self.get(analysis_id)
+            if analysis is not None and analysis.cancel_requested:
+                self.mark_canceled(analysis_id, "canceled before it started")
+            return None
+        return self.require(analysis_id)
+
+    def report_progress(self, analysis_id: str, percent: int, message: str | None = None) -> None:
+        """Stores progress (0-100) and a log line.
+
+        Raises:
+            JobCanceled: a cancel was requested, or another run already ended this analysis.
+        """
+        with self.database.session() as session:
+            row = session.execute(
+                select(Analysis.status, Analysis.cancel_requested).where(Analysis.id == analysis_id)
+            ).one_or_none()
+            if row is None:
+                raise JobCanceled("the analysis no longer exists")
+            if row.cancel_requested:
+                raise JobCanceled("canceled on request")
+            if row.status != AnalysisStatus.STARTED:
+                raise JobCanceled(f"the analysis is {row.status.value} already")
+            session.execute(
+                update(Analysis)
+                .where(Analysis.id == analysis_id)
+                .values(progress=max(0, min(99, int(percent))), updated_at=utcnow())
+            )
+            if message:
+                _append_log(session, analysis_id, message)
+        self.notifier.changed(analysis_id)
+
+    def log(self, analysis_id: str, message: str) -> None:
+        self._change(analysis_id, {}, log=message)
+
+    def complete(self, analysis_id: str, result: dict[str, Any]) -> bool:
+        """The final write of a successful run; False when another run (or a cancel) got there first."""
+        return self._change(
+            analysis_id,
+            {
+                "status": AnalysisStatus.FINISHED,
+                "result": result,
+                "progress": 100,
+                "error": None,
+                "finished_at": utcnow(),
+            },
+            where=[Analysis.status == AnalysisStatus.STARTED],
+            log="finished",
+        )
+
+    def record_failure(self, analysis_id: str, error: str, *, retry_in_s: int | None) -> bool:
+        """Records a failed run: waiting for a retry when `retry_in_s` is given, else failed for good."""
+        error = _clip(error)
+        if retry_in_s is None:
+            values: dict[str, Any] = {"status": AnalysisStatus.FAILED, "error": error, "finished_at": utcnow()}
+            log = f"failed: {error}"
+        else:
+            status = AnalysisStatus.SCHEDULED if retry_in_s > 0 else AnalysisStatus.QUEUED
+            values = {"status": status, "error": error}
+            log = f"attempt failed, retrying in {retry_in_s}s: {error}"
+        return self._change(analysis_id, values, where=[_NOT_TERMINAL], log=log)
+
+    def mark_canceled(self, analysis_id: str, reason: str = "canceled") -> bool:
+        return self._change(
+            analysis_id,
+            {"status": AnalysisStatus.CANCELED, "finished_at": utcnow(), "cancel_requested": True},
+            where=[_NOT_TERMINAL],
+            log=reason,
+        )
+
+    def request_cancel(self, analysis_id: str) -> Analysis:
+        """Flags a running or waiting analysis for cancellation; the run stops at its next checkpoint.
+
+        Raises:
+            NotFound: unknown id.
+            InvalidTransition: the analysis has ended already.
+        """
+        if not self._change(analysis_id, {"cancel_requested": True}, where=[_NOT_TERMINAL], log="cancel requested"):
+            analysis = self.require(analysis_id)
+            raise InvalidTransition(f"analysis is {analysis.status.value}; only unfinished ones can be canceled")
+        return self.require(analysis_id)
+
+    def reset_for_retry(self, analysis_id: str) -> bool:
+        """A failed analysis goes back to `queued`, keeping its attempt count and logs."""
+        return self._change(
+            analysis_id,
+            {"status": AnalysisStatus.QUEUED, "finished_at": None, "cancel_requested": False, "progress": 0},
+            where=[Analysis.status == AnalysisStatus.FAILED],
+            log="retry requested",
+        )
+
+    def touch(self, analysis_ids: Iterable[str]) -> None:
+        """Heartbeat for in-process jobs, so the reconciler knows they are alive."""
+        ids = list(analysis_ids)
+        if ids:
+            with self.database.session() as session:
+                session.execute(update(Analysis).where(Analysis.id.in_(ids), _NOT_TERMINAL).values(updated_at=utcnow()))
+
+    def mark_callback_sent(self, analysis_id: str) -> bool:
+        return self._change(
+            analysis_id, {"callback_sent_at": utcnow()}, where=[Analysis.callback_sent_at.is_(None)]
+        )
+
+
+def grace_cutoff(grace_s: int) -> datetime:
+    return utcnow() - timedelta(seconds=grace_s)

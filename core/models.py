@@ -1,0 +1,113 @@
+"""The analysis row: what a client uploaded and what became of it.
+
+The database is the source of truth for a client: its commit is the
+acknowledgment, and every state change is written here (Redis only carries
+the work and live notifications).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Enum, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+LOG_LINES_KEPT = 100  # recent log lines stored per analysis; older ones are dropped
+
+
+class AnalysisStatus(enum.StrEnum):
+    PENDING = "pending"  # stored and acknowledged, not on a queue yet (e.g. Redis was down)
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"  # waits for `scheduled_at` or for a retry's backoff
+    STARTED = "started"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({AnalysisStatus.FINISHED, AnalysisStatus.FAILED, AnalysisStatus.CANCELED})
+WAITING_STATUSES = frozenset({AnalysisStatus.PENDING, AnalysisStatus.QUEUED, AnalysisStatus.SCHEDULED})
+
+
+class DispatchMode(enum.StrEnum):
+    RQ = "rq"
+    BACKGROUND = "background"
+
+
+class Priority(enum.StrEnum):
+    NORMAL = "normal"
+    HIGH = "high"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC (SQLite keeps no zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use timezone-aware UTC")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+def _enum(kind: type[enum.StrEnum], length: int) -> Enum:
+    return Enum(kind, native_enum=False, length=length, values_callable=lambda e: [m.value for m in e])
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Analysis(Base):
+    __tablename__ = "analyses"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[AnalysisStatus] = mapped_column(_enum(AnalysisStatus, 16))
+    # The client's file name, kept as metadata only: it never becomes a path.
+    filename: Mapped[str] = mapped_column(String(255))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    content_type: Mapped[str | None] = mapped_column(String(127))
+    audio_format: Mapped[str] = mapped_column(String(32))
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(255))
+    priority: Mapped[Priority] = mapped_column(_enum(Priority, 16))
+    queue: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[DispatchMode] = mapped_column(_enum(DispatchMode, 16))
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    logs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Touched by every state change and progress report; the reconciler's notion of "recently alive".
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    callback_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_analyses_status_updated_at", "status", "updated_at"),)
+
+    def __repr__(self) -> str:
+        return f"<Analysis {self.id} {self.status.value}>"

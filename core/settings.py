@@ -1,0 +1,217 @@
+"""The one settings object, read from the environment and `.env`.
+
+API, workers, scheduler and scripts all read `get_settings()`, so they cannot
+drift apart. A bad value stops start-up with a message that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.errors import ConfigurationError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+VAR_DIR = PROJECT_ROOT / "var"
+
+QUEUE_HIGH = "high_priority"
+QUEUE_NORMAL = "audio_analysis"
+# Workers drain queues in this order: a high-priority job is always taken first.
+QUEUES_BY_PRIORITY = (QUEUE_HIGH, QUEUE_NORMAL)
+
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_DURATION_UNITS_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration_s(value: Any) -> int:
+    """Parses `900`, `"900"`, `"15m"`, `"1h"` into whole seconds.
+
+    Raises:
+        ValueError: when the text is not a whole number with an optional s/m/h/d unit.
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 900, 15m or 1h")
+    if isinstance(value, int):
+        seconds = value
+    else:
+        match = _DURATION_RE.match(str(value).lower())
+        if not match:
+            raise ValueError("expected a duration such as 900, 15m or 1h")
+        seconds = int(match.group(1)) * _DURATION_UNITS_S[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("must be greater than zero")
+    return seconds
+
+
+def parse_queue_names(value: Any) -> tuple[str, ...]:
+    """Parses `"high_priority,audio_analysis"` into queue names, highest priority first.
+
+    Raises:
+        ValueError: a name is not one of our queues, or none is given.
+    """
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = tuple(str(item).strip() for item in items if str(item).strip())
+    unknown = [name for name in names if name not in QUEUES_BY_PRIORITY]
+    if not names or unknown:
+        raise ValueError(f"expected a comma-separated subset of {','.join(QUEUES_BY_PRIORITY)}")
+    return names
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        case_sensitive=False,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- the flag ---------------------------------------------------------------
+    use_rq_queue: bool = True
+
+    # --- Redis --------------------------------------------------------------------
+    redis_url: str | None = None
+    redis_host: str = "127.0.0.1"
+    redis_port: int = Field(6379, ge=1, le=65535)
+    redis_db: int = Field(0, ge=0)
+    redis_password: SecretStr | None = None
+    # Short, so an upload answers 202 "pending" at once when Redis is down instead of hanging.
+    redis_connect_timeout_s: float = Field(1.0, gt=0)
+    redis_socket_timeout_s: float = Field(5.0, gt=0)
+
+    # --- storage ------------------------------------------------------------------
+    database_url: str = f"sqlite:///{VAR_DIR / 'audiokit.db'}"
+    storage_dir: Path = VAR_DIR / "uploads"
+    max_upload_mb: int = Field(50, ge=1, le=4096)
+
+    # --- jobs ---------------------------------------------------------------------
+    rq_job_timeout: Annotated[int, NoDecode] = 15 * 60
+    rq_retry_max: int = Field(3, ge=0, le=25)
+    rq_retry_intervals: Annotated[tuple[int, ...], NoDecode] = (10, 30, 60)
+    rq_result_ttl: Annotated[int, NoDecode] = 24 * 3600
+    rq_failure_ttl: Annotated[int, NoDecode] = 7 * 24 * 3600
+
+    # --- workers ------------------------------------------------------------------
+    worker_count: int = Field(2, ge=1, le=64)
+    worker_queues: Annotated[tuple[str, ...], NoDecode] = QUEUES_BY_PRIORITY
+    # RQ's default maintenance runs every 600 s; a SIGKILLed worker's job must be retried within ~2 min.
+    worker_maintenance_interval_s: int = Field(30, ge=5)
+    # Heartbeat of a running job; its lease lasts this + 60 s (RQ's fixed margin).
+    worker_job_monitoring_interval_s: int = Field(10, ge=1)
+    # A worker's registration lives this long without heartbeat; also bounds BLPOP waits (ttl - 15 s).
+    worker_ttl_s: int = Field(35, ge=20)
+    background_concurrency: int = Field(2, ge=1, le=64)
+
+    # --- reconciler ---------------------------------------------------------------
+    reconcile_interval_s: int = Field(30, ge=1)
+    reconcile_grace_s: int = Field(60, ge=1)
+
+    # --- security -----------------------------------------------------------------
+    admin_api_key: SecretStr | None = None
+
+    # --- analysis -----------------------------------------------------------------
+    analysis_server_url: str | None = None
+    analysis_server_timeout_s: float = Field(30.0, gt=0)
+
+    # --- API ----------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    public_url: str | None = None
+    sse_poll_interval_s: float = Field(2.0, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("rq_job_timeout", "rq_result_ttl", "rq_failure_ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> int:
+        return parse_duration_s(value)
+
+    @field_validator("rq_retry_intervals", mode="before")
+    @classmethod
+    def _intervals(cls, value: Any) -> tuple[int, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        intervals = tuple(parse_duration_s(item) for item in items if str(item).strip())
+        if not intervals:
+            raise ValueError("expected at least one interval, e.g. 10,30,60")
+        return intervals
+
+    @field_validator("worker_queues", mode="before")
+    @classmethod
+    def _queues(cls, value: Any) -> tuple[str, ...]:
+        return parse_queue_names(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+        return level
+
+    @field_validator("redis_url", "analysis_server_url", "public_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.analysis_server_url and not self.analysis_server_url.startswith(("http://", "https://")):
+            raise ValueError("ANALYSIS_SERVER_URL must start with http:// or https://")
+        return self
+
+    @property
+    def resolved_redis_url(self) -> str:
+        """`REDIS_URL` when set, else the URL built from the host/port/db/password variables."""
+        if self.redis_url:
+            return self.redis_url
+        auth = ""
+        if self.redis_password is not None:
+            auth = f":{quote(self.redis_password.get_secret_value(), safe='')}@"
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def base_url(self) -> str:
+        """Where clients reach the API; used for absolute links such as `status_url`."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+def load_settings(env_file: str | None = None, **overrides: Any) -> Settings:
+    """Builds settings, turning a validation error into one readable `ConfigurationError`.
+
+    Args:
+        env_file: the dotenv file to read; defaults to `$ENV_FILE` or `.env`. An empty string reads none.
+        **overrides: values that win over the environment (tests use this).
+
+    Raises:
+        ConfigurationError: naming each bad variable and why.
+    """
+    path = env_file if env_file is not None else os.environ.get("ENV_FILE", ".env")
+    try:
+        return Settings(_env_file=path or None, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            names = ".".join(str(part).upper() for part in error["loc"])
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{names}: {message}" if names else message)
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

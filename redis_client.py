@@ -1,0 +1,204 @@
+"""The one place that builds Redis connections, queues and jobs.
+
+Every job is JSON-serialized (a pickle-serialized queue lets anyone who can
+write to Redis run code on the workers) and every job runs through
+`AnalysisJob`, which calls only the functions on the allow-list in
+`tasks.registry`. Producer, workers, scheduler and dashboard all use these
+classes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import redis
+import redis.asyncio
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry as RedisRetry
+from rq import Queue, Retry
+from rq.exceptions import DeserializationError, NoSuchJobError
+from rq.job import Callback, Job
+from rq.serializers import JSONSerializer
+
+from core.errors import JobNotAllowed, QueueFull, QueueUnavailable, RedisPolicyError
+from core.settings import QUEUE_HIGH, QUEUE_NORMAL, Settings
+from tasks.registry import ALLOWED_CALLBACKS, ALLOWED_JOB_FUNCTIONS
+
+log = logging.getLogger(__name__)
+
+ANALYSIS_CHANNEL_PREFIX = "audiokit:analysis:"  # pub/sub channel per analysis: "it changed, read it again"
+
+# The API gives up on Redis fast (an upload then stays "pending"); workers wait longer on purpose.
+_API_RETRIES = 1
+HEALTH_CHECK_INTERVAL_S = 15  # ping idle pooled connections before reuse, so a Redis restart is noticed
+
+
+class AnalysisJob(Job):
+    """An RQ job that is JSON by default and refuses functions outside the allow-list."""
+
+    def __init__(self, id: str | None = None, connection: redis.Redis | None = None, serializer: Any = None):
+        super().__init__(id, connection=connection, serializer=serializer or JSONSerializer)
+
+    def _checked_name(self, name: str | None, allowed: frozenset[str], what: str) -> str | None:
+        if name is not None and name not in allowed:
+            raise JobNotAllowed(f"{what} {name!r} is not on the allow-list; nothing was run")
+        return name
+
+    @property
+    def func(self) -> Callable[..., Any] | None:
+        try:
+            name = self.func_name
+            instance = self.instance
+        except DeserializationError:
+            raise JobNotAllowed("job payload is not valid JSON; nothing was run") from None
+        if instance is not None:
+            raise JobNotAllowed("jobs calling methods on objects are not allowed; nothing was run")
+        self._checked_name(name, ALLOWED_JOB_FUNCTIONS, "job function")
+        return super().func  # type: ignore[no-any-return]
+
+    @property
+    def success_callback(self) -> Any:
+        self._checked_name(self._success_callback_name, ALLOWED_CALLBACKS, "success callback")
+        return super().success_callback
+
+    @property
+    def failure_callback(self) -> Any:
+        self._checked_name(self._failure_callback_name, ALLOWED_CALLBACKS, "failure callback")
+        return super().failure_callback
+
+    @property
+    def stopped_callback(self) -> Any:
+        self._checked_name(self._stopped_callback_name, ALLOWED_CALLBACKS, "stopped callback")
+        return super().stopped_callback
+
+
+class AnalysisQueue(Queue):
+    """An RQ queue of `AnalysisJob`s, JSON-serialized."""
+
+    job_class = AnalysisJob
+
+    def __init__(self, name: str = "default", connection: redis.Redis | None = None, **kwargs: Any) -> None:
+        kwargs["serializer"] = kwargs.get("serializer") or JSONSerializer
+        kwargs["job_class"] = kwargs.get("job_class") or AnalysisJob
+        super().__init__(name, connection=connection, **kwargs)
+
+
+def make_redis(settings: Settings, *, role: str = "api") -> redis.Redis:
+    """A Redis client for `settings` (password and TLS come with the URL: `rediss://`).
+
+    Args:
+        settings: the service settings.
+        role: "api" fails fast when Redis is down; "worker" keeps RQ's own timeouts and reconnect loop.
+    """
+    options: dict[str, Any] = {
+        "socket_connect_timeout": settings.redis_connect_timeout_s,
+        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+        "socket_keepalive": True,
+    }
+    if role == "api":
+        options["socket_timeout"] = settings.redis_socket_timeout_s
+        options["retry"] = RedisRetry(ExponentialBackoff(cap=0.2, base=0.05), _API_RETRIES)
+    return redis.Redis.from_url(settings.resolved_redis_url, **options)
+
+
+def make_async_redis(settings: Settings) -> redis.asyncio.Redis:
+    """An asyncio Redis client for the API's event streams."""
+    return redis.asyncio.Redis.from_url(
+        settings.resolved_redis_url,
+        socket_connect_timeout=settings.redis_connect_timeout_s,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+    )
+
+
+def get_queue(name: str, connection: redis.Redis) -> AnalysisQueue:
+    return AnalysisQueue(name, connection=connection)
+
+
+def queue_for(priority: str) -> str:
+    """The queue a priority maps to: `high` → high_priority, anything else → audio_analysis."""
+    return QUEUE_HIGH if priority == "high" else QUEUE_NORMAL
+
+
+def fetch_job(job_id: str, connection: redis.Redis) -> AnalysisJob | None:
+    """The RQ job with this id, or None when Redis has no such job."""
+    try:
+        return AnalysisJob.fetch(job_id, connection=connection)
+    except NoSuchJobError:
+        return None
+
+
+def retry_policy(settings: Settings) -> Retry | None:
+    """RQ's `Retry` from `RQ_RETRY_MAX` / `RQ_RETRY_INTERVALS` (None when retries are off)."""
+    if settings.rq_retry_max <= 0:
+        return None
+    return Retry(max=settings.rq_retry_max, interval=list(settings.rq_retry_intervals))
+
+
+def enqueue(
+    connection: redis.Redis,
+    settings: Settings,
+    func: str,
+    *args: Any,
+    job_id: str,
+    queue_name: str,
+    at: datetime | None = None,
+    description: str | None = None,
+    on_failure: str | None = None,
+    on_stopped: str | None = None,
+) -> AnalysisJob:
+    """Enqueues `func(*args)` with the service's timeout, retry policy and TTLs.
+
+    Raises:
+        QueueFull: Redis is out of memory and refuses writes (nothing was written).
+        QueueUnavailable: Redis cannot be reached.
+    """
+    queue = get_queue(queue_name, connection)
+    options: dict[str, Any] = {
+        "args": args,
+        "job_id": job_id,
+        "job_timeout": settings.rq_job_timeout,
+        "result_ttl": settings.rq_result_ttl,
+        "failure_ttl": settings.rq_failure_ttl,
+        "retry": retry_policy(settings),
+        # Never derived from client input: rq-dashboard renders it unescaped.
+        "description": description or f"{func.rsplit('.', 1)[-1]}({job_id})",
+        "on_failure": Callback(on_failure) if on_failure else None,
+        "on_stopped": Callback(on_stopped) if on_stopped else None,
+    }
+    try:
+        if at is not None:
+            return queue.enqueue_at(at, func, **options)  # type: ignore[no-any-return]
+        return queue.enqueue(func, **options)  # type: ignore[no-any-return]
+    except redis.exceptions.ResponseError as exc:
+        if "OOM" in str(exc) or "EXECABORT" in str(exc):
+            raise QueueFull("the queue is out of memory; try again later") from exc
+        raise
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
+
+
+def check_redis_policy(connection: redis.Redis) -> list[str]:
+    """Checks that Redis keeps queued jobs; returns warnings.
+
+    Raises:
+        RedisPolicyError: the server may evict keys (any `maxmemory-policy` but `noeviction`).
+    """
+    try:
+        config = connection.config_get("maxmemory-policy") | connection.config_get("appendonly")
+        config |= connection.config_get("save")
+    except redis.exceptions.ResponseError:
+        # Managed Redis services often disable CONFIG; their eviction policy must be checked by hand.
+        return ["could not read the Redis configuration (CONFIG GET refused): check maxmemory-policy yourself"]
+    policy = config.get("maxmemory-policy", "noeviction")
+    if policy != "noeviction":
+        raise RedisPolicyError(
+            f"Redis maxmemory-policy is {policy!r}: it may evict queued jobs. "
+            "Set `maxmemory-policy noeviction` on the server."
+        )
+    warnings = []
+    if config.get("appendonly") != "yes" and not config.get("save"):
+        warnings.append("Redis persistence is off (no AOF, no RDB): a Redis restart loses queued jobs")
+    return warnings

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the project runs with, when missing and we are root; otherwise says how.
+#   redis-server  the private Redis that `make run` and the tests start
+#   chromium      the headless browser of the dashboard test
+set -euo pipefail
+missing=()
+for pkg in "$@"; do
+    case "$pkg" in
+        redis-server) command -v redis-server >/dev/null || missing+=(redis-server) ;;
+        chromium) command -v chromium >/dev/null || missing+=(chromium) ;;
+        *) echo "unknown package $pkg" >&2; exit 2 ;;
+    esac
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "Installing ${missing[*]} (Debian) ..."
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian starts redis-server as a system service on install; the project runs its own.
+    if [[ " ${missing[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null; then
+        systemctl disable --now redis-server >/dev/null 2>&1 || true
+    fi
+else
+    echo "error: missing ${missing[*]}. Install with: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+fi

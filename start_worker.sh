@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Starts RQ workers for the audio analysis service.
+#
+#   ./start_worker.sh [-n COUNT] [-q QUEUES] [--burst] [--name NAME]
+#
+#   -n, --count N     workers to run (RQ's worker pool when N > 1)   [env WORKER_COUNT, default 2]
+#   -q, --queues Q    comma-separated, highest priority first          [env WORKER_QUEUES,
+#                                                                      default high_priority,audio_analysis]
+#   --burst           drain the queues, then exit
+#   --name NAME       worker name (single worker only)
+#
+# Every other setting (REDIS_URL, DATABASE_URL, RQ_JOB_TIMEOUT, ...) comes from the environment
+# or .env, exactly as for the API. SIGTERM/Ctrl-C: finish the current job, then exit (warm
+# shutdown); a second signal stops at once and the job is retried later.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+python="${PYTHON:-$here/.venv/bin/python}"
+[ -x "$python" ] || python="$(command -v python3)"
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
+    exit 0
+fi
+cd "$here"
+exec "$python" -m workers.main "$@"

@@ -1,0 +1,63 @@
+"""What a running job needs (settings, database, storage, Redis), built once per process.
+
+A worker's work-horse is a fork, so everything is keyed by PID and rebuilt
+after a fork. The API installs its own runtime for jobs it runs in-process,
+so those use the app's settings.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import redis
+
+from core.db import Database, get_database
+from core.lifecycle import Lifecycle
+from core.notify import RedisNotifier
+from core.settings import Settings, get_settings
+from core.storage import Storage
+from redis_client import make_redis
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    database: Database
+    lifecycle: Lifecycle
+    storage: Storage
+    redis: redis.Redis
+
+
+def build_runtime(settings: Settings, *, role: str = "worker") -> Runtime:
+    database = get_database(settings.database_url)
+    connection = make_redis(settings, role=role)
+    return Runtime(
+        settings=settings,
+        database=database,
+        lifecycle=Lifecycle(database, RedisNotifier(connection)),
+        storage=Storage(settings.storage_dir),
+        redis=connection,
+    )
+
+
+_installed: Runtime | None = None
+_built: dict[int, Runtime] = {}
+_lock = threading.Lock()
+
+
+def install_runtime(runtime: Runtime | None) -> None:
+    """Makes `runtime` the one jobs use in this process (the API does this at start-up)."""
+    global _installed
+    _installed = runtime
+
+
+def get_runtime() -> Runtime:
+    if _installed is not None:
+        return _installed
+    with _lock:
+        runtime = _built.get(os.getpid())
+        if runtime is None:
+            runtime = _built[os.getpid()] = build_runtime(get_settings())
+        return runtime

@@ -1,0 +1,114 @@
+"""Fixtures: a private redis-server per session, a fresh database per test, real processes on demand."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from core.db import migrate
+from core.settings import Settings, load_settings
+from devserver.redis import RedisServer
+from tests.support.processes import ApiServer, ManagedProcess, start_workers
+
+# Children and in-process code must never read a developer's .env.
+os.environ["ENV_FILE"] = ""
+
+ADMIN_KEY = "test-admin-key-0123456789"
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test (restarted first if a test stopped it)."""
+    if not redis_server.running:
+        redis_server.start()
+    with redis_server.client() as client:
+        client.flushall()
+        client.config_set("maxmemory", 0)
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_conn(redis_url: str) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(redis_url) as client:
+        yield client
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, redis_url: str) -> SettingsFactory:
+    """Builds settings for this test: its own database and storage, the session's Redis, fast retries."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "redis_url": redis_url,
+            "database_url": f"sqlite:///{tmp_path / 'audiokit.db'}",
+            "storage_dir": tmp_path / "uploads",
+            "admin_api_key": ADMIN_KEY,
+            "rq_retry_intervals": "1",
+            "worker_count": 1,
+            "sse_poll_interval_s": 0.5,
+        }
+        settings = load_settings(env_file="", **(values | overrides))
+        migrate(settings.database_url)
+        return settings
+
+    return build
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def artifacts_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """Where a test leaves logs and screenshots worth keeping (test-artifacts/<test name>)."""
+    root = Path(request.config.rootpath) / "test-artifacts" / request.node.name[:100]
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+ProcessFactory = Callable[..., ManagedProcess]
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Callable[..., ManagedProcess]]:
+    """Starts real workers through start_worker.sh; every one is stopped after the test."""
+    started: list[ManagedProcess] = []
+
+    def start(settings: Settings, *args: str, **env: Any) -> ManagedProcess:
+        process = start_workers(settings, tmp_path / f"worker-{len(started)}.log", *args, **env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def api_server(tmp_path: Path) -> Iterator[Callable[[Settings], ApiServer]]:
+    """Starts the real API under uvicorn; stopped after the test."""
+    started: list[ApiServer] = []
+
+    def start(settings: Settings) -> ApiServer:
+        server = ApiServer(settings, tmp_path / f"api-{len(started)}.log")
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

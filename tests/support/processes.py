@@ -1,0 +1,127 @@
+"""Real processes for integration and fault tests: workers via start_worker.sh, the API via uvicorn."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import SecretStr
+
+from core.settings import PROJECT_ROOT, Settings
+from devserver.redis import free_port
+
+T = TypeVar("T")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process read exactly `settings` (and no .env file)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("RQ_", "REDIS_"))}
+    env["ENV_FILE"] = ""
+    env["PYTHONUNBUFFERED"] = "1"
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, tuple | list):
+            value = ",".join(str(item) for item in value)
+        env[name.upper()] = str(value)
+    return env
+
+
+def wait_for(condition: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.05) -> T:
+    """Polls `condition` until it returns something truthy; fails with `what` after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+class ManagedProcess:
+    """A child process in its own session, with its output in a log file."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path = PROJECT_ROOT) -> None:
+        self.argv = argv
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            argv, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def send(self, sig: int) -> None:
+        if self.alive:
+            self.process.send_signal(sig)
+
+    def kill_group(self, sig: int = signal.SIGKILL) -> None:
+        """Signals the whole process group (e.g. a worker pool and its work-horses)."""
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        """SIGTERM, then SIGKILL of the group after `timeout_s`; returns the exit code."""
+        if self.alive:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill_group()
+                self.process.wait()
+        self.kill_group()  # work-horses live in their own groups; the pool's group may hold leftovers
+        self._log.close()
+        return self.process.returncode
+
+
+def start_workers(settings: Settings, log_path: Path, *args: str, **env_overrides: Any) -> ManagedProcess:
+    """Runs `./start_worker.sh` with `settings`, as an operator would."""
+    env = settings_env(settings) | {key: str(value) for key, value in env_overrides.items()}
+    return ManagedProcess([str(PROJECT_ROOT / "start_worker.sh"), *args], env, log_path)
+
+
+class ApiServer(ManagedProcess):
+    """The API under uvicorn, on a free loopback port."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.port = free_port()
+        env = settings_env(settings) | {"PORT": str(self.port), "HOST": "127.0.0.1"}
+        argv = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", "127.0.0.1", "--port", str(self.port)]
+        super().__init__(argv, env, log_path)
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_for(self._ready, 20, f"the API on port {self.port}")
+
+    def _ready(self) -> bool:
+        if not self.alive:
+            raise AssertionError(f"the API exited:\n{self.output()[-3000:]}")
+        try:
+            return httpx.get(f"{self.url}/health", timeout=1).status_code in (200, 503)
+        except httpx.HTTPError:
+            return False
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
