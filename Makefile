@@ -30,7 +30,7 @@ browser-deps:
 	@bash scripts/ensure-system-deps.sh chromium
 
 run: setup
-	$(PY) scripts/run.py
+	$(PY) -m devserver.run
 
 worker: setup
 	./start_worker.sh

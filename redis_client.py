@@ -12,15 +12,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
+from rq.callbacks import Callback
 from rq.exceptions import DeserializationError, NoSuchJobError
-from rq.job import Callback, Job
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from core.errors import JobNotAllowed, QueueFull, QueueUnavailable, RedisPolicyError
@@ -28,8 +29,6 @@ from core.settings import QUEUE_HIGH, QUEUE_NORMAL, Settings
 from tasks.registry import ALLOWED_CALLBACKS, ALLOWED_JOB_FUNCTIONS
 
 log = logging.getLogger(__name__)
-
-ANALYSIS_CHANNEL_PREFIX = "audiokit:analysis:"  # pub/sub channel per analysis: "it changed, read it again"
 
 # The API gives up on Redis fast (an upload then stays "pending"); workers wait longer on purpose.
 _API_RETRIES = 1
@@ -125,7 +124,7 @@ def queue_for(priority: str) -> str:
 def fetch_job(job_id: str, connection: redis.Redis) -> AnalysisJob | None:
     """The RQ job with this id, or None when Redis has no such job."""
     try:
-        return AnalysisJob.fetch(job_id, connection=connection)
+        return cast(AnalysisJob, AnalysisJob.fetch(job_id, connection=connection))
     except NoSuchJobError:
         return None
 
@@ -170,8 +169,8 @@ def enqueue(
     }
     try:
         if at is not None:
-            return queue.enqueue_at(at, func, **options)  # type: ignore[no-any-return]
-        return queue.enqueue(func, **options)  # type: ignore[no-any-return]
+            return cast(AnalysisJob, queue.enqueue_at(at, func, **options))
+        return cast(AnalysisJob, queue.enqueue(func, **options))
     except redis.exceptions.ResponseError as exc:
         if "OOM" in str(exc) or "EXECABORT" in str(exc):
             raise QueueFull("the queue is out of memory; try again later") from exc

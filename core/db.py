@@ -11,14 +11,15 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # workers and the API write concurrently; wait for the lock, never fail fast
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
@@ -90,6 +91,8 @@ def get_database(url: str) -> Database:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config  # only start-up and tests need alembic
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -101,4 +104,6 @@ def migrate(url: str) -> None:
     path = _sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+    from alembic import command
+
     command.upgrade(alembic_config(url), "head")

@@ -79,6 +79,21 @@ class Lifecycle:
             )
             return list(session.scalars(query))
 
+    def undelivered_callbacks(self, ended_before: datetime, limit: int = 100) -> list[Analysis]:
+        """Ended analyses whose `callback_url` has not acknowledged them yet."""
+        with self.database.session() as session:
+            query = (
+                select(Analysis)
+                .where(
+                    Analysis.status.in_([AnalysisStatus.FINISHED, AnalysisStatus.FAILED]),
+                    Analysis.callback_url.is_not(None),
+                    Analysis.callback_sent_at.is_(None),
+                    Analysis.finished_at < ended_before,
+                )
+                .limit(limit)
+            )
+            return list(session.scalars(query))
+
     # --- changes ---------------------------------------------------------------------
 
     def _change(
@@ -91,7 +106,8 @@ class Lifecycle:
     ) -> bool:
         with self.database.session() as session:
             query = update(Analysis).where(Analysis.id == analysis_id, *where)
-            changed = session.execute(query.values(updated_at=utcnow(), **values)).rowcount > 0  # type: ignore[attr-defined]
+            result = session.execute(query.values(updated_at=utcnow(), **values))
+            changed = bool(result.rowcount)  # type: ignore[attr-defined]
             if changed and log:
                 _append_log(session, analysis_id, log)
         if changed:
@@ -193,11 +209,24 @@ class Lifecycle:
             log="finished",
         )
 
+    def settle_finished(self, analysis_id: str, result: dict[str, Any]) -> bool:
+        """Records a result RQ holds but the database missed (the reconciler's repair)."""
+        return self._change(
+            analysis_id,
+            {"status": AnalysisStatus.FINISHED, "result": result, "progress": 100, "finished_at": utcnow()},
+            where=[_NOT_TERMINAL],
+            log="finished (recorded by the reconciler)",
+        )
+
     def record_failure(self, analysis_id: str, error: str, *, retry_in_s: int | None) -> bool:
         """Records a failed run: waiting for a retry when `retry_in_s` is given, else failed for good."""
         error = _clip(error)
         if retry_in_s is None:
-            values: dict[str, Any] = {"status": AnalysisStatus.FAILED, "error": error, "finished_at": utcnow()}
+            values: dict[str, Any] = {
+                "status": AnalysisStatus.FAILED,
+                "error": error,
+                "finished_at": utcnow(),
+            }
             log = f"failed: {error}"
         else:
             status = AnalysisStatus.SCHEDULED if retry_in_s > 0 else AnalysisStatus.QUEUED
@@ -242,9 +271,7 @@ class Lifecycle:
                 session.execute(update(Analysis).where(Analysis.id.in_(ids), _NOT_TERMINAL).values(updated_at=utcnow()))
 
     def mark_callback_sent(self, analysis_id: str) -> bool:
-        return self._change(
-            analysis_id, {"callback_sent_at": utcnow()}, where=[Analysis.callback_sent_at.is_(None)]
-        )
+        return self._change(analysis_id, {"callback_sent_at": utcnow()}, where=[Analysis.callback_sent_at.is_(None)])
 
 
 def grace_cutoff(grace_s: int) -> datetime:

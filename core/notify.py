@@ -11,13 +11,13 @@ from typing import Protocol
 
 import redis
 
-from redis_client import ANALYSIS_CHANNEL_PREFIX
-
 log = logging.getLogger(__name__)
+
+CHANNEL_PREFIX = "audiokit:analysis:"  # one pub/sub channel per analysis
 
 
 def channel_for(analysis_id: str) -> str:
-    return f"{ANALYSIS_CHANNEL_PREFIX}{analysis_id}"
+    return f"{CHANNEL_PREFIX}{analysis_id}"
 
 
 class Notifier(Protocol):

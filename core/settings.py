@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     # Short, so an upload answers 202 "pending" at once when Redis is down instead of hanging.
     redis_connect_timeout_s: float = Field(1.0, gt=0)
     redis_socket_timeout_s: float = Field(5.0, gt=0)
+    # Where `make run` keeps the private redis-server's AOF when REDIS_URL is not reachable.
+    redis_data_dir: Path = VAR_DIR / "redis"
 
     # --- storage ------------------------------------------------------------------
     database_url: str = f"sqlite:///{VAR_DIR / 'audiokit.db'}"
@@ -127,6 +129,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     public_url: str | None = None
     sse_poll_interval_s: float = Field(2.0, gt=0)
+    # `make run`: how long processes get to stop on Ctrl-C before they are killed (jobs left are retried).
+    shutdown_grace_s: int = Field(30, ge=1)
     log_level: str = "INFO"
 
     @field_validator("rq_job_timeout", "rq_result_ttl", "rq_failure_ttl", mode="before")

@@ -29,7 +29,9 @@ def server_args(port: int, data_dir: Path, *extra: str) -> list[str]:
     """The `redis-server` command line of a private, durable, loopback-only server."""
     binary = shutil.which("redis-server")
     if binary is None:
-        raise FileNotFoundError("redis-server not found: `make setup` installs it (Debian: apt-get install redis-server)")
+        raise FileNotFoundError(
+            "redis-server not found: `make setup` installs it (Debian: apt-get install redis-server)"
+        )
     return [
         binary,
         "--port", str(port),

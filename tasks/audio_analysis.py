@@ -30,7 +30,7 @@ def _mirror_to_rq(percent: int, message: str | None) -> None:
     job.meta["progress"] = percent
     if message:
         job.meta["log"] = [*job.meta.get("log", [])[-19:], message]
-    job.save_meta()
+    job.save_meta()  # type: ignore[no-untyped-call]
 
 
 def process_audio_analysis(analysis_id: str) -> dict[str, Any] | None:
@@ -69,9 +69,10 @@ def process_audio_analysis(analysis_id: str) -> dict[str, Any] | None:
 def _notify_client(analysis_id: str) -> None:
     runtime = get_runtime()
     analysis = runtime.lifecycle.get(analysis_id)
-    if analysis is not None and analysis.callback_url and analysis.callback_sent_at is None:
-        if deliver(analysis, runtime.settings.base_url):
-            runtime.lifecycle.mark_callback_sent(analysis_id)
+    if analysis is None or not analysis.callback_url or analysis.callback_sent_at is not None:
+        return
+    if deliver(analysis, runtime.settings.base_url):
+        runtime.lifecycle.mark_callback_sent(analysis_id)
 
 
 def record_failure(analysis_id: str, error: BaseException, retry_in_s: int | None) -> None:

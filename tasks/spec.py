@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
@@ -59,7 +59,7 @@ def describe_error(error: BaseException) -> str:
 
 def spec_for(func_name: str | None) -> TaskSpec | None:
     path = TASK_SPECS.get(func_name or "")
-    return import_attribute(path) if path else None  # type: ignore[no-any-return]
+    return cast(TaskSpec, import_attribute(path)) if path else None
 
 
 def on_failure(

@@ -76,7 +76,8 @@ def settings(make_settings: SettingsFactory) -> Settings:
 @pytest.fixture
 def artifacts_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     """Where a test leaves logs and screenshots worth keeping (test-artifacts/<test name>)."""
-    root = Path(request.config.rootpath) / "test-artifacts" / request.node.name[:100]
+    name: str = request.node.name
+    root = Path(str(request.config.rootpath)) / "test-artifacts" / name[:100]
     root.mkdir(parents=True, exist_ok=True)
     return root
 

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         connection=connection,
         num_workers=args.count,
         worker_class=AnalysisWorker,
-        serializer=JSONSerializer,  # type: ignore[arg-type]
+        serializer=JSONSerializer,
         job_class=AnalysisJob,
         queue_class=AnalysisQueue,
     )

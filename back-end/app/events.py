@@ -10,6 +10,7 @@ costs a poll interval.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -98,10 +99,8 @@ async def analysis_events(
             await _wait_for_change(pubsub, poll_interval_s)
     finally:
         if pubsub is not None:
-            try:
-                await pubsub.aclose()
-            except (redis.exceptions.RedisError, OSError):
-                pass
+            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 async def _wait_for_change(pubsub: Any, timeout_s: float) -> None:

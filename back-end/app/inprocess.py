@@ -38,6 +38,7 @@ class InProcessRunner:
         self._waiting: list[str] = []
         self._running: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def active_ids(self) -> set[str]:
@@ -47,13 +48,25 @@ class InProcessRunner:
         """0-based place among jobs waiting for a free slot; None when not waiting here."""
         return self._waiting.index(job_id) if job_id in self._waiting else None
 
+    def next_position(self) -> int:
+        """The place a job submitted now would take: 0 when a slot is free."""
+        return len(self._waiting) if len(self._running) >= self._concurrency else 0
+
     def is_running(self, job_id: str) -> bool:
         return job_id in self._running
 
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop jobs run on; `submit` may then be called from any thread."""
+        self._loop = loop
+
     def submit(self, task: TaskSpec, job_id: str, at: datetime | None = None) -> None:
-        """Starts `run` on the event loop (for callers outside a request, e.g. the reconciler)."""
-        coroutine = self.run(task, job_id, at)
-        handle = asyncio.get_running_loop().create_task(coroutine, name=f"job-{job_id}")
+        """Starts `run` on the loop, from any thread (for callers outside a request, e.g. the reconciler)."""
+        if self._loop is None:
+            raise RuntimeError("InProcessRunner.bind(loop) was not called")
+        self._loop.call_soon_threadsafe(self._start, task, job_id, at)
+
+    def _start(self, task: TaskSpec, job_id: str, at: datetime | None) -> None:
+        handle = asyncio.get_running_loop().create_task(self.run(task, job_id, at), name=f"job-{job_id}")
         self._tasks.add(handle)
         handle.add_done_callback(self._tasks.discard)
 

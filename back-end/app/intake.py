@@ -21,7 +21,6 @@ import soundfile
 from fastapi import BackgroundTasks
 from sqlalchemy.exc import IntegrityError
 
-from app.dispatch import Dispatched, Dispatcher
 from app.upload import ReceivedUpload, receive_upload
 from core.errors import (
     IdempotencyConflict,
@@ -34,6 +33,7 @@ from core.lifecycle import Lifecycle
 from core.models import Analysis, AnalysisStatus, Priority
 from core.settings import Settings
 from core.storage import Storage
+from jobs.dispatch import Dispatched, Dispatcher
 from redis_client import queue_for
 from tasks.audio_analysis import TASK
 
@@ -121,9 +121,7 @@ def sniff_audio(path: Path) -> str:
 class Intake:
     """Accepts uploads."""
 
-    def __init__(
-        self, settings: Settings, lifecycle: Lifecycle, storage: Storage, dispatcher: Dispatcher
-    ) -> None:
+    def __init__(self, settings: Settings, lifecycle: Lifecycle, storage: Storage, dispatcher: Dispatcher) -> None:
         self.settings = settings
         self.lifecycle = lifecycle
         self.storage = storage

@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None, *, apply_migrations: bool = Fal
         services = build_services(settings)
         app.state.services = services
         install_runtime(services.runtime)
+        services.runner.bind(asyncio.get_running_loop())
         heartbeat = asyncio.create_task(services.runner.heartbeat(), name="in-process-heartbeat")
         log.info("API ready: USE_RQ_QUEUE=%s, new jobs run %s", settings.use_rq_queue, services.dispatcher.mode)
         try:

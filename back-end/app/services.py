@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis
-import redis.asyncio
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
-from app.dispatch import Dispatcher
 from app.inprocess import InProcessRunner
 from app.intake import Intake
 from core.db import Database, get_database
@@ -15,6 +14,7 @@ from core.lifecycle import Lifecycle
 from core.notify import RedisNotifier
 from core.settings import Settings
 from core.storage import Storage
+from jobs.dispatch import Dispatcher
 from redis_client import make_async_redis, make_redis
 from tasks.runtime import Runtime
 
@@ -23,8 +23,8 @@ from tasks.runtime import Runtime
 class Services:
     settings: Settings
     database: Database
-    redis: redis.Redis
-    async_redis: redis.asyncio.Redis
+    redis: Redis
+    async_redis: AsyncRedis
     lifecycle: Lifecycle
     storage: Storage
     runner: InProcessRunner

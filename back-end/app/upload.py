@@ -13,13 +13,16 @@ import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import python_multipart
 import python_multipart.exceptions
 from python_multipart.multipart import parse_options_header
 
 from core.errors import MalformedUpload, UploadTooLarge
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 FILE_FIELD = "file"
 MAX_PARTS = 8  # the file plus a few form fields; more is a flood, not an upload
@@ -150,23 +153,18 @@ async def receive_upload(
     if mime != b"multipart/form-data" or not boundary:
         raise MalformedUpload(f"send multipart/form-data with the audio in the field {FILE_FIELD!r}")
     receiver = _Receiver(incoming, max_bytes)
-    callbacks = {
-        name: getattr(receiver, name)
-        for name in (
-            "on_part_begin",
-            "on_part_data",
-            "on_part_end",
-            "on_header_field",
-            "on_header_value",
-            "on_header_end",
-            "on_headers_finished",
-        )
+    callbacks: MultipartCallbacks = {
+        "on_part_begin": receiver.on_part_begin,
+        "on_part_data": receiver.on_part_data,
+        "on_part_end": receiver.on_part_end,
+        "on_header_field": receiver.on_header_field,
+        "on_header_value": receiver.on_header_value,
+        "on_header_end": receiver.on_header_end,
+        "on_headers_finished": receiver.on_headers_finished,
     }
     try:
         try:
-            parser = python_multipart.MultipartParser(
-                boundary, callbacks, max_header_size=MAX_HEADER_BYTES  # type: ignore[arg-type]
-            )
+            parser = python_multipart.MultipartParser(boundary, callbacks, max_header_size=MAX_HEADER_BYTES)
             async for chunk in chunks:
                 parser.write(chunk)
             parser.finalize()
@@ -183,4 +181,3 @@ async def receive_upload(
     if receiver.upload.path is None:
         raise MalformedUpload(f"no file: send the audio in the form field {FILE_FIELD!r}")
     return receiver.upload
-

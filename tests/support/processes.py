@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -79,10 +80,8 @@ class ManagedProcess:
 
     def kill_group(self, sig: int = signal.SIGKILL) -> None:
         """Signals the whole process group (e.g. a worker pool and its work-horses)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def stop(self, timeout_s: float = 20.0) -> int:
         """SIGTERM, then SIGKILL of the group after `timeout_s`; returns the exit code."""
@@ -110,7 +109,17 @@ class ApiServer(ManagedProcess):
     def __init__(self, settings: Settings, log_path: Path) -> None:
         self.port = free_port()
         env = settings_env(settings) | {"PORT": str(self.port), "HOST": "127.0.0.1"}
-        argv = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", "127.0.0.1", "--port", str(self.port)]
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "app.main:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         super().__init__(argv, env, log_path)
         self.url = f"http://127.0.0.1:{self.port}"
         wait_for(self._ready, 20, f"the API on port {self.port}")

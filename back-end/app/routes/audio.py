@@ -29,7 +29,11 @@ _UPLOAD_BODY: dict[str, Any] = {
                     "type": "object",
                     "required": ["file"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary", "description": "WAV, FLAC, OGG or MP3"},
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "WAV, FLAC, OGG or MP3",
+                        },
                         "priority": {"type": "string", "enum": ["normal", "high"], "default": "normal"},
                         "callback_url": {"type": "string", "format": "uri"},
                         "scheduled_at": {"type": "string", "format": "date-time"},
@@ -47,7 +51,10 @@ _UPLOAD_BODY: dict[str, Any] = {
     response_model=AcceptedAnalysis,
     openapi_extra=_UPLOAD_BODY,
     responses={
-        200: {"model": AcceptedAnalysis, "description": "A repeat of an earlier request (same Idempotency-Key)"},
+        200: {
+            "model": AcceptedAnalysis,
+            "description": "A repeat of an earlier request (same Idempotency-Key)",
+        },
         409: {"description": "A request with the same Idempotency-Key is in progress"},
         413: {"description": "File over MAX_UPLOAD_MB"},
         415: {"description": "Not audio we can read"},

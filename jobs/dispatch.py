@@ -2,7 +2,8 @@
 
 Endpoints commit their row first (the acknowledgment), then call `dispatch`.
 When Redis cannot take the job, the row stays `pending` and the reconciler
-enqueues it later; the caller still answers 202.
+enqueues it later; the caller still answers 202. No web framework here: the
+reconciler dispatches from workers too (always onto RQ, with no runner).
 """
 
 from __future__ import annotations
@@ -10,13 +11,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import redis
-from fastapi import BackgroundTasks
 
-from app.inprocess import InProcessRunner
-from core.errors import QueueUnavailable
+from core.errors import ConfigurationError, QueueUnavailable
 from core.lifecycle import Lifecycle
 from core.models import AnalysisStatus, DispatchMode, utcnow
 from core.settings import Settings
@@ -25,6 +24,22 @@ from tasks.registry import ON_FAILURE, ON_STOPPED
 from tasks.spec import TaskSpec
 
 log = logging.getLogger(__name__)
+
+
+class TaskAdder(Protocol):
+    """FastAPI's `BackgroundTasks`, as far as dispatching needs it."""
+
+    def add_task(self, func: Any, *args: Any, **kwargs: Any) -> None: ...
+
+
+class InProcess(Protocol):
+    """Runs tasks inside this process (the API's `app.inprocess.InProcessRunner`)."""
+
+    async def run(self, task: TaskSpec, job_id: str, at: datetime | None = None) -> None: ...
+
+    def submit(self, task: TaskSpec, job_id: str, at: datetime | None = None) -> None: ...
+
+    def next_position(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -41,7 +56,7 @@ class Dispatcher:
     """Runs tasks on RQ workers or in this process, by the flag."""
 
     def __init__(
-        self, settings: Settings, connection: redis.Redis, runner: InProcessRunner, lifecycle: Lifecycle
+        self, settings: Settings, connection: redis.Redis, runner: InProcess | None, lifecycle: Lifecycle
     ) -> None:
         self.settings = settings
         self.connection = connection
@@ -54,7 +69,7 @@ class Dispatcher:
 
     def dispatch(
         self,
-        background_tasks: BackgroundTasks | None,
+        background_tasks: TaskAdder | None,
         task: TaskSpec,
         job_id: str,
         *,
@@ -98,6 +113,9 @@ class Dispatcher:
             )
             return Dispatched(DispatchMode.RQ, queue, status, self._rq_position(job) if not at else None)
 
+        if self.runner is None:
+            raise ConfigurationError("USE_RQ_QUEUE is false but this process cannot run jobs in-process")
+        position = self.runner.next_position()
         self.lifecycle.mark_dispatched(
             job_id, mode=DispatchMode.BACKGROUND, queue=queue, status=status, from_statuses=from_statuses
         )
@@ -105,7 +123,7 @@ class Dispatcher:
             background_tasks.add_task(self.runner.run, task, job_id, at)
         else:
             self.runner.submit(task, job_id, at)
-        return Dispatched(DispatchMode.BACKGROUND, queue, status, len(self.runner.active_ids))
+        return Dispatched(DispatchMode.BACKGROUND, queue, status, position if not at else None)
 
     def _rq_position(self, job: Any) -> int | None:
         try:

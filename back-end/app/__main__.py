@@ -1,0 +1,33 @@
+"""`python -m app`: the API under uvicorn, on `HOST`:`PORT` from the settings."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from core.errors import ConfigurationError
+from core.settings import get_settings
+
+GRACEFUL_SHUTDOWN_S = 10  # in-flight requests get this long; in-process jobs left are re-run by the reconciler
+
+
+def main() -> int:
+    try:
+        settings = get_settings()
+    except ConfigurationError as exc:
+        print(f"api: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

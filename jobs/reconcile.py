@@ -1,0 +1,179 @@
+"""The reconciler: the one mechanism that makes "acknowledged" mean "done eventually".
+
+Periodically it compares the database with Redis. Every unfinished analysis
+left untouched for a grace period is looked up in RQ:
+
+- waiting or running there: fine (RQ's own maintenance retries a job whose
+  worker died) — unless this process runs jobs in-process and no live worker
+  serves the queue, then the job is taken back from RQ and run here
+  (flag flipped RQ → background);
+- ended there but not in the database: the database is settled from RQ;
+- lost (the hash says queued but no list holds it: a worker died between
+  BLPOP and start) on two passes in a row, or absent (never enqueued because
+  Redis was down, Redis lost its data, an in-process job died with its API
+  process, flag flipped background → RQ): dispatched again, with the same
+  job id, by the current mode.
+
+It also re-sends callbacks that were not delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from rq.results import Result
+
+from core.lifecycle import Lifecycle, grace_cutoff
+from core.models import Analysis, AnalysisStatus, DispatchMode
+from core.settings import Settings
+from jobs.dispatch import Dispatcher
+from jobs.rq_state import JobPlace, locate, served_queues, take_back
+from redis_client import AnalysisJob
+from tasks.audio_analysis import TASK
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = "audiokit:reconciler:lock"
+SUSPECT_KEY = "audiokit:reconciler:suspect:{}"
+_REDISPATCH_FROM = (
+    AnalysisStatus.PENDING,
+    AnalysisStatus.QUEUED,
+    AnalysisStatus.SCHEDULED,
+    AnalysisStatus.STARTED,
+)
+
+
+@dataclass
+class ReconcileReport:
+    examined: int = 0
+    redispatched: list[str] = field(default_factory=list)
+    taken_back: list[str] = field(default_factory=list)
+    settled: list[str] = field(default_factory=list)
+    suspected: list[str] = field(default_factory=list)
+    callbacks_resent: list[str] = field(default_factory=list)
+    skipped: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "examined": self.examined,
+            "redispatched": self.redispatched,
+            "taken_back": self.taken_back,
+            "settled": self.settled,
+            "suspected": self.suspected,
+            "callbacks_resent": self.callbacks_resent,
+            "skipped": self.skipped,
+        }
+
+
+class Reconciler:
+    """Compares the database with Redis and repairs what a crash or outage left behind."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        lifecycle: Lifecycle,
+        connection: redis.Redis,
+        dispatcher: Dispatcher,
+        local_jobs: set[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.lifecycle = lifecycle
+        self.connection = connection
+        self.dispatcher = dispatcher
+        self.local_jobs = local_jobs or set()
+
+    def run_once(self) -> ReconcileReport:
+        """One pass; a second reconciler running at the same time skips its pass."""
+        report = ReconcileReport()
+        lock = self.connection.lock(LOCK_KEY, timeout=max(60, self.settings.reconcile_interval_s * 4))
+        if not lock.acquire(blocking=False):
+            report.skipped = "another reconciler is running"
+            return report
+        try:
+            self._pass(report)
+        finally:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                log.warning("reconciler lock expired during a pass")
+        if report.redispatched or report.taken_back or report.settled:
+            log.info("reconciled: %s", report.as_dict())
+        return report
+
+    def _pass(self, report: ReconcileReport) -> None:
+        cutoff = grace_cutoff(self.settings.reconcile_grace_s)
+        served: set[str] | None = None
+        for analysis in self.lifecycle.stale(cutoff):
+            if analysis.id in self.local_jobs:
+                continue  # running in this very process
+            report.examined += 1
+            located = locate(self.connection, analysis.id)
+            if located.place is JobPlace.ENDED:
+                self._settle(analysis, located.job, report)
+            elif located.place in (JobPlace.WAITING, JobPlace.RUNNING):
+                if self.dispatcher.mode is DispatchMode.BACKGROUND and located.place is JobPlace.WAITING:
+                    served = (
+                        served if served is not None else served_queues(self.connection, self.settings.worker_ttl_s)
+                    )
+                    if analysis.queue not in served and located.job and take_back(self.connection, located.job):
+                        self._redispatch(analysis, report.taken_back)
+                        continue
+                if analysis.status is AnalysisStatus.PENDING:
+                    # Enqueued, but the API died before recording it.
+                    self.lifecycle.mark_dispatched(
+                        analysis.id, mode=DispatchMode.RQ, queue=analysis.queue, status=AnalysisStatus.QUEUED
+                    )
+                    report.settled.append(analysis.id)
+            elif located.place is JobPlace.LOST:
+                # A worker may be between BLPOP and start right now: act only if still lost on the next pass.
+                first_seen = self.connection.set(SUSPECT_KEY.format(analysis.id), 1, nx=True, ex=3600)
+                if first_seen:
+                    report.suspected.append(analysis.id)
+                else:
+                    self._redispatch(analysis, report.redispatched)
+            else:
+                self._redispatch(analysis, report.redispatched)
+        self._resend_callbacks(cutoff, report)
+
+    def _redispatch(self, analysis: Analysis, bucket: list[str]) -> None:
+        self.connection.delete(SUSPECT_KEY.format(analysis.id))
+        at = analysis.scheduled_at if analysis.status is not AnalysisStatus.STARTED else None
+        self.lifecycle.log(analysis.id, f"recovered by the reconciler (was {analysis.status.value})")
+        dispatched = self.dispatcher.dispatch(
+            None, TASK, analysis.id, queue=analysis.queue, at=at, from_statuses=_REDISPATCH_FROM
+        )
+        if dispatched.status is not AnalysisStatus.PENDING:
+            bucket.append(analysis.id)
+
+    def _settle(self, analysis: Analysis, job: AnalysisJob | None, report: ReconcileReport) -> None:
+        """RQ says the job ended but the database does not know: record what RQ knows."""
+        assert job is not None
+        status = job.get_status(refresh=False).value
+        if status == "finished":
+            result = job.return_value()
+            if isinstance(result, dict) and self.lifecycle.settle_finished(analysis.id, result):
+                report.settled.append(analysis.id)
+                return
+            # Finished without a result (a run that found the row not runnable): run it again.
+            self._redispatch(analysis, report.redispatched)
+            return
+        if status in ("stopped", "canceled"):
+            changed = self.lifecycle.mark_canceled(analysis.id, f"{status} in RQ")
+        else:
+            latest = job.latest_result()
+            reason = "the job failed on a worker"
+            if latest is not None and latest.type == Result.Type.FAILED and latest.exc_string:
+                reason = latest.exc_string.strip().splitlines()[-1]
+            changed = self.lifecycle.record_failure(analysis.id, reason, retry_in_s=None)
+        if changed:
+            report.settled.append(analysis.id)
+
+    def _resend_callbacks(self, cutoff: Any, report: ReconcileReport) -> None:
+        from tasks.webhook import deliver
+
+        for analysis in self.lifecycle.undelivered_callbacks(cutoff):
+            if deliver(analysis, self.settings.base_url) and self.lifecycle.mark_callback_sent(analysis.id):
+                report.callbacks_resent.append(analysis.id)

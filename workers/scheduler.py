@@ -1,0 +1,71 @@
+"""Scheduler process: `python -m workers.scheduler`.
+
+rq-scheduler enqueues the periodic jobs, today one: the reconciler, every
+`RECONCILE_INTERVAL_S`, onto `high_priority` (so a busy backlog does not
+delay it). rq-scheduler has no serializer option, so it gets our job and
+queue classes, which are JSON by default. (Jobs scheduled with
+`scheduled_at` and retry backoff are RQ's own scheduler's work, inside the
+workers.)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from rq_scheduler import Scheduler
+
+from core.errors import ConfigurationError
+from core.models import utcnow
+from core.settings import QUEUE_HIGH, get_settings
+from redis_client import AnalysisJob, AnalysisQueue, make_redis
+from tasks.registry import RECONCILE
+from workers.main import wait_for_redis
+
+log = logging.getLogger("workers.scheduler")
+
+RECONCILE_JOB_ID = "audiokit-reconcile"
+SCHEDULER_POLL_S = 5  # how often due periodic jobs are moved onto their queue
+RECONCILE_TIMEOUT_S = 300
+RECONCILE_RESULT_TTL_S = 600  # keep the last passes' reports for a while (visible in rq-dashboard)
+
+
+class AnalysisScheduler(Scheduler):  # type: ignore[misc]
+    job_class = AnalysisJob
+    queue_class = AnalysisQueue
+
+
+def build_scheduler() -> AnalysisScheduler:
+    settings = get_settings()
+    connection = make_redis(settings, role="worker")
+    wait_for_redis(connection)
+    scheduler = AnalysisScheduler(queue_name=QUEUE_HIGH, connection=connection, interval=SCHEDULER_POLL_S)
+    # Re-register on every start, so a changed RECONCILE_INTERVAL_S takes effect.
+    scheduler.cancel(RECONCILE_JOB_ID)
+    scheduler.schedule(
+        scheduled_time=utcnow(),
+        func=RECONCILE,
+        interval=settings.reconcile_interval_s,
+        id=RECONCILE_JOB_ID,
+        queue_name=QUEUE_HIGH,
+        timeout=RECONCILE_TIMEOUT_S,
+        result_ttl=RECONCILE_RESULT_TTL_S,
+        description="reconcile database and queues",
+    )
+    log.info("reconciler scheduled every %ss on %s", settings.reconcile_interval_s, QUEUE_HIGH)
+    return scheduler
+
+
+def main() -> int:
+    try:
+        settings = get_settings()
+    except ConfigurationError as exc:
+        print(f"scheduler: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, stream=sys.stdout, format="%(asctime)s %(name)s %(message)s")
+    build_scheduler().run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
