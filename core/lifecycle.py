@@ -9,6 +9,7 @@ it lost. Every change notifies listeners after its commit.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from core.db import Database
 from core.errors import InvalidTransition, JobCanceled, NotFound
+from core.metrics import JobMetrics, NullMetrics
 from core.models import (
     LOG_LINES_KEPT,
     TERMINAL_STATUSES,
@@ -45,12 +47,26 @@ def _append_log(session: Session, analysis_id: str, message: str) -> None:
     )
 
 
-class Lifecycle:
-    """State changes of analyses, each committed then announced."""
+@dataclass(frozen=True)
+class _Changed:
+    """What a state change reports about the row it changed (for metrics)."""
 
-    def __init__(self, database: Database, notifier: Notifier) -> None:
+    queue: str
+    attempts: int
+    created_at: datetime
+    attempt_started_at: datetime | None
+
+    def seconds_since(self, moment: datetime | None) -> float | None:
+        return (utcnow() - moment).total_seconds() if moment is not None else None
+
+
+class Lifecycle:
+    """State changes of analyses, each committed, then announced and counted."""
+
+    def __init__(self, database: Database, notifier: Notifier, metrics: JobMetrics | None = None) -> None:
         self.database = database
         self.notifier = notifier
+        self.metrics: JobMetrics = metrics or NullMetrics()
 
     # --- reads ----------------------------------------------------------------------
 
@@ -79,6 +95,22 @@ class Lifecycle:
             )
             return list(session.scalars(query))
 
+    def average_run_s(self, queue: str, last: int) -> float | None:
+        """Mean duration of the `last` successful runs on `queue` (None before the first one)."""
+        with self.database.session() as session:
+            recent = (
+                select(Analysis.attempt_started_at, Analysis.finished_at)
+                .where(
+                    Analysis.queue == queue,
+                    Analysis.status == AnalysisStatus.FINISHED,
+                    Analysis.attempt_started_at.is_not(None),
+                )
+                .order_by(Analysis.finished_at.desc())
+                .limit(last)
+            )
+            runs = [(end - start).total_seconds() for start, end in session.execute(recent) if start and end]
+        return sum(runs) / len(runs) if runs else None
+
     def undelivered_callbacks(self, ended_before: datetime, limit: int = 100) -> list[Analysis]:
         """Ended analyses whose `callback_url` has not acknowledged them yet."""
         with self.database.session() as session:
@@ -103,16 +135,22 @@ class Lifecycle:
         *,
         where: Iterable[Any] = (),
         log: str | None = None,
-    ) -> bool:
+    ) -> _Changed | None:
+        """One compare-and-set; the changed row's facts, or None when the condition did not hold."""
         with self.database.session() as session:
-            query = update(Analysis).where(Analysis.id == analysis_id, *where)
-            result = session.execute(query.values(updated_at=utcnow(), **values))
-            changed = bool(result.rowcount)  # type: ignore[attr-defined]
-            if changed and log:
+            query = (
+                update(Analysis)
+                .where(Analysis.id == analysis_id, *where)
+                .values(updated_at=utcnow(), **values)
+                .returning(Analysis.queue, Analysis.attempts, Analysis.created_at, Analysis.attempt_started_at)
+            )
+            row = session.execute(query).one_or_none()
+            if row is not None and log:
                 _append_log(session, analysis_id, log)
-        if changed:
-            self.notifier.changed(analysis_id)
-        return changed
+        if row is None:
+            return None
+        self.notifier.changed(analysis_id)
+        return _Changed(row.queue, row.attempts, row.created_at, row.attempt_started_at)
 
     def accept(self, analysis: Analysis) -> Analysis:
         """Commits a new analysis: from here on the upload is acknowledged."""
@@ -138,12 +176,13 @@ class Lifecycle:
     ) -> bool:
         """Records that the job is on a queue (or scheduled); loses to a worker that already started it."""
         where = [Analysis.status.in_(list(from_statuses))]
-        return self._change(
+        changed = self._change(
             analysis_id,
             {"status": status, "mode": mode, "queue": queue},
             where=where,
             log=f"{status.value} ({mode.value}, {queue})",
         )
+        return changed is not None
 
     def begin_attempt(self, analysis_id: str) -> Analysis | None:
         """Marks a run as started and counts the attempt; None when the analysis must not run."""
@@ -154,16 +193,21 @@ class Lifecycle:
                 "status": AnalysisStatus.STARTED,
                 "attempts": Analysis.attempts + 1,
                 "started_at": func.coalesce(Analysis.started_at, now),
+                "attempt_started_at": now,
                 "progress": 0,
             },
             where=[_NOT_TERMINAL, Analysis.cancel_requested.is_(False)],
             log="attempt started",
         )
-        if not changed:
+        if changed is None:
             analysis = self.get(analysis_id)
             if analysis is not None and analysis.cancel_requested:
                 self.mark_canceled(analysis_id, "canceled before it started")
             return None
+        first = changed.attempts == 1
+        self.metrics.started(
+            changed.queue, changed.attempts, changed.seconds_since(changed.created_at) if first else None
+        )
         return self.require(analysis_id)
 
     def report_progress(self, analysis_id: str, percent: int, message: str | None = None) -> None:
@@ -196,7 +240,7 @@ class Lifecycle:
 
     def complete(self, analysis_id: str, result: dict[str, Any]) -> bool:
         """The final write of a successful run; False when another run (or a cancel) got there first."""
-        return self._change(
+        changed = self._change(
             analysis_id,
             {
                 "status": AnalysisStatus.FINISHED,
@@ -208,15 +252,23 @@ class Lifecycle:
             where=[Analysis.status == AnalysisStatus.STARTED],
             log="finished",
         )
+        if changed is None:
+            return False
+        self.metrics.finished(changed.queue, changed.seconds_since(changed.attempt_started_at))
+        return True
 
     def settle_finished(self, analysis_id: str, result: dict[str, Any]) -> bool:
         """Records a result RQ holds but the database missed (the reconciler's repair)."""
-        return self._change(
+        changed = self._change(
             analysis_id,
             {"status": AnalysisStatus.FINISHED, "result": result, "progress": 100, "finished_at": utcnow()},
             where=[_NOT_TERMINAL],
             log="finished (recorded by the reconciler)",
         )
+        if changed is None:
+            return False
+        self.metrics.finished(changed.queue, None)
+        return True
 
     def record_failure(self, analysis_id: str, error: str, *, retry_in_s: int | None) -> bool:
         """Records a failed run: waiting for a retry when `retry_in_s` is given, else failed for good."""
@@ -232,15 +284,26 @@ class Lifecycle:
             status = AnalysisStatus.SCHEDULED if retry_in_s > 0 else AnalysisStatus.QUEUED
             values = {"status": status, "error": error}
             log = f"attempt failed, retrying in {retry_in_s}s: {error}"
-        return self._change(analysis_id, values, where=[_NOT_TERMINAL], log=log)
+        changed = self._change(analysis_id, values, where=[_NOT_TERMINAL], log=log)
+        if changed is None:
+            return False
+        if retry_in_s is None:
+            self.metrics.failed(changed.queue)
+        else:
+            self.metrics.retried(changed.queue)
+        return True
 
     def mark_canceled(self, analysis_id: str, reason: str = "canceled") -> bool:
-        return self._change(
+        changed = self._change(
             analysis_id,
             {"status": AnalysisStatus.CANCELED, "finished_at": utcnow(), "cancel_requested": True},
             where=[_NOT_TERMINAL],
             log=reason,
         )
+        if changed is None:
+            return False
+        self.metrics.canceled(changed.queue)
+        return True
 
     def request_cancel(self, analysis_id: str) -> Analysis:
         """Flags a running or waiting analysis for cancellation; the run stops at its next checkpoint.
@@ -249,19 +312,20 @@ class Lifecycle:
             NotFound: unknown id.
             InvalidTransition: the analysis has ended already.
         """
-        if not self._change(analysis_id, {"cancel_requested": True}, where=[_NOT_TERMINAL], log="cancel requested"):
+        if self._change(analysis_id, {"cancel_requested": True}, where=[_NOT_TERMINAL], log="cancel requested") is None:
             analysis = self.require(analysis_id)
             raise InvalidTransition(f"analysis is {analysis.status.value}; only unfinished ones can be canceled")
         return self.require(analysis_id)
 
     def reset_for_retry(self, analysis_id: str) -> bool:
         """A failed analysis goes back to `queued`, keeping its attempt count and logs."""
-        return self._change(
+        changed = self._change(
             analysis_id,
             {"status": AnalysisStatus.QUEUED, "finished_at": None, "cancel_requested": False, "progress": 0},
             where=[Analysis.status == AnalysisStatus.FAILED],
             log="retry requested",
         )
+        return changed is not None
 
     def touch(self, analysis_ids: Iterable[str]) -> None:
         """Heartbeat for in-process jobs, so the reconciler knows they are alive."""
@@ -271,7 +335,8 @@ class Lifecycle:
                 session.execute(update(Analysis).where(Analysis.id.in_(ids), _NOT_TERMINAL).values(updated_at=utcnow()))
 
     def mark_callback_sent(self, analysis_id: str) -> bool:
-        return self._change(analysis_id, {"callback_sent_at": utcnow()}, where=[Analysis.callback_sent_at.is_(None)])
+        changed = self._change(analysis_id, {"callback_sent_at": utcnow()}, where=[Analysis.callback_sent_at.is_(None)])
+        return changed is not None
 
 
 def grace_cutoff(grace_s: int) -> datetime:

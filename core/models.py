@@ -104,6 +104,7 @@ class Analysis(Base):
     # Touched by every state change and progress report; the reconciler's notion of "recently alive".
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempt_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # start of the latest run
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     callback_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

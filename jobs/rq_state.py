@@ -114,3 +114,47 @@ def workers(connection: redis.Redis, worker_ttl_s: int) -> list[WorkerInfo]:
 def served_queues(connection: redis.Redis, worker_ttl_s: int) -> set[str]:
     """Names of the queues at least one live worker listens on."""
     return {name for worker in workers(connection, worker_ttl_s) if worker.alive for name in worker.queues}
+
+
+def registry_counts(connection: redis.Redis, queue_name: str) -> dict[str, int]:
+    """How many jobs of a queue each RQ registry holds."""
+    queue = get_queue(queue_name, connection)
+    return {
+        "queued": queue.count,
+        "started": queue.started_job_registry.get_job_count(cleanup=False),
+        "scheduled": queue.scheduled_job_registry.get_job_count(cleanup=False),
+        "deferred": queue.deferred_job_registry.get_job_count(cleanup=False),
+        "finished": queue.finished_job_registry.get_job_count(cleanup=False),
+        "failed": queue.failed_job_registry.get_job_count(cleanup=False),
+        "canceled": queue.canceled_job_registry.get_job_count(cleanup=False),
+    }
+
+
+def stuck_jobs(connection: redis.Redis, queue_name: str, grace_s: int = 60) -> list[str]:
+    """Started jobs running longer than their timeout (+ `grace_s`): RQ should have killed them."""
+    queue = get_queue(queue_name, connection)
+    cutoff = utcnow()
+    stuck = []
+    for job_id in queue.started_job_registry.get_job_ids(cleanup=False):
+        job = fetch_job(job_id, connection)
+        if job is None or job.started_at is None or not job.timeout or job.timeout < 0:
+            continue
+        if job.started_at + timedelta(seconds=float(job.timeout) + grace_s) < cutoff:
+            stuck.append(job_id)
+    return stuck
+
+
+def scheduler_problems(connection: redis.Redis, queue_names: tuple[str, ...]) -> list[str]:
+    """What is missing of the two schedulers: RQ's (retries, `scheduled_at`) and rq-scheduler (periodic jobs)."""
+    problems = []
+    for name in queue_names:
+        if get_queue(name, connection).scheduler_pid is None:
+            problems.append(f"no RQ scheduler holds queue {name} (workers run it; are they up?)")
+    instances = [
+        key
+        for key in connection.scan_iter(match="rq:scheduler_instance:*", count=100)
+        if not connection.hexists(key, "death")
+    ]
+    if not instances:
+        problems.append("rq-scheduler is not running (python -m workers.scheduler): the reconciler is not scheduled")
+    return problems

@@ -44,6 +44,14 @@ class InProcessRunner:
     def active_ids(self) -> set[str]:
         return set(self._waiting) | self._running
 
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    @property
+    def waiting_count(self) -> int:
+        return len(self._waiting)
+
     def position(self, job_id: str) -> int | None:
         """0-based place among jobs waiting for a free slot; None when not waiting here."""
         return self._waiting.index(job_id) if job_id in self._waiting else None

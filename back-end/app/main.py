@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.errors import install_error_handlers
-from app.routes import audio, health
+from app.routes import audio, health, jobs, queue
 from app.services import build_services
 from core.db import migrate
 from core.settings import Settings, get_settings
@@ -49,5 +49,7 @@ def create_app(settings: Settings | None = None, *, apply_migrations: bool = Fal
     )
     install_error_handlers(app)
     app.include_router(audio.router)
+    app.include_router(jobs.router)
+    app.include_router(queue.router)
     app.include_router(health.router)
     return app

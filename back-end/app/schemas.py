@@ -62,3 +62,34 @@ class AnalysisOut(BaseModel):
             result=analysis.result,
             error=analysis.error,
         )
+
+
+class JobOut(BaseModel):
+    """A job as operators see it: the analysis row plus what RQ knows."""
+
+    id: str
+    status: AnalysisStatus | None
+    mode: DispatchMode | None
+    queue: str | None
+    position: int | None
+    estimated_wait_s: float | None
+    progress: int | None
+    logs: list[dict[str, Any]]
+    attempts: int | None
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: dict[str, Any] | None
+    error: str | None
+    rq: dict[str, Any] | None
+
+
+class CancelOut(BaseModel):
+    id: str
+    status: AnalysisStatus
+    stopping: bool
+
+
+class RetryOut(BaseModel):
+    id: str
+    status: AnalysisStatus

@@ -1,0 +1,71 @@
+"""The admin key: `Authorization: Bearer <key>` or `X-API-Key: <key>`, compared in constant time.
+
+Browsers get HTTP Basic for the dashboard: any user name, the key as the
+password. Mutating endpoints and queue-wide views require the key; reading
+one job is open to whoever knows its id.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from app.deps import ServicesDep
+
+BEARER_CHALLENGE = 'Bearer realm="audiokit"'
+BASIC_CHALLENGE = 'Basic realm="audiokit admin", charset="UTF-8"'
+
+
+def presented_key(authorization: str | None, api_key: str | None) -> str | None:
+    """The key a request presents: X-API-Key, a Bearer token, or the password of HTTP Basic."""
+    if api_key:
+        return api_key
+    if not authorization:
+        return None
+    scheme, _, credentials = authorization.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return credentials.strip() or None
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2] or None
+    return None
+
+
+def key_matches(expected: str, presented: str | None) -> bool:
+    """Constant-time comparison, so response timing reveals nothing about the key."""
+    if presented is None:
+        return False
+    return hmac.compare_digest(expected.encode("utf-8"), presented.encode("utf-8"))
+
+
+def check_admin(expected: str | None, authorization: str | None, api_key: str | None, challenge: str) -> None:
+    """Raises the HTTP error for a missing or wrong admin key.
+
+    Raises:
+        HTTPException: 503 when no key is configured, 401 with `WWW-Authenticate` when the key is wrong.
+    """
+    if not expected:
+        raise HTTPException(503, "ADMIN_API_KEY is not configured on the server")
+    if not key_matches(expected, presented_key(authorization, api_key)):
+        raise HTTPException(401, "admin key missing or wrong", headers={"WWW-Authenticate": challenge})
+
+
+def require_admin(request: Request, services: ServicesDep) -> None:
+    key = services.settings.admin_api_key
+    check_admin(
+        key.get_secret_value() if key else None,
+        request.headers.get("authorization"),
+        request.headers.get("x-api-key"),
+        BEARER_CHALLENGE,
+    )
+
+
+AdminDep = Annotated[None, Depends(require_admin)]
