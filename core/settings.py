@@ -30,7 +30,7 @@ _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _DURATION_UNITS_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_duration_s(value: Any) -> int:
+def parse_duration_s(value: Any, *, allow_zero: bool = False) -> int:
     """Parses `900`, `"900"`, `"15m"`, `"1h"` into whole seconds.
 
     Raises:
@@ -45,7 +45,7 @@ def parse_duration_s(value: Any) -> int:
         if not match:
             raise ValueError("expected a duration such as 900, 15m or 1h")
         seconds = int(match.group(1)) * _DURATION_UNITS_S[match.group(2)]
-    if seconds <= 0:
+    if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ValueError("must be greater than zero")
     return seconds
 
@@ -142,7 +142,8 @@ class Settings(BaseSettings):
     @classmethod
     def _intervals(cls, value: Any) -> tuple[int, ...]:
         items = value.split(",") if isinstance(value, str) else list(value)
-        intervals = tuple(parse_duration_s(item) for item in items if str(item).strip())
+        # 0 is allowed here: retry at once.
+        intervals = tuple(parse_duration_s(item, allow_zero=True) for item in items if str(item).strip())
         if not intervals:
             raise ValueError("expected at least one interval, e.g. 10,30,60")
         return intervals

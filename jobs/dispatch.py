@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import redis
 
-from core.errors import ConfigurationError, QueueUnavailable
+from core.errors import ConfigurationError, QueueFull, QueueUnavailable
 from core.lifecycle import Lifecycle
 from core.models import AnalysisStatus, DispatchMode, utcnow
 from core.settings import Settings
@@ -105,6 +105,8 @@ class Dispatcher:
                     on_failure=ON_FAILURE,
                     on_stopped=ON_STOPPED,
                 )
+            except QueueFull:
+                raise  # Redis is up but refuses writes: the caller answers 503 and keeps nothing
             except QueueUnavailable as exc:
                 log.warning("job %s stays pending, Redis unreachable: %s", job_id, exc)
                 return Dispatched(DispatchMode.RQ, queue, AnalysisStatus.PENDING)

@@ -88,8 +88,11 @@ async def analysis_events(
             if analysis is None:
                 return
             if first:
-                # The current state, whatever happened before the client connected.
+                # The current state, whatever happened before the client connected; if it has ended,
+                # that is all there is to say.
                 yield _status_event(analysis)
+                if analysis.status.is_terminal:
+                    return
                 seen.status = analysis.status.value
                 first = False
             for event in changes(analysis, seen):

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 FILE_FIELD = "file"
 MAX_PARTS = 8  # the file plus a few form fields; more is a flood, not an upload
 MAX_FIELD_BYTES = 4096  # priority, callback_url, scheduled_at: all short
-MAX_HEADER_BYTES = 4096  # per part header line
+MAX_HEADER_BYTES = 16 * 1024  # per part header: room for a long file name (kept to 255 characters)
 FILENAME_MAX_CHARS = 255
 # After the limit is hit, read and discard up to this much more so the client sees our 413
 # instead of a reset connection; past it, the connection is simply closed.
@@ -82,8 +82,6 @@ class _Receiver:
 
     def on_header_value(self, data: bytes, start: int, end: int) -> None:
         self._header_value += data[start:end]
-        if len(self._header_value) > MAX_HEADER_BYTES:
-            raise UploadTooLarge("a form part header is too large")
 
     def on_header_end(self) -> None:
         name = self._header_name.strip().lower()
@@ -169,6 +167,9 @@ async def receive_upload(
                 parser.write(chunk)
             parser.finalize()
         except python_multipart.exceptions.FormParserError as exc:
+            await _drain(chunks)
+            if "header size" in str(exc):
+                raise UploadTooLarge(f"a form part header is over {MAX_HEADER_BYTES // 1024} KB") from exc
             raise MalformedUpload("the multipart body is malformed") from exc
         except (UploadTooLarge, MalformedUpload):
             await _drain(chunks)

@@ -1,0 +1,216 @@
+"""The dispatcher: the same call puts a job on RQ or runs it in-process, by the flag."""
+
+from __future__ import annotations
+
+import json
+import uuid
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+
+from core.db import get_database, migrate
+from core.errors import QueueFull
+from core.lifecycle import Lifecycle
+from core.models import Analysis, AnalysisStatus, DispatchMode, Priority, utcnow
+from core.notify import NullNotifier
+from core.settings import Settings, load_settings
+from jobs.dispatch import Dispatcher
+from redis_client import AnalysisJob, get_queue
+from tasks.audio_analysis import TASK
+from tasks.registry import ON_FAILURE, ON_STOPPED, PROCESS_AUDIO_ANALYSIS
+from tasks.spec import TaskSpec
+
+
+@dataclass
+class RecordingRunner:
+    """Stands in for the API's in-process runner."""
+
+    submitted: list[tuple[str, Any]] = field(default_factory=list)
+
+    async def run(self, task: TaskSpec, job_id: str, at: Any = None) -> None:
+        raise AssertionError("not awaited in these tests")
+
+    def submit(self, task: TaskSpec, job_id: str, at: Any = None) -> None:
+        self.submitted.append((job_id, at))
+
+    def next_position(self) -> int:
+        return 3
+
+
+@dataclass
+class RecordingTasks:
+    added: list[tuple[Callable[..., Any], tuple[Any, ...]]] = field(default_factory=list)
+
+    def add_task(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self.added.append((func, args))
+
+
+@pytest.fixture
+def unit_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def build(**overrides: Any) -> Settings:
+        settings = load_settings(
+            env_file="",
+            database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+            storage_dir=tmp_path / "uploads",
+            rq_retry_max=3,
+            rq_retry_intervals="10,30,60",
+            rq_job_timeout="15m",
+            **overrides,
+        )
+        migrate(settings.database_url)
+        return settings
+
+    return build
+
+
+def _pending(lifecycle: Lifecycle, queue: str = "audio_analysis") -> Analysis:
+    analysis_id = uuid.uuid4().hex
+    return lifecycle.accept(
+        Analysis(
+            id=analysis_id,
+            status=AnalysisStatus.PENDING,
+            filename="a.wav",
+            size_bytes=1,
+            content_type="audio/wav",
+            audio_format="wav",
+            sha256="0" * 64,
+            storage_key=f"{analysis_id}.wav",
+            priority=Priority.NORMAL,
+            queue=queue,
+            mode=DispatchMode.RQ,
+            logs=[],
+        )
+    )
+
+
+def test_rq_mode_enqueues_with_the_analysis_id_timeout_retry_and_ttls(unit_settings: Callable[..., Settings]) -> None:
+    settings = unit_settings(use_rq_queue=True, rq_result_ttl="1h", rq_failure_ttl="2d")
+    connection = fakeredis.FakeRedis()
+    lifecycle = Lifecycle(get_database(settings.database_url), NullNotifier())
+    analysis = _pending(lifecycle, queue="high_priority")
+    dispatcher = Dispatcher(settings, connection, RecordingRunner(), lifecycle)
+
+    outcome = dispatcher.dispatch(RecordingTasks(), TASK, analysis.id, queue="high_priority")
+
+    assert (outcome.mode, outcome.status, outcome.queue, outcome.position) == (
+        DispatchMode.RQ,
+        AnalysisStatus.QUEUED,
+        "high_priority",
+        0,
+    )
+    job = AnalysisJob.fetch(analysis.id, connection=connection)
+    assert job.func_name == PROCESS_AUDIO_ANALYSIS
+    assert list(job.args) == [analysis.id]
+    assert (job.timeout, job.result_ttl, job.failure_ttl) == (900, 3600, 172800)
+    assert (job.retries_left, job.retry_intervals) == (3, [10, 30, 60])
+    assert (job._failure_callback_name, job._stopped_callback_name) == (ON_FAILURE, ON_STOPPED)
+    assert get_queue("high_priority", connection).job_ids == [analysis.id]
+    # JSON on the wire: anyone who can write to a pickle queue can run code on the workers.
+    raw = connection.hget(f"rq:job:{analysis.id}", "data")
+    assert isinstance(raw, bytes)
+    assert json.loads(zlib.decompress(raw))[0] == PROCESS_AUDIO_ANALYSIS
+    row = lifecycle.require(analysis.id)
+    assert (row.status, row.mode, row.queue) == (AnalysisStatus.QUEUED, DispatchMode.RQ, "high_priority")
+
+
+def test_rq_mode_schedules_a_future_run_with_enqueue_at(unit_settings: Callable[..., Settings]) -> None:
+    settings = unit_settings(use_rq_queue=True)
+    connection = fakeredis.FakeRedis()
+    lifecycle = Lifecycle(get_database(settings.database_url), NullNotifier())
+    analysis = _pending(lifecycle)
+    at = utcnow() + timedelta(hours=1)
+
+    outcome = Dispatcher(settings, connection, None, lifecycle).dispatch(
+        None, TASK, analysis.id, queue="audio_analysis", at=at
+    )
+
+    assert outcome.status is AnalysisStatus.SCHEDULED
+    queue = get_queue("audio_analysis", connection)
+    assert queue.scheduled_job_registry.get_job_ids() == [analysis.id]
+    assert queue.job_ids == []
+    assert lifecycle.require(analysis.id).status is AnalysisStatus.SCHEDULED
+
+
+def test_rq_mode_leaves_the_row_pending_when_redis_is_down(unit_settings: Callable[..., Settings]) -> None:
+    settings = unit_settings(use_rq_queue=True)
+    server = fakeredis.FakeServer()
+    server.connected = False
+    lifecycle = Lifecycle(get_database(settings.database_url), NullNotifier())
+    analysis = _pending(lifecycle)
+
+    outcome = Dispatcher(settings, fakeredis.FakeRedis(server=server), None, lifecycle).dispatch(
+        None, TASK, analysis.id, queue="audio_analysis"
+    )
+
+    assert (outcome.mode, outcome.status) == (DispatchMode.RQ, AnalysisStatus.PENDING)
+    assert lifecycle.require(analysis.id).status is AnalysisStatus.PENDING
+
+
+def test_rq_mode_reports_a_full_redis_as_queue_full(
+    unit_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    settings = unit_settings(use_rq_queue=True)
+    connection = fakeredis.FakeRedis()
+    lifecycle = Lifecycle(get_database(settings.database_url), NullNotifier())
+    analysis = _pending(lifecycle)
+
+    def out_of_memory(*args: Any, **kwargs: Any) -> None:
+        raise redis.exceptions.ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+
+    monkeypatch.setattr("rq.queue.Queue.enqueue", out_of_memory)
+    with pytest.raises(QueueFull):
+        Dispatcher(settings, connection, None, lifecycle).dispatch(None, TASK, analysis.id, queue="audio_analysis")
+
+
+def test_background_mode_runs_the_task_through_background_tasks(unit_settings: Callable[..., Settings]) -> None:
+    settings = unit_settings(use_rq_queue=False)
+    connection = fakeredis.FakeRedis()
+    lifecycle = Lifecycle(get_database(settings.database_url), NullNotifier())
+    analysis = _pending(lifecycle)
+    runner, tasks = RecordingRunner(), RecordingTasks()
+
+    outcome = Dispatcher(settings, connection, runner, lifecycle).dispatch(
+        tasks, TASK, analysis.id, queue="audio_analysis"
+    )
+
+    assert (outcome.mode, outcome.status, outcome.position) == (DispatchMode.BACKGROUND, AnalysisStatus.QUEUED, 3)
+    assert tasks.added == [(runner.run, (TASK, analysis.id, None))]
+    assert connection.keys("rq:*") == []  # nothing went to Redis
+    row = lifecycle.require(analysis.id)
+    assert (row.status, row.mode) == (AnalysisStatus.QUEUED, DispatchMode.BACKGROUND)
+
+
+def test_background_mode_outside_a_request_submits_to_the_runner(unit_settings: Callable[..., Settings]) -> None:
+    settings = unit_settings(use_rq_queue=False)
+    lifecycle = Lifecycle(get_database(settings.database_url), NullNotifier())
+    analysis = _pending(lifecycle)
+    runner = RecordingRunner()
+
+    Dispatcher(settings, fakeredis.FakeRedis(), runner, lifecycle).dispatch(
+        None, TASK, analysis.id, queue="audio_analysis"
+    )
+
+    assert runner.submitted == [(analysis.id, None)]
+
+
+def test_a_worker_that_started_first_is_not_overwritten_by_the_late_queued_record(
+    unit_settings: Callable[..., Settings],
+) -> None:
+    settings = unit_settings(use_rq_queue=True)
+    lifecycle = Lifecycle(get_database(settings.database_url), NullNotifier())
+    analysis = _pending(lifecycle)
+    assert lifecycle.begin_attempt(analysis.id) is not None  # a fast worker
+
+    Dispatcher(settings, fakeredis.FakeRedis(), None, lifecycle).dispatch(
+        None, TASK, analysis.id, queue="audio_analysis"
+    )
+
+    assert lifecycle.require(analysis.id).status is AnalysisStatus.STARTED
