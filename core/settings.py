@@ -73,6 +73,8 @@ class Settings(BaseSettings):
         case_sensitive=False,
         extra="ignore",
         validate_default=True,
+        # `REDIS_PASSWORD=` (as in .env.example) means "not set", not "the empty password".
+        env_ignore_empty=True,
     )
 
     # --- the flag ---------------------------------------------------------------
@@ -132,6 +134,21 @@ class Settings(BaseSettings):
     # `make run`: how long processes get to stop on Ctrl-C before they are killed (jobs left are retried).
     shutdown_grace_s: int = Field(30, ge=1)
     log_level: str = "INFO"
+
+    @field_validator("storage_dir", "redis_data_dir")
+    @classmethod
+    def _project_relative(cls, value: Path) -> Path:
+        # Relative to the project, not to wherever a worker happens to be started from.
+        return value if value.is_absolute() else (PROJECT_ROOT / value).resolve()
+
+    @field_validator("database_url")
+    @classmethod
+    def _sqlite_project_relative(cls, value: str) -> str:
+        prefix = "sqlite:///"
+        path = value[len(prefix) :]
+        if value.startswith(prefix) and path and path != ":memory:" and not path.startswith("/"):
+            return f"{prefix}{(PROJECT_ROOT / path).resolve()}"
+        return value
 
     @field_validator("rq_job_timeout", "rq_result_ttl", "rq_failure_ttl", mode="before")
     @classmethod

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigurationError
-from core.settings import load_settings, parse_duration_s
+from core.settings import PROJECT_ROOT, load_settings, parse_duration_s
 
 
 def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,6 +75,23 @@ def test_redis_url_is_built_from_host_port_db_and_password(monkeypatch: pytest.M
 def test_redis_url_wins_and_may_use_tls() -> None:
     settings = load_settings(env_file="", redis_url="rediss://:secret@redis.example:6380/0", redis_host="ignored")
     assert settings.resolved_redis_url == "rediss://:secret@redis.example:6380/0"
+
+
+def test_empty_values_mean_not_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_PASSWORD", "")
+    monkeypatch.setenv("REDIS_URL", "")
+    monkeypatch.setenv("RQ_RETRY_MAX", "")
+    settings = load_settings(env_file="")
+    assert settings.redis_password is None
+    assert settings.resolved_redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.rq_retry_max == 3
+
+
+def test_relative_paths_are_relative_to_the_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(env_file="", storage_dir="data/up", database_url="sqlite:///data/x.db")
+    assert settings.storage_dir == PROJECT_ROOT / "data/up"
+    assert settings.database_url == f"sqlite:///{PROJECT_ROOT}/data/x.db"
 
 
 def test_dotenv_file_is_read_and_the_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
