@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # Starts RQ workers for the audio analysis service.
 #
-#   ./start_worker.sh [-n COUNT] [-q QUEUES] [--burst] [--name NAME]
+#   ./start_worker.sh [-n COUNT] [-q QUEUES] [--burst]
 #
-#   -n, --count N     workers to run (RQ's worker pool when N > 1)   [env WORKER_COUNT, default 2]
+#   -n, --count N     workers to run, in RQ's worker pool            [env WORKER_COUNT, default 2]
 #   -q, --queues Q    comma-separated, highest priority first          [env WORKER_QUEUES,
 #                                                                      default high_priority,audio_analysis]
 #   --burst           drain the queues, then exit
-#   --name NAME       worker name (single worker only)
 #
 # Every other setting (REDIS_URL, DATABASE_URL, RQ_JOB_TIMEOUT, ...) comes from the environment
 # or .env, exactly as for the API. SIGTERM/Ctrl-C: finish the current job, then exit (warm

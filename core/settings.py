@@ -109,8 +109,11 @@ class Settings(BaseSettings):
     worker_queues: Annotated[tuple[str, ...], NoDecode] = QUEUES_BY_PRIORITY
     # RQ's default maintenance runs every 600 s; a SIGKILLed worker's job must be retried within ~2 min.
     worker_maintenance_interval_s: int = Field(30, ge=5)
-    # Heartbeat of a running job; its lease lasts this + 60 s (RQ's fixed margin).
+    # Heartbeat of a running job; its lease lasts this + WORKER_LEASE_MARGIN_S after each beat.
     worker_job_monitoring_interval_s: int = Field(10, ge=1)
+    # Slack for late heartbeats (RQ's own is 60 s): a SIGKILLed worker's job is retried after
+    # monitoring interval + margin + up to one maintenance interval.
+    worker_lease_margin_s: int = Field(60, ge=5)
     # A worker's registration lives this long without heartbeat; also bounds BLPOP waits (ttl - 15 s).
     worker_ttl_s: int = Field(35, ge=20)
     background_concurrency: int = Field(2, ge=1, le=64)

@@ -20,6 +20,7 @@ It also re-sends callbacks that were not delivered.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,19 +78,28 @@ class Reconciler:
         lifecycle: Lifecycle,
         connection: redis.Redis,
         dispatcher: Dispatcher,
-        local_jobs: set[str] | None = None,
+        local_jobs: Callable[[], set[str]] = set,
     ) -> None:
         self.settings = settings
         self.lifecycle = lifecycle
         self.connection = connection
         self.dispatcher = dispatcher
-        self.local_jobs = local_jobs or set()
+        self.local_jobs = local_jobs
 
     def run_once(self) -> ReconcileReport:
         """One pass; a second reconciler running at the same time skips its pass."""
         report = ReconcileReport()
-        lock = self.connection.lock(LOCK_KEY, timeout=max(60, self.settings.reconcile_interval_s * 4))
-        if not lock.acquire(blocking=False):
+        try:
+            lock = self.connection.lock(LOCK_KEY, timeout=max(60, self.settings.reconcile_interval_s * 4))
+            acquired = lock.acquire(blocking=False)
+        except redis.exceptions.RedisError:
+            if self.dispatcher.mode is DispatchMode.RQ:
+                report.skipped = "Redis is unreachable"
+                return report
+            # In-process jobs of a dead API process can be recovered without Redis.
+            self._pass_without_redis(report)
+            return report
+        if not acquired:
             report.skipped = "another reconciler is running"
             return report
         try:
@@ -97,17 +107,25 @@ class Reconciler:
         finally:
             try:
                 lock.release()
-            except redis.exceptions.LockError:
-                log.warning("reconciler lock expired during a pass")
+            except redis.exceptions.RedisError:
+                log.warning("reconciler lock lost during a pass")
         if report.redispatched or report.taken_back or report.settled:
             log.info("reconciled: %s", report.as_dict())
         return report
 
+    def _pass_without_redis(self, report: ReconcileReport) -> None:
+        local = self.local_jobs()
+        for analysis in self.lifecycle.stale(grace_cutoff(self.settings.reconcile_grace_s)):
+            if analysis.mode is DispatchMode.BACKGROUND and analysis.id not in local:
+                report.examined += 1
+                self._redispatch(analysis, report.redispatched)
+
     def _pass(self, report: ReconcileReport) -> None:
         cutoff = grace_cutoff(self.settings.reconcile_grace_s)
         served: set[str] | None = None
+        local = self.local_jobs()
         for analysis in self.lifecycle.stale(cutoff):
-            if analysis.id in self.local_jobs:
+            if analysis.id in local:
                 continue  # running in this very process
             report.examined += 1
             located = locate(self.connection, analysis.id)

@@ -1,10 +1,10 @@
 """Worker entry point: `python -m workers.main` (what `start_worker.sh` runs).
 
-Starts one RQ worker, or RQ's `WorkerPool` of N, on the queues in priority
-order, with RQ's scheduler (scheduled jobs and retry backoff), JSON jobs and
-the allow-list. SIGTERM (or Ctrl-C) is a warm shutdown: the current job
-finishes, then the worker exits; a second signal stops at once and the job is
-retried later.
+Runs RQ's `WorkerPool` of N workers (also for N = 1: the pool respawns a
+worker that dies), on the queues in priority order, with RQ's scheduler
+(scheduled jobs and retry backoff), JSON jobs and the allow-list. SIGTERM (or
+Ctrl-C) is a warm shutdown: current jobs finish, then the workers exit; a
+second signal stops at once and the jobs are retried later.
 """
 
 from __future__ import annotations
@@ -12,20 +12,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 
-import redis
 from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
 from core.errors import ConfigurationError
 from core.settings import Settings, get_settings, parse_queue_names
 from redis_client import AnalysisJob, AnalysisQueue, check_redis_policy, make_redis
+from workers.wait import wait_for_redis
 from workers.worker import AnalysisWorker
 
 log = logging.getLogger("workers")
-
-REDIS_WAIT_MAX_S = 30.0  # back-off cap while waiting for Redis at start-up
 
 
 def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace:
@@ -35,24 +32,10 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
         "-q", "--queues", default=",".join(settings.worker_queues), help="queues, highest priority first"
     )
     parser.add_argument("--burst", action="store_true", help="quit when the queues are empty")
-    parser.add_argument("--name", default=None, help="worker name (single worker only)")
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")
     return args
-
-
-def wait_for_redis(connection: redis.Redis) -> None:
-    """Blocks until Redis answers, so workers can start before it."""
-    delay = 0.5
-    while True:
-        try:
-            connection.ping()
-            return
-        except redis.exceptions.RedisError as exc:
-            log.warning("Redis not reachable (%s), retrying in %.1fs", exc, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, REDIS_WAIT_MAX_S)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,10 +56,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"start_worker: {exc}", file=sys.stderr)
         return 2
 
-    if args.count == 1:
-        worker = AnalysisWorker(list(queues), name=args.name, connection=connection)
-        worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)
-        return 0
     pool = WorkerPool(
         list(queues),
         connection=connection,

@@ -20,7 +20,7 @@ from core.models import utcnow
 from core.settings import QUEUE_HIGH, get_settings
 from redis_client import AnalysisJob, AnalysisQueue, make_redis
 from tasks.registry import RECONCILE
-from workers.main import wait_for_redis
+from workers.wait import wait_for_redis
 
 log = logging.getLogger("workers.scheduler")
 

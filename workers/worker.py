@@ -5,23 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from rq import Worker
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from core.settings import get_settings
-from redis_client import AnalysisJob, AnalysisQueue
+from redis_client import AnalysisJob, AnalysisQueue, make_redis
+from workers.wait import wait_for_redis
 
 
 class AnalysisWorker(Worker):
     """An RQ `Worker` whose defaults come from the settings.
 
-    RQ's defaults notice a SIGKILLed worker's job only after ~11 minutes
-    (600 s maintenance, 90 s lease); with ours a job is retried within about
-    `job_monitoring_interval + 60 + maintenance_interval` seconds (~100 s).
-    `WorkerPool` builds workers with the class alone, so the defaults live here.
+    With RQ's defaults a SIGKILLed worker's job is retried after ~11 minutes
+    (600 s maintenance, 90 s lease). Here it is retried after at most
+    `WORKER_JOB_MONITORING_INTERVAL_S + WORKER_LEASE_MARGIN_S +
+    WORKER_MAINTENANCE_INTERVAL_S` (10 + 60 + 30 s by default) once any worker
+    is idle. `WorkerPool` builds workers from the class alone, so the defaults
+    live here.
     """
 
     def __init__(self, queues: Any, *args: Any, **kwargs: Any) -> None:
         settings = get_settings()
+        self.lease_margin_s = settings.worker_lease_margin_s
         kwargs.setdefault("serializer", JSONSerializer)
         kwargs.setdefault("job_class", AnalysisJob)
         kwargs.setdefault("queue_class", AnalysisQueue)
@@ -29,6 +34,15 @@ class AnalysisWorker(Worker):
         kwargs.setdefault("job_monitoring_interval", settings.worker_job_monitoring_interval_s)
         kwargs.setdefault("worker_ttl", settings.worker_ttl_s)
         kwargs.setdefault("default_result_ttl", settings.rq_result_ttl)
+        # A worker respawned by the pool while Redis is down waits here instead of crash-looping.
+        wait_for_redis(kwargs.get("connection") or make_redis(settings, role="worker"))
         # WorkerPool hands over plain Queue objects (pickle serializer): rebuild them as ours.
         names = [getattr(queue, "name", queue) for queue in ([queues] if isinstance(queues, str) else queues)]
         super().__init__(names, *args, **kwargs)
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        """RQ's lease arithmetic with our margin instead of its fixed 60 s."""
+        interval = self.job_monitoring_interval
+        if job.timeout and job.timeout > 0:
+            return int(min(job.timeout - working_time, interval)) + self.lease_margin_s
+        return int(interval) + self.lease_margin_s

@@ -1,0 +1,178 @@
+"""The reconciler repairs what crashes and outages leave between the database and Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from rq import SimpleWorker
+from rq.job import JobStatus
+from rq.serializers import JSONSerializer
+from sqlalchemy import update
+
+from core.models import Analysis, AnalysisStatus, DispatchMode, utcnow
+from jobs.dispatch import Dispatcher
+from jobs.reconcile import LOCK_KEY, Reconciler
+from redis_client import AnalysisJob, AnalysisQueue, get_queue
+from tasks.audio_analysis import TASK
+from tasks.runtime import Runtime, build_runtime, install_runtime
+from tests.conftest import SettingsFactory
+from tests.support.analyses import store_upload
+from tests.support.audio import wav_bytes
+
+
+@pytest.fixture
+def runtime(make_settings: SettingsFactory) -> Iterator[Runtime]:
+    runtime = build_runtime(make_settings(reconcile_grace_s=60, rq_retry_intervals="0"))
+    install_runtime(runtime)
+    yield runtime
+    install_runtime(None)
+
+
+def _age(runtime: Runtime, analysis_id: str, seconds: int = 600) -> None:
+    """Makes a row look untouched for a while (past the grace period)."""
+    with runtime.database.session() as session:
+        session.execute(
+            update(Analysis).where(Analysis.id == analysis_id).values(updated_at=utcnow() - timedelta(seconds=seconds))
+        )
+
+
+def _reconciler(runtime: Runtime, **kwargs: Any) -> Reconciler:
+    dispatcher = Dispatcher(runtime.settings, runtime.redis, None, runtime.lifecycle)
+    return Reconciler(runtime.settings, runtime.lifecycle, runtime.redis, dispatcher, **kwargs)
+
+
+def _enqueue(runtime: Runtime) -> str:
+    analysis = store_upload(runtime, wav_bytes(0.3))
+    Dispatcher(runtime.settings, runtime.redis, None, runtime.lifecycle).dispatch(
+        None, TASK, analysis.id, queue=analysis.queue
+    )
+    return analysis.id
+
+
+def _drain(runtime: Runtime) -> None:
+    SimpleWorker(
+        [get_queue("high_priority", runtime.redis), get_queue("audio_analysis", runtime.redis)],
+        connection=runtime.redis,
+        serializer=JSONSerializer,
+        job_class=AnalysisJob,
+        queue_class=AnalysisQueue,
+    ).work(burst=True)
+
+
+def test_a_pending_row_is_enqueued_once_redis_is_back(runtime: Runtime) -> None:
+    analysis = store_upload(runtime, wav_bytes(0.3))  # Redis was down at upload: never enqueued
+    _age(runtime, analysis.id)
+
+    report = _reconciler(runtime).run_once()
+
+    assert report.redispatched == [analysis.id]
+    assert get_queue("audio_analysis", runtime.redis).job_ids == [analysis.id]
+    _drain(runtime)
+    assert runtime.lifecycle.require(analysis.id).status is AnalysisStatus.FINISHED
+
+
+def test_recent_rows_are_left_alone(runtime: Runtime) -> None:
+    store_upload(runtime, wav_bytes(0.3))
+    assert _reconciler(runtime).run_once().examined == 0
+    assert get_queue("audio_analysis", runtime.redis).job_ids == []
+
+
+def test_a_job_waiting_on_its_queue_is_left_alone(runtime: Runtime) -> None:
+    analysis_id = _enqueue(runtime)
+    _age(runtime, analysis_id)
+
+    report = _reconciler(runtime).run_once()
+
+    assert (report.examined, report.redispatched, report.settled) == (1, [], [])
+    assert get_queue("audio_analysis", runtime.redis).job_ids == [analysis_id]
+
+
+def test_a_job_popped_by_a_worker_that_died_is_enqueued_again_on_the_second_pass(runtime: Runtime) -> None:
+    analysis_id = _enqueue(runtime)
+    _age(runtime, analysis_id)
+    queue = get_queue("audio_analysis", runtime.redis)
+    assert runtime.redis.lpop(queue.key) is not None  # BLPOP done, then the worker died
+
+    first = _reconciler(runtime).run_once()
+    assert (first.suspected, first.redispatched) == ([analysis_id], [])  # might be starting right now
+    second = _reconciler(runtime).run_once()
+
+    assert second.redispatched == [analysis_id]
+    assert queue.job_ids == [analysis_id]
+
+
+def test_a_job_redis_lost_is_enqueued_again_with_the_same_id(runtime: Runtime) -> None:
+    analysis_id = _enqueue(runtime)
+    runtime.redis.flushall()  # Redis restarted without its data
+    _age(runtime, analysis_id)
+
+    report = _reconciler(runtime).run_once()
+
+    assert report.redispatched == [analysis_id]
+    assert AnalysisJob.fetch(analysis_id, connection=runtime.redis).get_status() == JobStatus.QUEUED
+
+
+def test_a_result_rq_has_but_the_database_missed_is_recorded(runtime: Runtime) -> None:
+    analysis_id = _enqueue(runtime)
+    _drain(runtime)
+    with runtime.database.session() as session:  # as if the final write had been lost
+        session.execute(
+            update(Analysis).where(Analysis.id == analysis_id).values(status=AnalysisStatus.STARTED, result=None)
+        )
+    _age(runtime, analysis_id)
+
+    report = _reconciler(runtime).run_once()
+
+    assert report.settled == [analysis_id]
+    analysis = runtime.lifecycle.require(analysis_id)
+    assert analysis.status is AnalysisStatus.FINISHED
+    assert analysis.result is not None
+    assert analysis.result["sample_rate"] == 44100
+
+
+def test_a_job_rq_failed_for_good_is_recorded_as_failed(runtime: Runtime) -> None:
+    analysis_id = _enqueue(runtime)
+    job = AnalysisJob.fetch(analysis_id, connection=runtime.redis)
+    queue = get_queue("audio_analysis", runtime.redis)
+    queue.remove(job)
+    with runtime.redis.pipeline() as pipeline:
+        job.set_status(JobStatus.FAILED, pipeline=pipeline)  # what a worker records when retries ran out
+        job._handle_failure("Traceback...\nRuntimeError: disk on fire", pipeline=pipeline)
+        pipeline.execute()
+    _age(runtime, analysis_id)
+
+    report = _reconciler(runtime).run_once()
+
+    assert report.settled == [analysis_id]
+    analysis = runtime.lifecycle.require(analysis_id)
+    assert (analysis.status, analysis.error) == (AnalysisStatus.FAILED, "RuntimeError: disk on fire")
+
+
+def test_an_in_process_job_of_a_dead_api_is_enqueued_on_rq(runtime: Runtime) -> None:
+    analysis = store_upload(runtime, wav_bytes(0.3), mode=DispatchMode.BACKGROUND)
+    assert runtime.lifecycle.begin_attempt(analysis.id) is not None  # running in-process when the API died
+    _age(runtime, analysis.id)
+
+    report = _reconciler(runtime).run_once()
+
+    assert report.redispatched == [analysis.id]
+    _drain(runtime)
+    finished = runtime.lifecycle.require(analysis.id)
+    assert (finished.status, finished.mode, finished.attempts) == (AnalysisStatus.FINISHED, DispatchMode.RQ, 2)
+
+
+def test_jobs_running_in_this_process_are_not_touched(runtime: Runtime) -> None:
+    analysis = store_upload(runtime, wav_bytes(0.3), mode=DispatchMode.BACKGROUND)
+    _age(runtime, analysis.id)
+
+    report = _reconciler(runtime, local_jobs=lambda: {analysis.id}).run_once()
+
+    assert (report.examined, report.redispatched) == (0, [])
+
+
+def test_a_second_reconciler_skips_while_one_runs(runtime: Runtime) -> None:
+    runtime.redis.set(LOCK_KEY, "someone", ex=60)
+    assert _reconciler(runtime).run_once().skipped == "another reconciler is running"
