@@ -14,7 +14,7 @@ help:
 	@echo "make test     set up, then run the whole test suite (real redis-server included)"
 	@echo "make faults   only the fault-injection suite"
 	@echo "make lint     ruff + mypy"
-	@echo "make bench    benchmarks: print a table, write bench/results/*.json"
+	@echo "make bench    benchmarks: print a table, write bench/results/*.json (BENCH_ARGS=--quick)"
 
 $(STAMP): pyproject.toml
 	@bash scripts/ensure-venv.sh "$(PYTHON)" "$(VENV)"
@@ -51,7 +51,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 bench: setup
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

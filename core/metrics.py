@@ -1,11 +1,28 @@
 """Job metrics recorded where job state changes (`core.lifecycle`), shared by every process.
 
-`JobMetrics` is what the lifecycle calls; `NullMetrics` records nothing.
+`JobMetrics` is what the lifecycle calls; `NullMetrics` records nothing;
+`RedisJobMetrics` keeps counters and histograms in Redis hashes, because a job
+starts in one process (a worker, or the API for in-process jobs) and may be
+retried, canceled or repaired in another, possibly on another host: only a
+store they all share can add those up. The API's `/metrics` reads them back
+with `RedisJobMetrics.read()`.
 """
 
 from __future__ import annotations
 
+import bisect
+import enum
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
+
+import redis
+
+from core.settings import QUEUES_BY_PRIORITY
+
+log = logging.getLogger(__name__)
 
 
 class JobMetrics(Protocol):
@@ -44,3 +61,190 @@ class NullMetrics:
 
     def canceled(self, queue: str) -> None:
         return None
+
+
+# --- what is stored, and where --------------------------------------------------------
+
+KEY_PREFIX = "audiokit:metrics:"
+EVENTS_KEY = KEY_PREFIX + "job_events"  # hash, field `<event>:<queue>` -> count
+JOB_DURATION_KEY = KEY_PREFIX + "job_duration_seconds"  # hash, see _histogram_fields
+UPLOAD_TO_START_KEY = KEY_PREFIX + "upload_to_start_seconds"
+
+# Analyses take from ~0.05 s (a short WAV) to minutes (long files, a slow analysis server);
+# RQ kills a job at RQ_JOB_TIMEOUT (15 min by default), so 900 s is the last finite bucket.
+JOB_DURATION_BUCKETS_S: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900)
+# From milliseconds (an idle worker picks a job at once) to minutes (a backlog, a retry storm,
+# workers down); `scheduled_at` uploads wait on purpose, so the buckets reach an hour.
+UPLOAD_TO_START_BUCKETS_S: tuple[float, ...] = (
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1800,
+    3600,
+)
+INF_LABEL = "+Inf"
+
+
+class JobEvent(enum.StrEnum):
+    """What the counters count, one per hook of `JobMetrics`."""
+
+    STARTED = "started"
+    FINISHED = "finished"
+    FAILED = "failed"
+    RETRIED = "retried"
+    CANCELED = "canceled"
+
+
+_EVENT_NAMES = frozenset(event.value for event in JobEvent)
+
+
+@dataclass(frozen=True)
+class HistogramSnapshot:
+    """One queue's histogram as Prometheus wants it: cumulative buckets ending with `+Inf`."""
+
+    buckets: tuple[tuple[float, int], ...]  # (upper bound, observations <= bound), last bound is inf
+    sum: float
+    count: int
+
+
+@dataclass(frozen=True)
+class JobMetricsSnapshot:
+    """Everything `RedisJobMetrics` has stored, read in one consistent round-trip."""
+
+    events: dict[JobEvent, dict[str, int]]  # event -> queue -> count
+    job_duration_s: dict[str, HistogramSnapshot]  # queue -> histogram
+    upload_to_start_s: dict[str, HistogramSnapshot]
+
+
+def _bound_label(bound: float) -> str:
+    return INF_LABEL if math.isinf(bound) else format(bound, "g")
+
+
+def _bucket_for(bounds: tuple[float, ...], value: float) -> str:
+    """The label of the one bucket `value` falls in (`le` semantics: value <= bound)."""
+    index = bisect.bisect_left(bounds, value)
+    return _bound_label(bounds[index]) if index < len(bounds) else INF_LABEL
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+class RedisJobMetrics:
+    """`JobMetrics` in Redis hashes: one pipelined round-trip per hook, never an error to the caller.
+
+    Histograms store one count per bucket (not cumulative), so an observation
+    is a single HINCRBY; `read()` accumulates them. Every write of one hook is
+    a MULTI/EXEC, so a scrape never sees a count without its sum.
+    """
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self._connection = connection
+
+    # --- JobMetrics -------------------------------------------------------------------
+
+    def started(self, queue: str, attempt: int, wait_s: float | None) -> None:
+        self._record(JobEvent.STARTED, queue, UPLOAD_TO_START_KEY, UPLOAD_TO_START_BUCKETS_S, wait_s)
+
+    def finished(self, queue: str, duration_s: float | None) -> None:
+        self._record(JobEvent.FINISHED, queue, JOB_DURATION_KEY, JOB_DURATION_BUCKETS_S, duration_s)
+
+    def failed(self, queue: str) -> None:
+        self._record(JobEvent.FAILED, queue)
+
+    def retried(self, queue: str) -> None:
+        self._record(JobEvent.RETRIED, queue)
+
+    def canceled(self, queue: str) -> None:
+        self._record(JobEvent.CANCELED, queue)
+
+    # --- writing ----------------------------------------------------------------------
+
+    def _record(
+        self,
+        event: JobEvent,
+        queue: str,
+        histogram_key: str | None = None,
+        bounds: tuple[float, ...] = (),
+        value: float | None = None,
+    ) -> None:
+        try:
+            pipe = self._connection.pipeline(transaction=True)
+            pipe.hincrby(EVENTS_KEY, f"{event.value}:{queue}", 1)
+            if histogram_key is not None and value is not None and not math.isnan(value):
+                # Clocks of API and worker hosts may disagree by a little; a wait is never negative.
+                value = max(0.0, value)
+                pipe.hincrby(histogram_key, f"bucket:{_bucket_for(bounds, value)}:{queue}", 1)
+                pipe.hincrbyfloat(histogram_key, f"sum:{queue}", value)
+                pipe.hincrby(histogram_key, f"count:{queue}", 1)
+            pipe.execute()
+        except redis.exceptions.RedisError as exc:
+            # Metrics are best-effort: a job must never fail, or be retried, because Redis hiccuped here.
+            log.debug("job metric %s on %s not recorded: %s", event.value, queue, exc)
+
+    # --- reading ----------------------------------------------------------------------
+
+    def read(self, queues: Iterable[str] = QUEUES_BY_PRIORITY) -> JobMetricsSnapshot:
+        """Every stored counter and histogram; `queues` are reported even before their first job.
+
+        Raises:
+            redis.exceptions.RedisError: Redis cannot be read.
+        """
+        pipe = self._connection.pipeline(transaction=True)
+        pipe.hgetall(EVENTS_KEY)
+        pipe.hgetall(JOB_DURATION_KEY)
+        pipe.hgetall(UPLOAD_TO_START_KEY)
+        events_raw, duration_raw, wait_raw = pipe.execute()
+        known = list(queues)
+        events: dict[JobEvent, dict[str, int]] = {event: dict.fromkeys(known, 0) for event in JobEvent}
+        for field, value in events_raw.items():
+            name, _, queue = _text(field).partition(":")
+            if name in _EVENT_NAMES:
+                events[JobEvent(name)][queue] = int(value)
+        return JobMetricsSnapshot(
+            events=events,
+            job_duration_s=_histograms(duration_raw, JOB_DURATION_BUCKETS_S, known),
+            upload_to_start_s=_histograms(wait_raw, UPLOAD_TO_START_BUCKETS_S, known),
+        )
+
+
+def _histograms(
+    raw: dict[bytes | str, bytes | str], bounds: tuple[float, ...], queues: list[str]
+) -> dict[str, HistogramSnapshot]:
+    """Per-bucket counts from a hash, accumulated into one `HistogramSnapshot` per queue."""
+    per_bucket: dict[str, dict[float, int]] = {queue: {} for queue in queues}
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for field, value in raw.items():
+        kind, _, rest = _text(field).partition(":")
+        if kind == "bucket":
+            label, _, queue = rest.partition(":")
+            bound = math.inf if label == INF_LABEL else float(label)
+            per_bucket.setdefault(queue, {})[bound] = int(value)
+        elif kind == "sum":
+            sums[rest] = float(value)
+        elif kind == "count":
+            counts[rest] = int(value)
+    snapshots = {}
+    for queue, stored in per_bucket.items():
+        # Bounds stored by an older release stay visible: a bucket is never silently dropped.
+        all_bounds = sorted({*bounds, *stored, math.inf})
+        running = 0
+        cumulative = []
+        for bound in all_bounds:
+            running += stored.get(bound, 0)
+            cumulative.append((bound, running))
+        snapshots[queue] = HistogramSnapshot(tuple(cumulative), sums.get(queue, 0.0), counts.get(queue, 0))
+    return snapshots

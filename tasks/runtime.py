@@ -15,6 +15,7 @@ import redis
 
 from core.db import Database, get_database
 from core.lifecycle import Lifecycle
+from core.metrics import RedisJobMetrics
 from core.notify import RedisNotifier
 from core.settings import Settings, get_settings
 from core.storage import Storage
@@ -36,7 +37,7 @@ def build_runtime(settings: Settings, *, role: str = "worker") -> Runtime:
     return Runtime(
         settings=settings,
         database=database,
-        lifecycle=Lifecycle(database, RedisNotifier(connection)),
+        lifecycle=Lifecycle(database, RedisNotifier(connection), metrics=RedisJobMetrics(connection)),
         storage=Storage(settings.storage_dir),
         redis=connection,
     )

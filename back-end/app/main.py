@@ -10,13 +10,32 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.errors import install_error_handlers
+from app.metrics import install_metrics
 from app.routes import audio, health, jobs, queue
-from app.services import build_services
+from app.services import Services, build_services
 from core.db import migrate
 from core.settings import Settings, get_settings
+from jobs.reconcile import Reconciler
 from tasks.runtime import install_runtime
 
 log = logging.getLogger(__name__)
+
+
+async def reconcile_forever(services: Services) -> None:
+    """Runs the reconciler every `RECONCILE_INTERVAL_S`, recovering in-process jobs of dead API processes."""
+    reconciler = Reconciler(
+        services.settings,
+        services.lifecycle,
+        services.redis,
+        services.dispatcher,
+        local_jobs=lambda: services.runner.active_ids,
+    )
+    while True:
+        try:
+            await asyncio.to_thread(reconciler.run_once)
+        except Exception:
+            log.exception("reconciler pass failed")
+        await asyncio.sleep(services.settings.reconcile_interval_s)
 
 
 def create_app(settings: Settings | None = None, *, apply_migrations: bool = False) -> FastAPI:
@@ -31,13 +50,17 @@ def create_app(settings: Settings | None = None, *, apply_migrations: bool = Fal
         app.state.services = services
         install_runtime(services.runtime)
         services.runner.bind(asyncio.get_running_loop())
-        heartbeat = asyncio.create_task(services.runner.heartbeat(), name="in-process-heartbeat")
+        background = [asyncio.create_task(services.runner.heartbeat(), name="in-process-heartbeat")]
+        if not settings.use_rq_queue:
+            # In-process mode has no scheduler process: the API reconciles its own jobs.
+            background.append(asyncio.create_task(reconcile_forever(services), name="reconciler"))
         log.info("API ready: USE_RQ_QUEUE=%s, new jobs run %s", settings.use_rq_queue, services.dispatcher.mode)
         try:
             yield
         finally:
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             install_runtime(None)
             await services.aclose()
 
@@ -48,6 +71,7 @@ def create_app(settings: Settings | None = None, *, apply_migrations: bool = Fal
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_metrics(app)
     app.include_router(audio.router)
     app.include_router(jobs.router)
     app.include_router(queue.router)

@@ -11,6 +11,7 @@ from app.inprocess import InProcessRunner
 from app.intake import Intake
 from core.db import Database, get_database
 from core.lifecycle import Lifecycle
+from core.metrics import RedisJobMetrics
 from core.notify import RedisNotifier
 from core.settings import Settings
 from core.storage import Storage
@@ -45,7 +46,7 @@ class Services:
 def build_services(settings: Settings) -> Services:
     database = get_database(settings.database_url)
     connection = make_redis(settings, role="api")
-    lifecycle = Lifecycle(database, RedisNotifier(connection))
+    lifecycle = Lifecycle(database, RedisNotifier(connection), metrics=RedisJobMetrics(connection))
     storage = Storage(settings.storage_dir)
     storage.ensure()
     runner = InProcessRunner(settings, lifecycle)

@@ -122,7 +122,11 @@ class ApiServer(ManagedProcess):
         ]
         super().__init__(argv, env, log_path)
         self.url = f"http://127.0.0.1:{self.port}"
-        wait_for(self._ready, 20, f"the API on port {self.port}")
+        try:
+            wait_for(self._ready, 20, f"the API on port {self.port}")
+        except BaseException:
+            self.stop()  # the caller never gets this object, so nobody else would
+            raise
 
     def _ready(self) -> bool:
         if not self.alive:

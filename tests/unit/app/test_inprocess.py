@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from app.inprocess import InProcessRunner
 
+from app.inprocess import InProcessRunner
 from core.errors import CorruptAudio, JobCanceled
 from core.lifecycle import Lifecycle
 from core.settings import load_settings

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from app.main import create_app
 from fastapi.testclient import TestClient
 
+from app.main import create_app
 from core.settings import Settings
 from devserver.redis import free_port
 from tests.conftest import SettingsFactory

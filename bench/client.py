@@ -1,0 +1,138 @@
+"""The client side of the service benchmarks: uploads, polling, and the rows' own timestamps."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+TERMINAL_STATUSES = frozenset({"finished", "failed", "canceled"})
+POLL_INTERVAL_S = 0.020  # sequential latency: how often the client asks GET /audio/{id}
+BURST_POLL_INTERVAL_S = 0.250  # throughput: rare polls, so the client does not load the API it measures
+JOB_TIMEOUT_S = 120.0  # one upload must end within this, or the benchmark fails
+HTTP_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One accepted upload, as the client saw it."""
+
+    id: str
+    sent_at_s: float  # wall clock (time.time()) just before the request: comparable with the rows' times
+    post_ms: float  # until the 202 was read
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The row of an upload once it ended (times as wall-clock seconds)."""
+
+    upload: Upload
+    status: str
+    attempts: int
+    created_at_s: float
+    started_at_s: float | None
+    finished_at_s: float | None
+    observed_ms: float | None = None  # client-observed upload-to-terminal (sequential runs only)
+
+    @property
+    def send_to_finished_ms(self) -> float | None:
+        """From the client's send to the row's finished_at: no polling delay in it."""
+        return None if self.finished_at_s is None else (self.finished_at_s - self.upload.sent_at_s) * 1000
+
+    @property
+    def queue_wait_ms(self) -> float | None:
+        """Row created (after the upload was received and checked) to the first run's start."""
+        return None if self.started_at_s is None else (self.started_at_s - self.created_at_s) * 1000
+
+    @property
+    def run_ms(self) -> float | None:
+        """The job's first start to its end: analysis plus progress and result writes."""
+        if self.started_at_s is None or self.finished_at_s is None:
+            return None
+        return (self.finished_at_s - self.started_at_s) * 1000
+
+
+def _epoch_s(text: str | None) -> float | None:
+    return None if text is None else datetime.fromisoformat(text).timestamp()
+
+
+def make_client(base_url: str) -> httpx.Client:
+    return httpx.Client(base_url=base_url, timeout=HTTP_TIMEOUT_S)
+
+
+def post_upload(client: httpx.Client, data: bytes, filename: str) -> Upload:
+    """POST /audio; fails unless answered 202."""
+    sent_at_s = time.time()
+    started = time.perf_counter()
+    response = client.post("/audio", files={"file": (filename, data, "audio/wav")})
+    post_ms = (time.perf_counter() - started) * 1000
+    if response.status_code != 202:
+        raise RuntimeError(f"POST /audio answered {response.status_code}: {response.text[:500]}")
+    return Upload(str(response.json()["id"]), sent_at_s, post_ms)
+
+
+def fetch(client: httpx.Client, analysis_id: str) -> dict[str, Any]:
+    response = client.get(f"/audio/{analysis_id}")
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def outcome_of(upload: Upload, body: dict[str, Any], observed_ms: float | None = None) -> Outcome:
+    created_at_s = _epoch_s(body["created_at"])
+    assert created_at_s is not None
+    return Outcome(
+        upload,
+        str(body["status"]),
+        int(body["attempts"]),
+        created_at_s,
+        _epoch_s(body.get("started_at")),
+        _epoch_s(body.get("finished_at")),
+        observed_ms,
+    )
+
+
+def upload_and_wait(client: httpx.Client, data: bytes, filename: str) -> Outcome:
+    """Uploads, then polls every POLL_INTERVAL_S until the analysis ends."""
+    started = time.perf_counter()
+    upload = post_upload(client, data, filename)
+    deadline = started + JOB_TIMEOUT_S
+    while True:
+        body = fetch(client, upload.id)
+        if body["status"] in TERMINAL_STATUSES:
+            return outcome_of(upload, body, (time.perf_counter() - started) * 1000)
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"upload {upload.id} still {body['status']} after {JOB_TIMEOUT_S}s")
+        time.sleep(POLL_INTERVAL_S)
+
+
+def _send_lane(base_url: str, data: bytes, indices: range) -> list[Upload]:
+    with make_client(base_url) as client:
+        return [post_upload(client, data, f"burst-{index}.wav") for index in indices]
+
+
+def submit_burst(base_url: str, data: bytes, count: int, submitters: int) -> list[Upload]:
+    """Posts `count` uploads as fast as `submitters` concurrent clients can; returns them in sending order."""
+    with ThreadPoolExecutor(max_workers=submitters, thread_name_prefix="submit") as pool:
+        lanes = pool.map(lambda lane: _send_lane(base_url, data, range(lane, count, submitters)), range(submitters))
+        uploads = [upload for lane_uploads in lanes for upload in lane_uploads]
+    return sorted(uploads, key=lambda upload: upload.sent_at_s)
+
+
+def wait_all(client: httpx.Client, uploads: list[Upload], timeout_s: float) -> list[Outcome]:
+    """Waits until every upload has ended (polling only the oldest one still running), then reads them all."""
+    remaining = [upload.id for upload in uploads]
+    deadline = time.perf_counter() + timeout_s
+    while remaining:
+        body = fetch(client, remaining[0])
+        if body["status"] in TERMINAL_STATUSES:
+            remaining.pop(0)
+            continue
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{len(remaining)} of {len(uploads)} uploads still running after {timeout_s}s")
+        time.sleep(BURST_POLL_INTERVAL_S)
+    return [outcome_of(upload, fetch(client, upload.id)) for upload in uploads]

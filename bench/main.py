@@ -1,0 +1,166 @@
+"""The benchmark run: analyzer alone, then the service in RQ mode (1 and 2 workers) and background mode.
+
+Each service scenario gets fresh processes, database and storage on one private redis-server (emptied in
+between). Numbers come from one run on one machine: compare rows with each other (the ratios), not with
+another machine's results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+from bench.analyzer import analyzer_rows
+from bench.audio import SHORT_AUDIO_S, benchmark_files
+from bench.imports import import_row
+from bench.report import load_average, machine_info, write_results
+from bench.scenarios import burst_rows, check_outcomes, run_burst, run_sequential, sequential_rows, warm_up
+from bench.stack import StackConfig, running_stack
+from bench.stats import Row, format_table, ratio
+from devserver.redis import RedisServer
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How many samples each phase takes."""
+
+    name: str
+    analyzer_runs: int
+    sequential_uploads: int
+    throughput_uploads: int
+
+
+QUICK = Profile("quick", analyzer_runs=5, sequential_uploads=5, throughput_uploads=12)  # well under a minute
+FULL = Profile("full", analyzer_runs=20, sequential_uploads=20, throughput_uploads=40)  # a few minutes
+
+IMPORT_PROBE_RUNS = 5  # each run starts an interpreter (about half a second)
+
+RQ_ONE = StackConfig("rq-1-worker", use_rq_queue=True, workers=1)
+RQ_TWO = StackConfig("rq-2-workers", use_rq_queue=True, workers=2)
+BACKGROUND = StackConfig("background", use_rq_queue=False)
+
+
+def _step(what: str, action: Callable[[], T]) -> T:
+    """Runs `action`, telling the operator what and how long (on stderr, the table goes to stdout)."""
+    print(f"bench: {what} ...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    value = action()
+    print(f"bench: {what} done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    return value
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM unwinds like Ctrl-C, so the `finally` blocks stop every process the run started."""
+    del frame
+    raise SystemExit(128 + signum)
+
+
+def _keyed(config: StackConfig, rows: dict[str, Row]) -> dict[str, Row]:
+    return {f"{kind}:{config.name}": row for kind, row in rows.items()}
+
+
+def _service_rows(
+    profile: Profile, redis_server: RedisServer, root: Path, data: bytes, problems: list[str]
+) -> dict[str, Row]:
+    """Runs every service scenario; adds to `problems` any upload that did not finish in one attempt."""
+    upload_mb = len(data) / 1e6
+    rows: dict[str, Row] = {}
+    for config in (RQ_ONE, RQ_TWO, BACKGROUND):
+        with running_stack(config, redis_server, root) as stack:
+            label = config.label
+            _step(f"{label}: warm-up", lambda: warm_up(stack, data))
+            if config is not RQ_TWO:
+                outcomes = _step(
+                    f"{label}: {profile.sequential_uploads} sequential uploads",
+                    lambda: run_sequential(stack, data, profile.sequential_uploads),
+                )
+                rows |= _keyed(config, sequential_rows(label, outcomes, upload_mb))
+                problems += filter(None, [check_outcomes(f"{label} sequential", outcomes)])
+            burst = _step(
+                f"{label}: burst of {profile.throughput_uploads}",
+                lambda: run_burst(stack, data, profile.throughput_uploads),
+            )
+            rows |= _keyed(config, burst_rows(label, burst))
+            problems += filter(None, [check_outcomes(f"{label} burst", burst.outcomes)])
+    return rows
+
+
+def _ordered(rows: dict[str, Row]) -> list[Row]:
+    """Service rows grouped by measurement, then the ratios that compare the modes."""
+    kinds = ("post_idle", "post_burst", "observed", "send_to_finished", "queue_wait", "run", "burst_run", "throughput")
+    names = (RQ_ONE.name, RQ_TWO.name, BACKGROUND.name)
+    ordered = [rows[f"{kind}:{name}"] for kind in kinds for name in names if f"{kind}:{name}" in rows]
+
+    def row(kind: str, config: StackConfig) -> Row:
+        return rows[f"{kind}:{config.name}"]
+
+    return [
+        *ordered,
+        ratio("ratio POST idle rq/bg", row("post_idle", RQ_ONE), row("post_idle", BACKGROUND)),
+        ratio("ratio POST in burst rq 1w/bg", row("post_burst", RQ_ONE), row("post_burst", BACKGROUND)),
+        ratio("ratio send→finished rq/bg", row("send_to_finished", RQ_ONE), row("send_to_finished", BACKGROUND)),
+        ratio("ratio throughput rq 2w/1w", row("throughput", RQ_TWO), row("throughput", RQ_ONE)),
+        ratio("ratio throughput rq 2w/bg", row("throughput", RQ_TWO), row("throughput", BACKGROUND)),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small samples, under a minute")
+    args = parser.parse_args(argv)
+    profile = QUICK if args.quick else FULL
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    started_at = datetime.now(UTC)
+    document: dict[str, Any] = {
+        "started_at": started_at.isoformat(),
+        "profile": asdict(profile),
+        "machine": machine_info(),
+        "load_average": {"start": load_average()},
+    }
+    root = Path(tempfile.mkdtemp(prefix="audiokit-bench-"))
+    problems: list[str] = []
+    succeeded = False
+    try:
+        files = benchmark_files(root / "audio")
+        rows = _step("analyzer in-process", lambda: analyzer_rows(files, profile.analyzer_runs))
+        rows.append(_step("job-module imports", lambda: import_row(min(profile.analyzer_runs, IMPORT_PROBE_RUNS))))
+        data = files[0].path.read_bytes()
+        assert files[0].label == f"{SHORT_AUDIO_S:g} s WAV"
+        redis_server = RedisServer(root / "redis")
+        redis_server.start()
+        try:
+            service = _service_rows(profile, redis_server, root, data, problems)
+        finally:
+            redis_server.stop()
+        rows += _ordered(service)
+        succeeded = True
+    finally:
+        if succeeded:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"bench: failed; logs and data kept in {root}", file=sys.stderr)
+    document["load_average"]["end"] = load_average()
+    document["duration_s"] = round((datetime.now(UTC) - started_at).total_seconds(), 1)
+    document["problems"] = problems
+    path = write_results(started_at, document, rows)
+    print(format_table(rows))
+    load = document["load_average"]
+    print(
+        f"\n{profile.name} run, {document['duration_s']} s; load average {load['start']} → {load['end']} "
+        f"on {document['machine']['cpu_count']} CPUs; JSON: {path}"
+    )
+    for problem in problems:
+        print(f"LOST OR REPEATED WORK: {problem}")
+    return 1 if problems else 0
