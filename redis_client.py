@@ -35,11 +35,21 @@ _API_RETRIES = 1
 HEALTH_CHECK_INTERVAL_S = 15  # ping idle pooled connections before reuse, so a Redis restart is noticed
 
 
+class PayloadNotAllowed(JobNotAllowed, DeserializationError):
+    """Raised when a job's payload is not JSON (e.g. a planted pickle); RQ handles it as a bad payload."""
+
+
 class AnalysisJob(Job):
     """An RQ job that is JSON by default and refuses functions outside the allow-list."""
 
     def __init__(self, id: str | None = None, connection: redis.Redis | None = None, serializer: Any = None):
         super().__init__(id, connection=connection, serializer=serializer or JSONSerializer)
+
+    def _deserialize_data(self) -> None:
+        try:
+            super()._deserialize_data()  # type: ignore[no-untyped-call]
+        except DeserializationError:
+            raise PayloadNotAllowed("job payload is not valid JSON; nothing was run") from None
 
     def _checked_name(self, name: str | None, allowed: frozenset[str], what: str) -> str | None:
         if name is not None and name not in allowed:
@@ -48,11 +58,8 @@ class AnalysisJob(Job):
 
     @property
     def func(self) -> Callable[..., Any] | None:
-        try:
-            name = self.func_name
-            instance = self.instance
-        except DeserializationError:
-            raise JobNotAllowed("job payload is not valid JSON; nothing was run") from None
+        name = self.func_name
+        instance = self.instance
         if instance is not None:
             raise JobNotAllowed("jobs calling methods on objects are not allowed; nothing was run")
         self._checked_name(name, ALLOWED_JOB_FUNCTIONS, "job function")
@@ -171,11 +178,14 @@ def enqueue(
         if at is not None:
             return cast(AnalysisJob, queue.enqueue_at(at, func, **options))
         return cast(AnalysisJob, queue.enqueue(func, **options))
+    except redis.exceptions.OutOfMemoryError as exc:
+        raise QueueFull("the queue is out of memory; try again later") from exc
     except redis.exceptions.ResponseError as exc:
-        if "OOM" in str(exc) or "EXECABORT" in str(exc):
+        if "OOM" in str(exc) or "maxmemory" in str(exc):  # inside MULTI it may come wrapped
             raise QueueFull("the queue is out of memory; try again later") from exc
-        raise
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        # Anything else Redis refuses (a read-only replica after a failover...): retry later.
+        raise QueueUnavailable(f"Redis refused the job: {exc}") from exc
+    except redis.exceptions.RedisError as exc:
         raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
 
 

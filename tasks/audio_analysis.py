@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any
 
+import redis
 from rq import get_current_job
 
 from core.errors import CorruptAudio, JobTimedOut
@@ -30,7 +31,11 @@ def _mirror_to_rq(percent: int, message: str | None) -> None:
     job.meta["progress"] = percent
     if message:
         job.meta["log"] = [*job.meta.get("log", [])[-19:], message]
-    job.save_meta()  # type: ignore[no-untyped-call]
+    try:
+        job.save_meta()  # type: ignore[no-untyped-call]
+    except redis.exceptions.RedisError as exc:
+        # A copy for the dashboard only: the database holds the real progress.
+        log.debug("progress of %s not mirrored to RQ: %s", job.id, exc)
 
 
 def process_audio_analysis(analysis_id: str) -> dict[str, Any] | None:

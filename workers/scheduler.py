@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import redis
 from rq_scheduler import Scheduler
 
 from core.errors import ConfigurationError
@@ -39,6 +40,7 @@ def build_scheduler() -> AnalysisScheduler:
     settings = get_settings()
     connection = make_redis(settings, role="worker")
     wait_for_redis(connection)
+    # A fresh name each time: a scheduler that died with Redis never registered its death.
     scheduler = AnalysisScheduler(queue_name=QUEUE_HIGH, connection=connection, interval=SCHEDULER_POLL_S)
     # Re-register on every start, so a changed RECONCILE_INTERVAL_S takes effect.
     scheduler.cancel(RECONCILE_JOB_ID)
@@ -63,8 +65,13 @@ def main() -> int:
         print(f"scheduler: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, stream=sys.stdout, format="%(asctime)s %(name)s %(message)s")
-    build_scheduler().run()
-    return 0
+    while True:
+        try:
+            build_scheduler().run()
+            return 0
+        except redis.exceptions.RedisError as exc:
+            # rq-scheduler's loop does not survive a Redis outage; start over once Redis is back.
+            log.warning("scheduler lost Redis (%s); restarting it", exc)
 
 
 if __name__ == "__main__":

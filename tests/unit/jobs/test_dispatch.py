@@ -163,7 +163,7 @@ def test_rq_mode_reports_a_full_redis_as_queue_full(
     analysis = _pending(lifecycle)
 
     def out_of_memory(*args: Any, **kwargs: Any) -> None:
-        raise redis.exceptions.ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+        raise redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
 
     monkeypatch.setattr("rq.queue.Queue.enqueue", out_of_memory)
     with pytest.raises(QueueFull):
