@@ -1,0 +1,48 @@
+"""200 jobs while workers are killed at random, three times: every job ends once."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+
+from tests.faults.cluster import Cluster, Tally
+from tests.faults.test_worker_faults import _assert_nothing_lost
+from tests.support.processes import wait_for
+
+N_JOBS = 200
+KILLS = 3
+SEED = int(os.environ.get("CHAOS_SEED", "20261122"))
+
+
+def test_two_hundred_jobs_with_workers_killed_at_random_three_times(
+    cluster: Callable[..., Cluster], record: Callable[[Tally], Tally]
+) -> None:
+    chance = random.Random(SEED)
+    deployment = cluster(worker_count=2, rq_retry_intervals="0")
+    deployment.start_api()
+    workers = deployment.start_workers()
+    deployment.start_scheduler()
+    deployment.fake.script.delay_s = 0.05
+    attempted, ids = deployment.upload(N_JOBS, seconds=0.2)
+
+    kills = []
+    for _ in range(KILLS):
+        time.sleep(chance.uniform(0.5, 2.0))
+        runners = deployment.wait_started()
+        victim_id, horse = chance.choice(sorted(runners.items()))
+        if chance.random() < 0.5:
+            os.kill(horse, signal.SIGKILL)
+            kills.append("work-horse")
+        else:
+            workers.kill_group()
+            os.kill(horse, signal.SIGKILL)
+            workers = deployment.start_workers()
+            kills.append("whole pool")
+    deployment.drain(ids, timeout_s=240)
+
+    tally = record(deployment.tally(f"{N_JOBS} jobs, random kills ({', '.join(kills)}; seed {SEED})", attempted, ids))
+    _assert_nothing_lost(tally)
+    wait_for(lambda: workers.alive, 1, "the last workers to be up")
