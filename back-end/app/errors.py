@@ -46,7 +46,10 @@ async def _handle(request: Request, error: Exception) -> JSONResponse:
     status = status_for(error)
     if status >= 500:
         log.warning("%s %s failed: %s", request.method, request.url.path, error)
-    headers = {"Retry-After": "30"} if isinstance(error, QueueFull) else None
+    headers = {"Retry-After": "30"} if isinstance(error, QueueFull) else {}
+    if isinstance(error, UploadTooLarge | MalformedUpload):
+        # The rest of the body may still be coming: close the connection rather than read it all.
+        headers["Connection"] = "close"
     return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.models import utcnow
-from redis_client import get_queue
+from redis_client import AnalysisQueue, get_queue
 from tests.faults.cluster import Cluster, Tally
 from tests.faults.test_worker_faults import _assert_nothing_lost
 from tests.support.processes import wait_for
@@ -45,6 +45,12 @@ def _plant(cluster: Cluster, job_id: str, data: bytes) -> None:
     connection.rpush(queue.key, job_id)
 
 
+def _failure(queue: AnalysisQueue, job_id: str) -> str:
+    job = queue.fetch_job(job_id)
+    result = job.latest_result() if job else None
+    return (result.exc_string or "") if result else ""
+
+
 def test_planted_jobs_naming_other_functions_or_carrying_pickles_run_nothing(
     cluster: Callable[..., Cluster], record: Callable[[Tally], Tally], tmp_path: Path
 ) -> None:
@@ -60,12 +66,10 @@ def test_planted_jobs_naming_other_functions_or_carrying_pickles_run_nothing(
     attempted, ids = deployment.upload(3)  # ordinary work around them still runs
     deployment.drain(ids)
 
-    failed = get_queue("audio_analysis", deployment.redis.client()).failed_job_registry
-    wait_for(lambda: len(failed.get_job_ids()) == 2, 30, "both planted jobs to fail")
-    reasons = {job_id: failed.get_queue().fetch_job(job_id) for job_id in failed.get_job_ids()}
-    texts = {job_id: (job.latest_result().exc_string if job else "") for job_id, job in reasons.items()}  # type: ignore[union-attr]
-    assert "'os.system' is not on the allow-list; nothing was run" in (texts["planted-os-system"] or "")
-    assert "job payload is not valid JSON; nothing was run" in (texts["planted-pickle"] or "")
+    queue = get_queue("audio_analysis", deployment.redis.client())
+    wait_for(lambda: len(queue.failed_job_registry.get_job_ids()) == 2, 30, "both planted jobs to fail")
+    assert "'os.system' is not on the allow-list; nothing was run" in _failure(queue, "planted-os-system")
+    assert "job payload is not valid JSON; nothing was run" in _failure(queue, "planted-pickle")
     assert not shell_marker.exists()
     assert not pickle_marker.exists()
     tally = record(deployment.tally("planted os.system + pickle jobs (2 refused, 0 run)", attempted, ids))

@@ -89,7 +89,9 @@ def test_redis_out_of_memory_refuses_uploads_cleanly_and_recovers(
     deployment.drain(ids + more, timeout_s=90)
     tally = record(deployment.tally("Redis out of memory (noeviction)", attempted + more_attempted + 3, ids + more))
     assert tally.acknowledged == 6
-    assert (tally.lost, tally.duplicate_effects, tally.undelivered_callbacks, tally.failed) == (0, 0, 0, 0), tally.line()
+    assert (tally.lost, tally.duplicate_effects, tally.undelivered_callbacks, tally.failed) == (0, 0, 0, 0), (
+        tally.line()
+    )
 
 
 def test_workers_and_api_refuse_a_redis_that_evicts_keys(tmp_path: Path, cluster: Callable[..., Cluster]) -> None:
