@@ -176,12 +176,17 @@ def test_health_is_503_without_a_worker_and_200_when_one_is_back(
     )
     try:
         with api.client() as client:
+
+            def health_is(status: int) -> httpx.Response | None:
+                response = client.get("/health")
+                return response if response.status_code == status else None
+
             worker = workers(settings)
-            healthy = wait_for(lambda: (r := client.get("/health")).status_code == 200 and r, 30, "healthy")
+            healthy = wait_for(lambda: health_is(200), 30, "healthy")
             worker.stop()
-            unhealthy = wait_for(lambda: (r := client.get("/health")).status_code == 503 and r, 30, "unhealthy")
+            unhealthy = wait_for(lambda: health_is(503), 30, "unhealthy")
             workers(settings)
-            wait_for(lambda: client.get("/health").status_code == 200, 30, "healthy again")
+            wait_for(lambda: health_is(200), 30, "healthy again")
     finally:
         scheduler.stop()
     assert healthy.json()["checks"]["workers"] == "ok"
