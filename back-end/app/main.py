@@ -7,8 +7,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import redis
 from fastapi import FastAPI
 
+from app.dashboard import mount_dashboard
 from app.errors import install_error_handlers
 from app.metrics import install_metrics
 from app.routes import audio, health, jobs, queue
@@ -16,9 +18,25 @@ from app.services import Services, build_services
 from core.db import migrate
 from core.settings import Settings, get_settings
 from jobs.reconcile import Reconciler
+from redis_client import check_redis_policy
 from tasks.runtime import install_runtime
 
 log = logging.getLogger(__name__)
+
+
+def check_redis(services: Services) -> None:
+    """Refuses a Redis that may evict queued jobs; warns when it keeps nothing across restarts.
+
+    Raises:
+        RedisPolicyError: `maxmemory-policy` is not `noeviction`.
+    """
+    try:
+        warnings = check_redis_policy(services.redis)
+    except redis.exceptions.RedisError as exc:
+        log.warning("Redis unreachable at start-up (%s): uploads stay pending until it is back", exc)
+        return
+    for warning in warnings:
+        log.warning(warning)
 
 
 async def reconcile_forever(services: Services) -> None:
@@ -47,6 +65,7 @@ def create_app(settings: Settings | None = None, *, apply_migrations: bool = Fal
         if apply_migrations:
             await asyncio.to_thread(migrate, settings.database_url)
         services = build_services(settings)
+        await asyncio.to_thread(check_redis, services)
         app.state.services = services
         install_runtime(services.runtime)
         services.runner.bind(asyncio.get_running_loop())
@@ -76,4 +95,5 @@ def create_app(settings: Settings | None = None, *, apply_migrations: bool = Fal
     app.include_router(jobs.router)
     app.include_router(queue.router)
     app.include_router(health.router)
+    mount_dashboard(app, settings)
     return app
