@@ -1,5 +1,6 @@
-"""What importing the job's modules costs a fresh process: an RQ work-horse pays it on every job unless the
-worker imported them before forking (a fork inherits what its parent has imported, nothing more)."""
+"""What importing the job's modules costs a fresh process: the cost an RQ work-horse would pay on every job
+if the worker did not import them before forking (`workers.main` does; a fork inherits what its parent
+has imported, nothing more)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from bench.stats import Row, summarize
 from core.settings import PROJECT_ROOT
 
 PROBE_TIMEOUT_S = 60.0
-# Imports what `python -m workers.main` has imported when it forks, then times the job's own modules.
+# Imports what a bare RQ worker has imported, then times the job's own modules.
 _PROBE = """
 import time
-import workers.main
+import rq.worker_pool, redis_client
 started = time.perf_counter()
 import tasks.audio_analysis
 import tasks.analyzers.local
@@ -42,5 +43,5 @@ def import_row(runs: int) -> Row:
         "import job modules, fresh process",
         time_job_imports(runs),
         "ms",
-        "tasks.audio_analysis + analyzers.local after workers.main: per job in RQ unless preloaded pre-fork",
+        "tasks.audio_analysis + analyzers.local after rq: saved per job by workers.main's pre-fork import",
     )
