@@ -67,7 +67,8 @@ class RedisServer:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(server_args(self.port, self.data_dir, *self.extra_args))
+        # Its own session: a terminal's Ctrl-C reaches only our processes, and we stop Redis last.
+        self.process = subprocess.Popen(server_args(self.port, self.data_dir, *self.extra_args), start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             try:
