@@ -13,6 +13,7 @@ import redis
 from core.db import migrate
 from core.settings import Settings, load_settings
 from devserver.redis import RedisServer
+from tasks.runtime import Runtime, build_runtime, install_runtime
 from tests.support.processes import ApiServer, ManagedProcess, start_workers
 
 # Children and in-process code must never read a developer's .env.
@@ -71,6 +72,19 @@ def make_settings(tmp_path: Path, redis_url: str) -> SettingsFactory:
 @pytest.fixture
 def settings(make_settings: SettingsFactory) -> Settings:
     return make_settings()
+
+
+@pytest.fixture
+def make_runtime(make_settings: SettingsFactory) -> Iterator[Callable[..., Runtime]]:
+    """Builds the per-process runtime jobs use, from test settings, and installs it for this test."""
+
+    def build(**overrides: Any) -> Runtime:
+        runtime = build_runtime(make_settings(**overrides))
+        install_runtime(runtime)
+        return runtime
+
+    yield build
+    install_runtime(None)
 
 
 @pytest.fixture

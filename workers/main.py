@@ -20,7 +20,8 @@ import tasks.analyzers.local
 import tasks.audio_analysis
 import tasks.maintenance
 from core.errors import ConfigurationError
-from core.settings import Settings, get_settings, parse_queue_names
+from core.settings import Settings, parse_queue_names
+from core.startup import EXIT_CONFIGURATION, configure_logging, settings_or_exit
 from redis_client import AnalysisJob, AnalysisQueue, check_redis_policy, make_redis
 from workers.wait import wait_for_redis
 from workers.worker import AnalysisWorker
@@ -46,14 +47,14 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
 
 
 def main(argv: list[str] | None = None) -> int:
+    settings = settings_or_exit("start_worker")
+    args = parse_args(argv, settings)
     try:
-        settings = get_settings()
-        args = parse_args(argv, settings)
         queues = parse_queue_names(args.queues)
-    except (ConfigurationError, ValueError) as exc:
-        print(f"start_worker: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=settings.log_level, stream=sys.stdout, format="%(asctime)s %(name)s %(message)s")
+    except ValueError as exc:
+        print(f"start_worker: --queues: {exc}", file=sys.stderr)
+        return EXIT_CONFIGURATION
+    configure_logging(settings)
     connection = make_redis(settings, role="worker")
     wait_for_redis(connection)
     try:
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             log.warning(warning)
     except ConfigurationError as exc:
         print(f"start_worker: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIGURATION
 
     pool = WorkerPool(
         list(queues),

@@ -9,21 +9,14 @@ reconciles its own jobs).
 from __future__ import annotations
 
 import json
-import logging
 import sys
 
-from core.errors import ConfigurationError
-from core.settings import get_settings
+from core.startup import configure_logging, settings_or_exit
 from tasks.maintenance import reconcile
 
 
 def main() -> int:
-    try:
-        settings = get_settings()
-    except ConfigurationError as exc:
-        print(f"reconcile: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(settings_or_exit("reconcile"), stream=sys.stderr)
     report = reconcile()
     print(json.dumps(report, indent=2))
     return 1 if report.get("skipped") and "unreachable" in str(report["skipped"]) else 0

@@ -16,9 +16,9 @@ import sys
 import redis
 from rq_scheduler import Scheduler
 
-from core.errors import ConfigurationError
 from core.models import utcnow
 from core.settings import QUEUE_HIGH, get_settings
+from core.startup import configure_logging, settings_or_exit
 from redis_client import AnalysisJob, AnalysisQueue, make_redis
 from tasks.registry import RECONCILE
 from workers.wait import wait_for_redis
@@ -59,12 +59,7 @@ def build_scheduler() -> AnalysisScheduler:
 
 
 def main() -> int:
-    try:
-        settings = get_settings()
-    except ConfigurationError as exc:
-        print(f"scheduler: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=settings.log_level, stream=sys.stdout, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(settings_or_exit("scheduler"))
     while True:
         try:
             build_scheduler().run()

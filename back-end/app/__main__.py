@@ -6,18 +6,13 @@ import sys
 
 import uvicorn
 
-from core.errors import ConfigurationError
-from core.settings import get_settings
+from core.startup import settings_or_exit
 
 GRACEFUL_SHUTDOWN_S = 10  # in-flight requests get this long; in-process jobs left are re-run by the reconciler
 
 
 def main() -> int:
-    try:
-        settings = get_settings()
-    except ConfigurationError as exc:
-        print(f"api: {exc}", file=sys.stderr)
-        return 2
+    settings = settings_or_exit("api")
     uvicorn.run(
         "app.main:create_app",
         factory=True,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +14,7 @@ from core.settings import Settings
 from tests.conftest import ADMIN_KEY, SettingsFactory
 from tests.support.audio import wav_bytes
 from tests.support.fake_services import FakeServices
-from tests.support.processes import ApiServer, ManagedProcess, settings_env, wait_for
+from tests.support.processes import ApiServer, ManagedProcess, settings_env, wait_for, wait_until_ended
 
 pytestmark = pytest.mark.slow
 
@@ -36,14 +35,6 @@ def _upload(client: httpx.Client, **fields: str) -> str:
     return str(response.json()["id"])
 
 
-def _ended(client: httpx.Client, analysis_id: str, timeout_s: float = 60) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        body: dict[str, Any] = client.get(f"/audio/{analysis_id}").json()
-        return body if body["status"] in TERMINAL else None
-
-    return wait_for(check, timeout_s, f"{analysis_id} to end")
-
-
 def test_a_queued_job_canceled_never_runs(
     make_settings: SettingsFactory, api_server: Callable[[Settings], ApiServer], workers: Callable[..., ManagedProcess]
 ) -> None:
@@ -56,7 +47,7 @@ def test_a_queued_job_canceled_never_runs(
         assert canceled.json() == {"id": analysis_id, "status": "canceled", "stopping": False}
         workers(settings, "--burst")  # drains the queue, then exits
         other = _upload(client)
-        assert _ended(client, other)["status"] == "finished"
+        assert wait_until_ended(client, other)["status"] == "finished"
         analysis = client.get(f"/audio/{analysis_id}").json()
         job = client.get(f"/jobs/{analysis_id}").json()
         again = client.delete(f"/jobs/{analysis_id}/cancel", headers=ADMIN)
@@ -80,7 +71,7 @@ def test_a_running_job_is_stopped_and_not_retried(
         wait_for(lambda: analysis_id in fake.runner_pids(), 30, "the job to be running")
         stopped = client.delete(f"/jobs/{analysis_id}/cancel", headers=ADMIN)
         assert stopped.json() == {"id": analysis_id, "status": "started", "stopping": True}
-        analysis = _ended(client, analysis_id)
+        analysis = wait_until_ended(client, analysis_id)
         fake.script.hold.set()
         job = client.get(f"/jobs/{analysis_id}").json()
     assert (analysis["status"], analysis["attempts"]) == ("canceled", 1)
@@ -101,7 +92,7 @@ def test_finished_jobs_answer_409_to_cancel_and_retry_and_their_result_200(
         workers(settings)
     with api.client() as client:
         analysis_id = _upload(client)
-        _ended(client, analysis_id)
+        wait_until_ended(client, analysis_id)
         cancel = client.delete(f"/jobs/{analysis_id}/cancel", headers=ADMIN)
         retry = client.post(f"/jobs/{analysis_id}/retry", headers=ADMIN)
         result = client.get(f"/jobs/{analysis_id}/result")
@@ -127,13 +118,13 @@ def test_a_failed_job_is_retried_to_success(
     fake.script.fail_first = 2  # both attempts fail: 1 + RQ_RETRY_MAX
     with api.client() as client:
         analysis_id = _upload(client)
-        failed = _ended(client, analysis_id)
+        failed = wait_until_ended(client, analysis_id)
         assert (failed["status"], failed["attempts"]) == ("failed", 2)
         result = client.get(f"/jobs/{analysis_id}/result")
         assert (result.status_code, result.json()["detail"]) == (500, "analysis server failed (HTTP 500)")
         retried = client.post(f"/jobs/{analysis_id}/retry", headers=ADMIN)
         assert retried.status_code == 202
-        finished = _ended(client, analysis_id)
+        finished = wait_until_ended(client, analysis_id)
     assert (finished["status"], finished["attempts"], finished["error"]) == ("finished", 3, None)
 
 
@@ -149,7 +140,7 @@ def test_queued_jobs_report_their_position_and_a_measured_wait(
     with api.client() as client:
         warm = _upload(client)  # one measured run gives the average
         worker = workers(settings)
-        _ended(client, warm)
+        wait_until_ended(client, warm)
         fake.script.hold.clear()
         running = _upload(client)
         wait_for(lambda: running in fake.runner_pids(), 30, "a job to run")
@@ -157,7 +148,7 @@ def test_queued_jobs_report_their_position_and_a_measured_wait(
         views = [client.get(f"/jobs/{analysis_id}").json() for analysis_id in line]
         fake.script.hold.set()
         for analysis_id in line:
-            _ended(client, analysis_id)
+            wait_until_ended(client, analysis_id)
         worker.send(signal.SIGTERM)
     assert [view["position"] for view in views] == [0, 1, 2]
     waits = [view["estimated_wait_s"] for view in views]

@@ -6,15 +6,13 @@ Both modes answer the same API the same way; only where the work runs differs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-import httpx
 import pytest
 
 from core.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.support.audio import corrupt_audio_bytes, flac_bytes, mp3_bytes, wav_bytes
-from tests.support.processes import ApiServer, ManagedProcess, wait_for
+from tests.support.processes import ApiServer, ManagedProcess, wait_until_ended
 from tests.support.sse import Event, read_events
 
 pytestmark = pytest.mark.slow
@@ -33,14 +31,6 @@ def _serve(
     if mode == "rq":
         workers(settings)
     return api
-
-
-def _wait_until_ended(client: httpx.Client, analysis_id: str) -> dict[str, Any]:
-    def ended() -> dict[str, Any] | None:
-        body: dict[str, Any] = client.get(f"/audio/{analysis_id}").json()
-        return body if body["status"] in TERMINAL else None
-
-    return wait_for(ended, 60, f"analysis {analysis_id} to end")
 
 
 @pytest.mark.parametrize("mode", ["rq", "background"])
@@ -67,14 +57,14 @@ def test_wav_flac_and_mp3_finish_with_correct_results_and_corrupt_audio_fails_on
         assert corrupt.status_code == 202, corrupt.text
 
         for name, (_, frequency) in uploads.items():
-            analysis = _wait_until_ended(client, ids[name])
+            analysis = wait_until_ended(client, ids[name])
             assert (analysis["status"], analysis["attempts"], analysis["error"]) == ("finished", 1, None), analysis
             result = analysis["result"]
             assert abs(result["dominant_frequency_hz"] - frequency) < 2, (name, result)
             assert abs(result["duration_s"] - 2.0) < 0.1
             assert analysis["progress"] == 100
 
-        failed = _wait_until_ended(client, corrupt.json()["id"])
+        failed = wait_until_ended(client, corrupt.json()["id"])
     assert (failed["status"], failed["attempts"], failed["result"]) == ("failed", 1, None)
     assert failed["error"].startswith("could not decode audio"), failed["error"]
 

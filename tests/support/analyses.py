@@ -1,11 +1,19 @@
-"""Creating stored uploads directly (no HTTP), for tests of jobs, workers and the reconciler."""
+"""Stored uploads made directly (no HTTP) and run in-process, for tests of jobs, workers and the reconciler."""
 
 from __future__ import annotations
 
 import hashlib
 import uuid
 
+import redis
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
 from core.models import Analysis, AnalysisStatus, DispatchMode, Priority
+from core.settings import QUEUES_BY_PRIORITY
+from jobs.dispatch import Dispatcher
+from redis_client import AnalysisJob, AnalysisQueue, get_queue
+from tasks.audio_analysis import TASK
 from tasks.runtime import Runtime
 
 
@@ -40,3 +48,21 @@ def store_upload(
             logs=[],
         )
     )
+
+
+def enqueue_upload(runtime: Runtime, data: bytes, extension: str = "wav") -> str:
+    """Stores an upload and puts its job on RQ, as `POST /audio` does; returns its id."""
+    analysis = store_upload(runtime, data, extension=extension)
+    Dispatcher(runtime.settings, runtime.redis, None, runtime.lifecycle).dispatch(
+        None, TASK, analysis.id, queue=analysis.queue
+    )
+    return analysis.id
+
+
+def drain(connection: redis.Redis) -> None:
+    """Runs every queued job in this process with RQ's `SimpleWorker` (RQ's way for logic tests)."""
+    queues = [get_queue(name, connection) for name in QUEUES_BY_PRIORITY]
+    worker = SimpleWorker(
+        queues, connection=connection, serializer=JSONSerializer, job_class=AnalysisJob, queue_class=AnalysisQueue
+    )
+    worker.work(burst=True)

@@ -51,6 +51,16 @@ def wait_for(condition: Callable[[], T | None], timeout_s: float, what: str, int
         time.sleep(interval_s)
 
 
+def wait_until_ended(client: httpx.Client, analysis_id: str, timeout_s: float = 60) -> dict[str, Any]:
+    """Polls `GET /audio/{id}` until the analysis is finished, failed or canceled; returns its body."""
+
+    def ended() -> dict[str, Any] | None:
+        body: dict[str, Any] = client.get(f"/audio/{analysis_id}").json()
+        return body if body["status"] in ("finished", "failed", "canceled") else None
+
+    return wait_for(ended, timeout_s, f"analysis {analysis_id} to end")
+
+
 class ManagedProcess:
     """A child process in its own session, with its output in a log file."""
 

@@ -2,33 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from rq import SimpleWorker
 from rq.job import JobStatus
-from rq.serializers import JSONSerializer
 from sqlalchemy import update
 
 from core.models import Analysis, AnalysisStatus, DispatchMode, utcnow
 from jobs.dispatch import Dispatcher
 from jobs.reconcile import LOCK_KEY, Reconciler
-from redis_client import AnalysisJob, AnalysisQueue, get_queue
-from tasks.audio_analysis import TASK
-from tasks.runtime import Runtime, build_runtime, install_runtime
-from tests.conftest import SettingsFactory
-from tests.support.analyses import store_upload
+from redis_client import AnalysisJob, get_queue
+from tasks.runtime import Runtime
+from tests.support.analyses import drain, enqueue_upload, store_upload
 from tests.support.audio import wav_bytes
 
 
 @pytest.fixture
-def runtime(make_settings: SettingsFactory) -> Iterator[Runtime]:
-    runtime = build_runtime(make_settings(reconcile_grace_s=60, rq_retry_intervals="0"))
-    install_runtime(runtime)
-    yield runtime
-    install_runtime(None)
+def runtime(make_runtime: Callable[..., Runtime]) -> Runtime:
+    return make_runtime(reconcile_grace_s=60, rq_retry_intervals="0")
 
 
 def _age(runtime: Runtime, analysis_id: str, seconds: int = 600) -> None:
@@ -44,24 +37,6 @@ def _reconciler(runtime: Runtime, **kwargs: Any) -> Reconciler:
     return Reconciler(runtime.settings, runtime.lifecycle, runtime.redis, dispatcher, **kwargs)
 
 
-def _enqueue(runtime: Runtime) -> str:
-    analysis = store_upload(runtime, wav_bytes(0.3))
-    Dispatcher(runtime.settings, runtime.redis, None, runtime.lifecycle).dispatch(
-        None, TASK, analysis.id, queue=analysis.queue
-    )
-    return analysis.id
-
-
-def _drain(runtime: Runtime) -> None:
-    SimpleWorker(
-        [get_queue("high_priority", runtime.redis), get_queue("audio_analysis", runtime.redis)],
-        connection=runtime.redis,
-        serializer=JSONSerializer,
-        job_class=AnalysisJob,
-        queue_class=AnalysisQueue,
-    ).work(burst=True)
-
-
 def test_a_pending_row_is_enqueued_once_redis_is_back(runtime: Runtime) -> None:
     analysis = store_upload(runtime, wav_bytes(0.3))  # Redis was down at upload: never enqueued
     _age(runtime, analysis.id)
@@ -70,7 +45,7 @@ def test_a_pending_row_is_enqueued_once_redis_is_back(runtime: Runtime) -> None:
 
     assert report.redispatched == [analysis.id]
     assert get_queue("audio_analysis", runtime.redis).job_ids == [analysis.id]
-    _drain(runtime)
+    drain(runtime.redis)
     assert runtime.lifecycle.require(analysis.id).status is AnalysisStatus.FINISHED
 
 
@@ -81,7 +56,7 @@ def test_recent_rows_are_left_alone(runtime: Runtime) -> None:
 
 
 def test_a_job_waiting_on_its_queue_is_left_alone(runtime: Runtime) -> None:
-    analysis_id = _enqueue(runtime)
+    analysis_id = enqueue_upload(runtime, wav_bytes(0.3))
     _age(runtime, analysis_id)
 
     report = _reconciler(runtime).run_once()
@@ -91,7 +66,7 @@ def test_a_job_waiting_on_its_queue_is_left_alone(runtime: Runtime) -> None:
 
 
 def test_a_job_popped_by_a_worker_that_died_is_enqueued_again_on_the_second_pass(runtime: Runtime) -> None:
-    analysis_id = _enqueue(runtime)
+    analysis_id = enqueue_upload(runtime, wav_bytes(0.3))
     _age(runtime, analysis_id)
     queue = get_queue("audio_analysis", runtime.redis)
     assert runtime.redis.lpop(queue.key) is not None  # BLPOP done, then the worker died
@@ -105,7 +80,7 @@ def test_a_job_popped_by_a_worker_that_died_is_enqueued_again_on_the_second_pass
 
 
 def test_a_job_redis_lost_is_enqueued_again_with_the_same_id(runtime: Runtime) -> None:
-    analysis_id = _enqueue(runtime)
+    analysis_id = enqueue_upload(runtime, wav_bytes(0.3))
     runtime.redis.flushall()  # Redis restarted without its data
     _age(runtime, analysis_id)
 
@@ -116,8 +91,8 @@ def test_a_job_redis_lost_is_enqueued_again_with_the_same_id(runtime: Runtime) -
 
 
 def test_a_result_rq_has_but_the_database_missed_is_recorded(runtime: Runtime) -> None:
-    analysis_id = _enqueue(runtime)
-    _drain(runtime)
+    analysis_id = enqueue_upload(runtime, wav_bytes(0.3))
+    drain(runtime.redis)
     with runtime.database.session() as session:  # as if the final write had been lost
         session.execute(
             update(Analysis).where(Analysis.id == analysis_id).values(status=AnalysisStatus.STARTED, result=None)
@@ -134,7 +109,7 @@ def test_a_result_rq_has_but_the_database_missed_is_recorded(runtime: Runtime) -
 
 
 def test_a_job_rq_failed_for_good_is_recorded_as_failed(runtime: Runtime) -> None:
-    analysis_id = _enqueue(runtime)
+    analysis_id = enqueue_upload(runtime, wav_bytes(0.3))
     job = AnalysisJob.fetch(analysis_id, connection=runtime.redis)
     queue = get_queue("audio_analysis", runtime.redis)
     queue.remove(job)
@@ -159,7 +134,7 @@ def test_an_in_process_job_of_a_dead_api_is_enqueued_on_rq(runtime: Runtime) -> 
     report = _reconciler(runtime).run_once()
 
     assert report.redispatched == [analysis.id]
-    _drain(runtime)
+    drain(runtime.redis)
     finished = runtime.lifecycle.require(analysis.id)
     assert (finished.status, finished.mode, finished.attempts) == (AnalysisStatus.FINISHED, DispatchMode.RQ, 2)
 

@@ -2,55 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
-from rq import SimpleWorker
 from rq.job import JobStatus
-from rq.serializers import JSONSerializer
 
 from core.errors import AnalysisServerUnavailable
 from core.models import AnalysisStatus
-from jobs.dispatch import Dispatcher
-from redis_client import AnalysisJob, AnalysisQueue, get_queue
-from tasks.audio_analysis import TASK, process_audio_analysis
-from tasks.runtime import Runtime, build_runtime, install_runtime
-from tests.conftest import SettingsFactory
-from tests.support.analyses import store_upload
+from redis_client import AnalysisJob, get_queue
+from tasks.audio_analysis import process_audio_analysis
+from tasks.runtime import Runtime
+from tests.support.analyses import drain, enqueue_upload
 from tests.support.audio import corrupt_audio_bytes, wav_bytes
 
 
 @pytest.fixture
-def runtime(make_settings: SettingsFactory) -> Iterator[Runtime]:
-    runtime = build_runtime(make_settings(rq_retry_max=2, rq_retry_intervals="0"))
-    install_runtime(runtime)
-    yield runtime
-    install_runtime(None)
-
-
-def _enqueue(runtime: Runtime, data: bytes, extension: str = "wav") -> str:
-    analysis = store_upload(runtime, data, extension=extension)
-    Dispatcher(runtime.settings, runtime.redis, None, runtime.lifecycle).dispatch(
-        None, TASK, analysis.id, queue=analysis.queue
-    )
-    return analysis.id
-
-
-def _drain(connection: redis.Redis) -> None:
-    """Runs every queued job in this process, RQ's way for tests."""
-    queues = [get_queue(name, connection) for name in ("high_priority", "audio_analysis")]
-    worker = SimpleWorker(
-        queues, connection=connection, serializer=JSONSerializer, job_class=AnalysisJob, queue_class=AnalysisQueue
-    )
-    worker.work(burst=True)
+def runtime(make_runtime: Callable[..., Runtime]) -> Runtime:
+    return make_runtime(rq_retry_max=2, rq_retry_intervals="0")
 
 
 def test_a_wav_is_analysed_and_its_result_recorded_once(runtime: Runtime) -> None:
-    analysis_id = _enqueue(runtime, wav_bytes(1.0, freq_hz=1000.0))
-    _drain(runtime.redis)
+    analysis_id = enqueue_upload(runtime, wav_bytes(1.0, freq_hz=1000.0))
+    drain(runtime.redis)
 
     analysis = runtime.lifecycle.require(analysis_id)
     assert (analysis.status, analysis.attempts, analysis.progress) == (AnalysisStatus.FINISHED, 1, 100)
@@ -65,8 +40,8 @@ def test_a_wav_is_analysed_and_its_result_recorded_once(runtime: Runtime) -> Non
 
 
 def test_running_a_finished_job_again_changes_nothing(runtime: Runtime) -> None:
-    analysis_id = _enqueue(runtime, wav_bytes(0.5))
-    _drain(runtime.redis)
+    analysis_id = enqueue_upload(runtime, wav_bytes(0.5))
+    drain(runtime.redis)
     before = runtime.lifecycle.require(analysis_id)
 
     assert process_audio_analysis(analysis_id) == before.result
@@ -76,8 +51,8 @@ def test_running_a_finished_job_again_changes_nothing(runtime: Runtime) -> None:
 
 
 def test_corrupt_audio_fails_once_without_retries(runtime: Runtime) -> None:
-    analysis_id = _enqueue(runtime, corrupt_audio_bytes(), extension="flac")
-    _drain(runtime.redis)
+    analysis_id = enqueue_upload(runtime, corrupt_audio_bytes(), extension="flac")
+    drain(runtime.redis)
 
     analysis = runtime.lifecycle.require(analysis_id)
     assert (analysis.status, analysis.attempts) == (AnalysisStatus.FAILED, 1)
@@ -96,8 +71,8 @@ def test_a_transient_error_is_retried_and_retries_share_one_counter(
         raise AnalysisServerUnavailable("analysis server answered 503")
 
     monkeypatch.setattr("tasks.analyzers.local.LocalAnalyzer.analyze", flaky)
-    analysis_id = _enqueue(runtime, wav_bytes(0.5))
-    _drain(runtime.redis)
+    analysis_id = enqueue_upload(runtime, wav_bytes(0.5))
+    drain(runtime.redis)
 
     analysis = runtime.lifecycle.require(analysis_id)
     assert len(calls) == 3  # 1 + RQ_RETRY_MAX
@@ -119,17 +94,17 @@ def test_a_transient_error_then_success_finishes(runtime: Runtime, monkeypatch: 
         return real(self, path, progress)
 
     monkeypatch.setattr(LocalAnalyzer, "analyze", once_flaky)
-    analysis_id = _enqueue(runtime, wav_bytes(0.5))
-    _drain(runtime.redis)
+    analysis_id = enqueue_upload(runtime, wav_bytes(0.5))
+    drain(runtime.redis)
 
     analysis = runtime.lifecycle.require(analysis_id)
     assert (analysis.status, analysis.attempts, analysis.error) == (AnalysisStatus.FINISHED, 2, None)
 
 
 def test_a_job_canceled_after_a_worker_took_it_never_runs(runtime: Runtime) -> None:
-    analysis_id = _enqueue(runtime, wav_bytes(0.5))
+    analysis_id = enqueue_upload(runtime, wav_bytes(0.5))
     runtime.lifecycle.request_cancel(analysis_id)  # the race: RQ's cancel came too late for this worker
-    _drain(runtime.redis)
+    drain(runtime.redis)
 
     analysis = runtime.lifecycle.require(analysis_id)
     assert (analysis.status, analysis.attempts, analysis.result) == (AnalysisStatus.CANCELED, 0, None)
@@ -147,8 +122,8 @@ def test_a_cancel_requested_mid_run_stops_the_job_without_retry(
         return real(self, path, progress)  # its next progress report raises JobCanceled
 
     monkeypatch.setattr(LocalAnalyzer, "analyze", cancel_midway)
-    analysis_id = _enqueue(runtime, wav_bytes(2.0))
-    _drain(runtime.redis)
+    analysis_id = enqueue_upload(runtime, wav_bytes(2.0))
+    drain(runtime.redis)
 
     analysis = runtime.lifecycle.require(analysis_id)
     assert (analysis.status, analysis.attempts, analysis.result) == (AnalysisStatus.CANCELED, 1, None)
