@@ -30,7 +30,7 @@ def test_two_hundred_jobs_with_workers_killed_at_random_three_times(
 
     kills = []
     for _ in range(KILLS):
-        time.sleep(chance.uniform(0.5, 2.0))
+        time.sleep(chance.uniform(0.5, 2.0))  # a random moment for the fault, not a wait
         runners = deployment.wait_started()
         _victim, horse = chance.choice(sorted(runners.items()))
         if chance.random() < 0.5:

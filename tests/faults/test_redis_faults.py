@@ -52,7 +52,7 @@ def test_redis_crash_restart_under_load_loses_nothing(
     deployment.wait_started()
 
     deployment.redis.stop(signal.SIGKILL)  # a crash: up to a second of writes is not in the AOF yet
-    time.sleep(1.0)
+    time.sleep(1.0)  # the outage lasts a second (the fault itself, not a wait)
     deployment.redis.start()
     more_attempted, more = deployment.upload(10)
     deployment.drain(ids + more, timeout_s=120)
@@ -69,8 +69,8 @@ def test_redis_out_of_memory_refuses_uploads_cleanly_and_recovers(
     deployment.start_workers()
     deployment.start_scheduler()
     deployment.fake.script.hold.clear()
-    attempted, ids = deployment.upload(3)  # in flight when memory runs out
-    deployment.wait_started()
+    attempted, ids = deployment.upload(3)  # one running, two waiting when memory runs out
+    running = set(deployment.wait_started())
 
     with deployment.redis.client() as client:
         client.config_set("maxmemory", 1)
@@ -82,7 +82,9 @@ def test_redis_out_of_memory_refuses_uploads_cleanly_and_recovers(
         stored = sorted(path.name for path in (tmp_path / "uploads").glob("*.wav"))
         assert stored == sorted(f"{analysis_id}.wav" for analysis_id in ids)  # nothing half-written
         deployment.fake.script.hold.set()  # the in-flight jobs end while Redis refuses writes
-        time.sleep(2)
+        wait_for(lambda: not deployment.fake.in_flight, 30, "the running job's analysis to end under OOM")
+        # its result is in the database even though Redis refused RQ's own bookkeeping
+        wait_for(lambda: all(deployment.fake.callbacks[i] for i in running), 30, "the running job's result")
         client.config_set("maxmemory", 0)
 
     more_attempted, more = deployment.upload(3)

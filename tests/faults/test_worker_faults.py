@@ -80,7 +80,8 @@ def test_sigterm_lets_the_current_job_finish(cluster: Callable[..., Cluster], re
 
     running, _ = next(iter(deployment.wait_started().items()))
     workers.send(signal.SIGTERM)
-    time.sleep(0.5)  # let the signal land while the job is still held mid-run
+    # the signal has landed while the job is still held mid-run
+    wait_for(lambda: "warm shut down requested" in workers.output(), 30, "the worker to take the signal")
     deployment.fake.script.hold.set()
     wait_for(lambda: not workers.alive, 30, "the worker to exit after its job")
 
