@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -34,6 +35,7 @@ from jobs.dispatch import Dispatcher
 from jobs.rq_state import JobPlace, locate, served_queues, take_back
 from redis_client import AnalysisJob
 from tasks.audio_analysis import TASK
+from tasks.webhook import deliver
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +191,7 @@ class Reconciler:
         if changed:
             report.settled.append(analysis.id)
 
-    def _resend_callbacks(self, cutoff: Any, report: ReconcileReport) -> None:
-        from tasks.webhook import deliver
-
+    def _resend_callbacks(self, cutoff: datetime, report: ReconcileReport) -> None:
         for analysis in self.lifecycle.undelivered_callbacks(cutoff):
             if deliver(analysis, self.settings.base_url) and self.lifecycle.mark_callback_sent(analysis.id):
                 report.callbacks_resent.append(analysis.id)
