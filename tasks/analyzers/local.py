@@ -21,6 +21,7 @@ import soundfile as sf
 
 from core.errors import CorruptAudio
 from tasks.analyzers.base import ProgressFn
+from tasks.analyzers.pitch import Yin
 
 FloatArray = npt.NDArray[np.float64]
 _T = TypeVar("_T")
@@ -56,22 +57,11 @@ SPECTRUM_MIN_FFT = 1024
 SPECTRUM_MAX_FFT = 65536
 # The dominant frequency is searched above this: DC offsets and rumble are not what anyone means.
 DOMINANT_MIN_HZ = 20.0
-# Fundamental frequency search range: from a low male voice / bass note to a high soprano / whistle.
-F0_MIN_HZ = 50.0
-F0_MAX_HZ = 2000.0
-# Integration window of the YIN difference function: longer than one period at F0_MIN_HZ.
-F0_WINDOW_S = 0.030
 # Distance between f0 frames for short files; longer files use evenly spread frames instead.
 F0_HOP_S = 0.010
 # At most this many f0 frames per file: the median of a few hundred frames is stable, and the cost
 # then stays constant whatever the duration.
 F0_MAX_FRAMES = 400
-# A frame is voiced when 1 - (YIN cumulative mean normalized difference at the chosen lag) reaches
-# this; YIN recommends 0.10-0.15 as the aperiodicity threshold, white noise stays near 0.
-F0_MIN_CLARITY = 0.85
-# A frame quieter than this is never voiced: the same level as the silence threshold, so a silent
-# frame cannot contribute a pitch.
-F0_ENERGY_FLOOR_DBFS = -50.0
 # Progress reported while decoding goes from READ_PROGRESS_START to READ_PROGRESS_END, in steps of at
 # least PROGRESS_STEP percent, so a file of any length yields at most about 20 progress calls.
 READ_PROGRESS_START = 5
@@ -105,8 +95,8 @@ class LocalAnalyzer:
         - `zero_crossing_rate`: sign changes of the mono mix per second (a 440 Hz sine gives 880).
         - `spectral_centroid_hz`, `dominant_frequency_hz`: from the averaged power spectrum of the mono
           mix; None when the mono mix is silent.
-        - `f0_median_hz`: median fundamental frequency over voiced frames (YIN), None when no frame
-          is voiced (silence, noise, or pitch outside `F0_MIN_HZ`-`F0_MAX_HZ`).
+        - `f0_median_hz`: median fundamental frequency over voiced frames (YIN, see `pitch`), None
+          when no frame is voiced (silence, noise, or pitch outside 50-2000 Hz).
 
         Args:
             path: The audio file; any format libsndfile reads (WAV, FLAC, OGG/Vorbis, MP3, ...).
@@ -240,7 +230,7 @@ class _Accumulator:
         self.power: FloatArray = np.zeros(self.fft_size // 2 + 1, dtype=np.float64)
         self.spectrum_tail: FloatArray = np.zeros(0, dtype=np.float64)
 
-        self.f0 = _Yin(self.sample_rate)
+        self.f0 = Yin(self.sample_rate)
         self.f0_stride = max(round(F0_HOP_S * self.sample_rate), math.ceil(self.total_frames / F0_MAX_FRAMES), 1)
         self.f0_next = 0  # absolute position of the next f0 frame
         self.f0_tail: FloatArray = np.zeros(0, dtype=np.float64)
@@ -353,71 +343,3 @@ class _Accumulator:
 
 def _round_or_none(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
-
-
-class _Yin:
-    """YIN fundamental-frequency estimator (de Cheveigné & Kawahara, 2002) on batches of frames."""
-
-    def __init__(self, sample_rate: int) -> None:
-        self.sample_rate = sample_rate
-        self.window = max(2, round(F0_WINDOW_S * sample_rate))
-        self.max_lag = math.ceil(sample_rate / F0_MIN_HZ) + 1
-        self.frame_len = self.window + self.max_lag
-        self.fft_size = 1 << math.ceil(math.log2(self.frame_len + self.window))
-        self.energy_floor = self.window * 10.0 ** (F0_ENERGY_FLOOR_DBFS / 10.0)
-
-    def estimate(self, frames: FloatArray) -> list[float]:
-        """f0 in Hz of every voiced frame of `frames` (shape (n, frame_len)); unvoiced ones are skipped."""
-        w, lags = self.window, self.max_lag
-        spectrum = np.fft.rfft(frames, n=self.fft_size, axis=1)
-        head = np.fft.rfft(frames[:, :w], n=self.fft_size, axis=1)
-        # r[t] = sum_{j<w} x[j] * x[j + t]
-        corr = np.fft.irfft(spectrum * np.conj(head), n=self.fft_size, axis=1)[:, : lags + 1]
-        cumulative = np.concatenate((np.zeros((frames.shape[0], 1)), np.cumsum(frames**2, axis=1)), axis=1)
-        energy = cumulative[:, w : w + lags + 1] - cumulative[:, : lags + 1]  # sum_{j<w} x[j + t]^2
-        # Difference function d[t] = sum_{j<w} (x[j] - x[j + t])^2, clipped at 0 against rounding.
-        diff = np.maximum(energy[:, :1] + energy - 2.0 * corr, 0.0)
-        running = np.cumsum(diff[:, 1:], axis=1)
-        cmnd = np.ones_like(diff)
-        lag_index = np.arange(1, lags + 1, dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cmnd[:, 1:] = np.where(running > 0.0, diff[:, 1:] * lag_index / running, 1.0)
-
-        values: list[float] = []
-        for cmnd_row, diff_row, frame_energy in zip(cmnd, diff, energy[:, 0], strict=True):
-            if frame_energy < self.energy_floor:
-                continue
-            f0 = self._pick(cmnd_row, diff_row)
-            if f0 is not None:
-                values.append(f0)
-        return values
-
-    def _pick(self, cmnd: FloatArray, diff: FloatArray) -> float | None:
-        """Fundamental from one frame's normalized and raw difference functions, or None if unvoiced."""
-        # Candidates are the local minima of cmnd from lag 2 on, not from the F0_MAX_HZ lag, so a
-        # pitch above the range is seen as such (and rejected) instead of taken for its subharmonic.
-        lags = np.arange(2, cmnd.shape[0] - 1)
-        left, centre, right = cmnd[lags - 1], cmnd[lags], cmnd[lags + 1]
-        is_dip = (centre < left) & (centre <= right)
-        left, centre, right, lags = left[is_dip], centre[is_dip], right[is_dip], lags[is_dip]
-        # Each dip is judged by the value at its interpolated bottom: with only 4-5 samples per
-        # period (high pitches at 8 kHz) the integer lags straddle the true minimum.
-        curvature = np.maximum(left - 2.0 * centre + right, 1e-12)
-        bottom = centre - (left - right) ** 2 / (8.0 * curvature)
-        voiced = np.flatnonzero(bottom < 1.0 - F0_MIN_CLARITY)
-        if voiced.shape[0] == 0:
-            return None
-        lag = int(lags[voiced[0]])
-        # The sub-sample position is fitted on the raw difference function: the normalization of
-        # cmnd tilts the dip, which biases short periods (1 kHz at 8 kHz) by several hertz.
-        while 1 < lag < diff.shape[0] - 2 and diff[lag - 1] < diff[lag]:
-            lag -= 1
-        while 1 < lag < diff.shape[0] - 2 and diff[lag + 1] < diff[lag]:
-            lag += 1
-        d_left, d_centre, d_right = diff[lag - 1], diff[lag], diff[lag + 1]
-        d_curvature = d_left - 2.0 * d_centre + d_right
-        offset = 0.5 * (d_left - d_right) / d_curvature if d_curvature > 0 else 0.0
-        f0 = self.sample_rate / (lag + float(offset))
-        if not F0_MIN_HZ <= f0 <= F0_MAX_HZ:
-            return None
-        return f0

@@ -94,7 +94,7 @@ def test_sine_at_3000_hz_is_dominant_but_above_the_pitch_range(tmp_path: Path, s
     result, _ = analyze(tmp_path, wav_bytes(freq_hz=3000.0, sample_rate=sample_rate))
 
     assert result["dominant_frequency_hz"] == pytest.approx(3000.0, abs=2.0)
-    # Not its subharmonic at 1500 Hz: a pitch above F0_MAX_HZ is simply not reported.
+    # Not its subharmonic at 1500 Hz: a pitch above pitch.F0_MAX_HZ is simply not reported.
     assert result["f0_median_hz"] is None
 
 
