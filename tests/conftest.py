@@ -14,6 +14,7 @@ from core.db import migrate
 from core.settings import Settings, load_settings
 from devserver.redis import RedisServer
 from tasks.runtime import Runtime, build_runtime, install_runtime
+from tests.support.fake_services import FakeServices
 from tests.support.processes import ApiServer, ManagedProcess, start_workers
 
 # Children and in-process code must never read a developer's .env.
@@ -127,3 +128,11 @@ def api_server(tmp_path: Path) -> Iterator[Callable[[Settings], ApiServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeServices]:
+    """A fake analysis server and callback receiver on loopback, stopped after the test."""
+    services = FakeServices().start()
+    yield services
+    services.stop()

@@ -47,13 +47,6 @@ def fault_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeServices]:
-    services = FakeServices().start()
-    yield services
-    services.stop()
-
-
-@pytest.fixture
 def cluster(tmp_path: Path, fault_redis: RedisServer, fake: FakeServices) -> Iterator[Callable[..., Cluster]]:
     built: list[Cluster] = []
 

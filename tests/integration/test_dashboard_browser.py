@@ -7,15 +7,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 from rq.job import JobStatus
-from rq.results import Result
 
 from core.settings import QUEUE_NORMAL, Settings
-from redis_client import AnalysisJob, enqueue, fetch_job, get_queue, make_redis
+from redis_client import enqueue, make_redis
 from tests.conftest import ADMIN_KEY, SettingsFactory
+from tests.support.analyses import fail_queued_job
 from tests.support.audio import wav_bytes
 from tests.support.processes import ApiServer
 
@@ -72,20 +71,6 @@ class _Watch:
     def _on_console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
             self.errors.append(message.text)
-
-
-def _fail(job_id: str, connection: redis.Redis) -> AnalysisJob:
-    """Moves a queued job to its queue's failed registry, as a worker would after its last attempt."""
-    job = fetch_job(job_id, connection)
-    assert job is not None
-    queue = get_queue(job.origin, connection)
-    queue.remove(job)
-    with connection.pipeline() as pipeline:
-        job.set_status(JobStatus.FAILED, pipeline=pipeline)
-        queue.failed_job_registry.add(job, pipeline=pipeline)
-        Result.create_failure(job, ttl=60, exc_string="CorruptAudio: could not decode audio", pipeline=pipeline)
-        pipeline.execute()
-    return job
 
 
 def _no_xss(page: Page) -> None:
@@ -146,7 +131,7 @@ def test_dashboard_renders_queues_and_jobs_and_runs_no_injected_markup(
 
     # The dashboard's own buttons still work through the guard: Chromium's same-origin POST passes it.
     with make_redis(settings) as connection:
-        failed = _fail(upload_id, connection)
+        failed = fail_queued_job(upload_id, connection)
         page.goto(f"{api.url}/rq/0/view/jobs/{QUEUE_NORMAL}/failed/8/asc/1")
         with page.expect_response(f"{api.url}/rq/job/{upload_id}/requeue") as requeue:
             page.locator(f'tr[data-job-id="{upload_id}"] [data-role="requeue-job-btn"]').click(timeout=WAIT_MS)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -20,13 +20,6 @@ pytestmark = pytest.mark.slow
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 TERMINAL = ("finished", "failed", "canceled")
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeServices]:
-    services = FakeServices().start()
-    yield services
-    services.stop()
 
 
 def _upload(client: httpx.Client, **fields: str) -> str:

@@ -1,4 +1,4 @@
-"""Stored uploads made directly (no HTTP) and run in-process, for tests of jobs, workers and the reconciler."""
+"""Stored uploads made directly (no HTTP), run in-process or failed, for tests of jobs, workers and the reconciler."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import uuid
 
 import redis
 from rq import SimpleWorker
+from rq.job import JobStatus
+from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from core.models import Analysis, AnalysisStatus, DispatchMode, Priority
 from core.settings import QUEUES_BY_PRIORITY
 from jobs.dispatch import Dispatcher
-from redis_client import AnalysisJob, AnalysisQueue, get_queue
+from redis_client import AnalysisJob, AnalysisQueue, fetch_job, get_queue
 from tasks.audio_analysis import TASK
 from tasks.runtime import Runtime
 
@@ -66,3 +68,17 @@ def drain(connection: redis.Redis) -> None:
         queues, connection=connection, serializer=JSONSerializer, job_class=AnalysisJob, queue_class=AnalysisQueue
     )
     worker.work(burst=True)
+
+
+def fail_queued_job(job_id: str, connection: redis.Redis) -> AnalysisJob:
+    """Moves a queued job to its queue's failed registry, as a worker would after its last attempt."""
+    job = fetch_job(job_id, connection)
+    assert job is not None
+    queue = get_queue(job.origin, connection)
+    queue.remove(job)
+    with connection.pipeline() as pipeline:
+        job.set_status(JobStatus.FAILED, pipeline=pipeline)
+        queue.failed_job_registry.add(job, pipeline=pipeline)
+        Result.create_failure(job, ttl=60, exc_string="CorruptAudio: could not decode audio", pipeline=pipeline)
+        pipeline.execute()
+    return job

@@ -15,14 +15,14 @@ from fastapi.testclient import TestClient
 from flask import Flask
 from rq import Worker
 from rq.job import JobStatus
-from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from app.dashboard import _dashboard_redis_url
 from app.main import create_app
 from core.settings import QUEUE_HIGH, QUEUE_NORMAL, Settings
-from redis_client import AnalysisJob, fetch_job, get_queue
+from redis_client import fetch_job, get_queue
 from tests.conftest import ADMIN_KEY, SettingsFactory
+from tests.support.analyses import fail_queued_job
 from tests.support.audio import wav_bytes
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"admin:{ADMIN_KEY}".encode()).decode()}
@@ -46,20 +46,6 @@ def _upload(client: TestClient, priority: str = "normal") -> str:
     )
     assert answer.status_code == 202, answer.text
     return str(answer.json()["id"])
-
-
-def _fail(job_id: str, connection: redis.Redis) -> AnalysisJob:
-    """Moves a queued job to its queue's failed registry, as a worker would after its last attempt."""
-    job = fetch_job(job_id, connection)
-    assert job is not None
-    queue = get_queue(job.origin, connection)
-    queue.remove(job)
-    with connection.pipeline() as pipeline:
-        job.set_status(JobStatus.FAILED, pipeline=pipeline)
-        queue.failed_job_registry.add(job, pipeline=pipeline)
-        Result.create_failure(job, ttl=60, exc_string="CorruptAudio: could not decode audio", pipeline=pipeline)
-        pipeline.execute()
-    return job
 
 
 def _mark_unpickled() -> str:
@@ -143,7 +129,7 @@ def test_every_route_that_accepts_post_is_known() -> None:
     ],
 )
 def test_state_changing_routes_refuse_get(client: TestClient, redis_conn: redis.Redis, path: str) -> None:
-    job = _fail(_upload(client), redis_conn)
+    job = fail_queued_job(_upload(client), redis_conn)
 
     for method in ("GET", "HEAD"):
         answer = client.request(method, path.format(job_id=job.id), headers=BASIC)
@@ -164,7 +150,7 @@ def test_state_changing_routes_refuse_get(client: TestClient, redis_conn: redis.
     ids=["foreign origin", "null origin", "foreign referer", "sec-fetch-site cross-site", "sibling site"],
 )
 def test_cross_site_posts_are_refused(client: TestClient, redis_conn: redis.Redis, headers: dict[str, str]) -> None:
-    job = _fail(_upload(client), redis_conn)
+    job = fail_queued_job(_upload(client), redis_conn)
 
     answer = client.post(f"/rq/requeue/{QUEUE_NORMAL}", headers=BASIC | headers)
 
@@ -173,7 +159,7 @@ def test_cross_site_posts_are_refused(client: TestClient, redis_conn: redis.Redi
 
 
 def test_a_same_origin_post_requeues_a_failed_json_job(client: TestClient, redis_conn: redis.Redis) -> None:
-    job = _fail(_upload(client), redis_conn)
+    job = fail_queued_job(_upload(client), redis_conn)
 
     answer = client.post(f"/rq/requeue/{QUEUE_NORMAL}", headers=SAME_ORIGIN)
 
@@ -219,7 +205,7 @@ def test_client_side_templates_escape_every_job_field(client: TestClient) -> Non
 
 
 def test_the_dashboard_never_unpickles_what_it_finds_in_redis(client: TestClient, redis_conn: redis.Redis) -> None:
-    job = _fail(_upload(client), redis_conn)
+    job = fail_queued_job(_upload(client), redis_conn)
     worker = Worker([get_queue(QUEUE_NORMAL, redis_conn)], connection=redis_conn, serializer=JSONSerializer)
     worker.register_birth()  # type: ignore[no-untyped-call]
     worker.prepare_execution(job)

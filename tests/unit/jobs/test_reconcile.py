@@ -154,23 +154,19 @@ def test_a_second_reconciler_skips_while_one_runs(runtime: Runtime) -> None:
     assert _reconciler(runtime).run_once().skipped == "another reconciler is running"
 
 
-def test_a_callback_that_was_never_delivered_is_sent_again(runtime: Runtime) -> None:
-    receiver = FakeServices().start()
-    try:
-        analysis = store_upload(runtime, wav_bytes(0.3), callback_url=receiver.callback_url)
-        runtime.lifecycle.begin_attempt(analysis.id)
-        runtime.lifecycle.complete(analysis.id, {"ok": True})  # ...and the process died before the callback
-        with runtime.database.session() as session:
-            session.execute(
-                update(Analysis).where(Analysis.id == analysis.id).values(finished_at=utcnow() - timedelta(seconds=600))
-            )
+def test_a_callback_that_was_never_delivered_is_sent_again(runtime: Runtime, fake: FakeServices) -> None:
+    analysis = store_upload(runtime, wav_bytes(0.3), callback_url=fake.callback_url)
+    runtime.lifecycle.begin_attempt(analysis.id)
+    runtime.lifecycle.complete(analysis.id, {"ok": True})  # ...and the process died before the callback
+    with runtime.database.session() as session:
+        session.execute(
+            update(Analysis).where(Analysis.id == analysis.id).values(finished_at=utcnow() - timedelta(seconds=600))
+        )
 
-        first = _reconciler(runtime).run_once()
-        second = _reconciler(runtime).run_once()
-    finally:
-        receiver.stop()
+    first = _reconciler(runtime).run_once()
+    second = _reconciler(runtime).run_once()
 
     assert first.callbacks_resent == [analysis.id]
     assert second.callbacks_resent == []  # marked delivered: sent once
-    assert receiver.callbacks[analysis.id] == 1
+    assert fake.callbacks[analysis.id] == 1
     assert runtime.lifecycle.require(analysis.id).callback_sent_at is not None
