@@ -64,6 +64,19 @@ class Tally:
         )
 
 
+def assert_nothing_lost(tally: Tally, *, failed: int = 0, acknowledged: int | None = None) -> None:
+    """A scenario passes: nothing lost or duplicated, every callback delivered, the expected failures.
+
+    `acknowledged` defaults to every attempted upload; scenarios that refuse some uploads on purpose
+    (Redis out of memory) name how many were accepted.
+    """
+    assert tally.lost == 0, tally.line()
+    assert tally.duplicate_effects == 0, tally.line()
+    assert tally.undelivered_callbacks == 0, tally.line()
+    assert tally.failed == failed, tally.line()
+    assert tally.acknowledged == (tally.attempted if acknowledged is None else acknowledged), tally.line()
+
+
 class Cluster:
     """Processes of one deployment sharing one database, storage and Redis."""
 

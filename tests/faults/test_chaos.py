@@ -8,8 +8,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from tests.faults.cluster import Cluster, Tally
-from tests.faults.test_worker_faults import _assert_nothing_lost
+from tests.faults.cluster import Cluster, Tally, assert_nothing_lost
 from tests.support.processes import wait_for
 
 N_JOBS = 200
@@ -44,5 +43,5 @@ def test_two_hundred_jobs_with_workers_killed_at_random_three_times(
     deployment.drain(ids, timeout_s=240)
 
     tally = record(deployment.tally(f"{N_JOBS} jobs, random kills ({', '.join(kills)}; seed {SEED})", attempted, ids))
-    _assert_nothing_lost(tally)
+    assert_nothing_lost(tally)
     wait_for(lambda: workers.alive, 1, "the last workers to be up")

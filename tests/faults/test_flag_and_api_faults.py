@@ -6,8 +6,7 @@ import signal
 from collections.abc import Callable
 
 from core.models import DispatchMode
-from tests.faults.cluster import Cluster, Tally
-from tests.faults.test_worker_faults import _assert_nothing_lost
+from tests.faults.cluster import Cluster, Tally, assert_nothing_lost
 from tests.support.processes import wait_for
 
 
@@ -29,7 +28,7 @@ def test_flip_from_rq_to_background_with_jobs_in_flight(
     deployment.drain(ids, timeout_s=90)
 
     tally = record(deployment.tally("flag flip rq -> background, jobs in flight", attempted, ids))
-    _assert_nothing_lost(tally)
+    assert_nothing_lost(tally)
     modes = [row.mode for row in deployment.rows(ids).values() if row]
     assert modes.count(DispatchMode.BACKGROUND) >= 4  # taken back from RQ and run in the API
 
@@ -51,7 +50,7 @@ def test_flip_from_background_to_rq_with_jobs_in_flight(
     deployment.drain(ids, timeout_s=90)
 
     tally = record(deployment.tally("flag flip background -> rq, jobs in flight", attempted, ids))
-    _assert_nothing_lost(tally)
+    assert_nothing_lost(tally)
     assert all(row.mode is DispatchMode.RQ for row in deployment.rows(ids).values() if row)
 
 
@@ -70,4 +69,4 @@ def test_api_killed_with_in_process_jobs_in_flight(
     deployment.drain(ids, timeout_s=90)
 
     tally = record(deployment.tally("API SIGKILL with in-process jobs", attempted, ids))
-    _assert_nothing_lost(tally)
+    assert_nothing_lost(tally)

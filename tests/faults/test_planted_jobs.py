@@ -11,8 +11,7 @@ from pathlib import Path
 
 from core.models import utcnow
 from redis_client import AnalysisQueue, get_queue
-from tests.faults.cluster import Cluster, Tally
-from tests.faults.test_worker_faults import _assert_nothing_lost
+from tests.faults.cluster import Cluster, Tally, assert_nothing_lost
 from tests.support.processes import wait_for
 
 
@@ -73,4 +72,4 @@ def test_planted_jobs_naming_other_functions_or_carrying_pickles_run_nothing(
     assert not shell_marker.exists()
     assert not pickle_marker.exists()
     tally = record(deployment.tally("planted os.system + pickle jobs (2 refused, 0 run)", attempted, ids))
-    _assert_nothing_lost(tally)
+    assert_nothing_lost(tally)

@@ -8,18 +8,10 @@ import time
 from collections.abc import Callable
 
 from core.models import AnalysisStatus
-from tests.faults.cluster import Cluster, Tally
+from tests.faults.cluster import Cluster, Tally, assert_nothing_lost
 from tests.support.processes import wait_for
 
 N_JOBS = 6
-
-
-def _assert_nothing_lost(tally: Tally, *, failed: int = 0) -> None:
-    assert tally.lost == 0, tally.line()
-    assert tally.duplicate_effects == 0, tally.line()
-    assert tally.undelivered_callbacks == 0, tally.line()
-    assert tally.failed == failed, tally.line()
-    assert tally.acknowledged == tally.attempted, tally.line()
 
 
 def test_work_horse_sigkilled_mid_job_is_retried(
@@ -37,7 +29,7 @@ def test_work_horse_sigkilled_mid_job_is_retried(
     deployment.drain(ids)
 
     tally = record(deployment.tally("work-horse SIGKILL mid-job", attempted, ids))
-    _assert_nothing_lost(tally)
+    assert_nothing_lost(tally)
     assert deployment.rows([victim])[victim].attempts == 2  # type: ignore[union-attr]
 
 
@@ -68,7 +60,7 @@ def test_whole_worker_sigkilled_mid_job_is_retried_by_a_new_worker(
     deployment.drain(ids)
 
     tally = record(deployment.tally(f"whole worker SIGKILL mid-job (retried after {recovery_s:.1f}s)", attempted, ids))
-    _assert_nothing_lost(tally)
+    assert_nothing_lost(tally)
 
 
 def test_sigterm_lets_the_current_job_finish(cluster: Callable[..., Cluster], record: Callable[[Tally], Tally]) -> None:
@@ -92,7 +84,7 @@ def test_sigterm_lets_the_current_job_finish(cluster: Callable[..., Cluster], re
     deployment.drain(ids)
 
     tally = record(deployment.tally("worker SIGTERM mid-job", attempted, ids))
-    _assert_nothing_lost(tally)
+    assert_nothing_lost(tally)
     assert all(row.attempts == 1 for row in deployment.rows(ids).values() if row)
 
 
@@ -107,7 +99,7 @@ def test_a_job_past_its_timeout_is_killed_and_retried(
     deployment.drain(ids, timeout_s=90)
 
     tally = record(deployment.tally("job timeout (first run hangs)", attempted, ids))
-    _assert_nothing_lost(tally)
+    assert_nothing_lost(tally)
     for row in deployment.rows(ids).values():
         assert row is not None
         assert row.attempts == 2
@@ -129,7 +121,7 @@ def test_a_poison_job_fails_after_all_its_attempts_and_other_queues_keep_going(
     deployment.drain(poison + healthy, timeout_s=90)
 
     tally = record(deployment.tally("poison job", attempted + more_attempted, poison + healthy))
-    _assert_nothing_lost(tally, failed=1)
+    assert_nothing_lost(tally, failed=1)
     row = deployment.rows(poison)[poison[0]]
     assert row is not None
     assert (row.status, row.attempts) == (AnalysisStatus.FAILED, 4)  # 1 + RQ_RETRY_MAX
