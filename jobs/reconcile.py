@@ -39,6 +39,10 @@ from tasks.webhook import deliver
 
 log = logging.getLogger(__name__)
 
+# Why a pass did nothing (`ReconcileReport.skipped`).
+SKIPPED_REDIS_DOWN = "Redis is unreachable"
+SKIPPED_LOCKED = "another reconciler is running"
+
 LOCK_KEY = "audiokit:reconciler:lock"
 SUSPECT_KEY = "audiokit:reconciler:suspect:{}"
 _REDISPATCH_FROM = (
@@ -96,13 +100,13 @@ class Reconciler:
             acquired = lock.acquire(blocking=False)
         except redis.exceptions.RedisError:
             if self.dispatcher.mode is DispatchMode.RQ:
-                report.skipped = "Redis is unreachable"
+                report.skipped = SKIPPED_REDIS_DOWN
                 return report
             # In-process jobs of a dead API process can be recovered without Redis.
             self._pass_without_redis(report)
             return report
         if not acquired:
-            report.skipped = "another reconciler is running"
+            report.skipped = SKIPPED_LOCKED
             return report
         try:
             self._pass(report)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 
@@ -12,17 +13,16 @@ from core.notify import NullNotifier
 from redis_client import get_queue
 from tasks.runtime import build_runtime
 from tests.conftest import SettingsFactory
-from tests.support.analyses import store_upload
+from tests.support.analyses import age_row, store_upload
 from tests.support.audio import wav_bytes
 from tests.support.processes import settings_env
-from tests.unit.jobs.test_reconcile import _age
 
 
 def test_one_pass_from_the_command_line_enqueues_pending_rows(make_settings: SettingsFactory) -> None:
     settings = make_settings(reconcile_grace_s=5)
     runtime = build_runtime(settings)
     analysis = store_upload(runtime, wav_bytes(0.2))  # Redis was down when it was uploaded
-    _age(runtime, analysis.id)
+    age_row(runtime, analysis.id)
 
     done = subprocess.run(
         [sys.executable, "-m", "workers.reconcile"],
@@ -37,3 +37,21 @@ def test_one_pass_from_the_command_line_enqueues_pending_rows(make_settings: Set
     assert get_queue("audio_analysis", runtime.redis).job_ids == [analysis.id]
     row = Lifecycle(get_database(settings.database_url), NullNotifier()).require(analysis.id)
     assert row.status.value == "queued"
+
+
+def test_the_command_exits_1_when_redis_is_unreachable(make_settings: SettingsFactory) -> None:
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{port}/0")
+
+    done = subprocess.run(
+        [sys.executable, "-m", "workers.reconcile"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["skipped"] == "Redis is unreachable"

@@ -15,7 +15,7 @@ from jobs.dispatch import Dispatcher
 from jobs.reconcile import LOCK_KEY, Reconciler
 from redis_client import AnalysisJob, get_queue
 from tasks.runtime import Runtime
-from tests.support.analyses import drain, enqueue_upload, store_upload
+from tests.support.analyses import age_row, drain, enqueue_upload, store_upload
 from tests.support.audio import wav_bytes
 from tests.support.fake_services import FakeServices
 
@@ -25,14 +25,6 @@ def runtime(make_runtime: Callable[..., Runtime]) -> Runtime:
     return make_runtime(reconcile_grace_s=60, rq_retry_intervals="0")
 
 
-def _age(runtime: Runtime, analysis_id: str, seconds: int = 600) -> None:
-    """Makes a row look untouched for a while (past the grace period)."""
-    with runtime.database.session() as session:
-        session.execute(
-            update(Analysis).where(Analysis.id == analysis_id).values(updated_at=utcnow() - timedelta(seconds=seconds))
-        )
-
-
 def _reconciler(runtime: Runtime, **kwargs: Any) -> Reconciler:
     dispatcher = Dispatcher(runtime.settings, runtime.redis, None, runtime.lifecycle)
     return Reconciler(runtime.settings, runtime.lifecycle, runtime.redis, dispatcher, **kwargs)
@@ -40,7 +32,7 @@ def _reconciler(runtime: Runtime, **kwargs: Any) -> Reconciler:
 
 def test_a_pending_row_is_enqueued_once_redis_is_back(runtime: Runtime) -> None:
     analysis = store_upload(runtime, wav_bytes(0.3))  # Redis was down at upload: never enqueued
-    _age(runtime, analysis.id)
+    age_row(runtime, analysis.id)
 
     report = _reconciler(runtime).run_once()
 
@@ -58,7 +50,7 @@ def test_recent_rows_are_left_alone(runtime: Runtime) -> None:
 
 def test_a_job_waiting_on_its_queue_is_left_alone(runtime: Runtime) -> None:
     analysis_id = enqueue_upload(runtime, wav_bytes(0.3))
-    _age(runtime, analysis_id)
+    age_row(runtime, analysis_id)
 
     report = _reconciler(runtime).run_once()
 
@@ -68,7 +60,7 @@ def test_a_job_waiting_on_its_queue_is_left_alone(runtime: Runtime) -> None:
 
 def test_a_job_popped_by_a_worker_that_died_is_enqueued_again_on_the_second_pass(runtime: Runtime) -> None:
     analysis_id = enqueue_upload(runtime, wav_bytes(0.3))
-    _age(runtime, analysis_id)
+    age_row(runtime, analysis_id)
     queue = get_queue("audio_analysis", runtime.redis)
     assert runtime.redis.lpop(queue.key) is not None  # BLPOP done, then the worker died
 
@@ -83,7 +75,7 @@ def test_a_job_popped_by_a_worker_that_died_is_enqueued_again_on_the_second_pass
 def test_a_job_redis_lost_is_enqueued_again_with_the_same_id(runtime: Runtime) -> None:
     analysis_id = enqueue_upload(runtime, wav_bytes(0.3))
     runtime.redis.flushall()  # Redis restarted without its data
-    _age(runtime, analysis_id)
+    age_row(runtime, analysis_id)
 
     report = _reconciler(runtime).run_once()
 
@@ -98,7 +90,7 @@ def test_a_result_rq_has_but_the_database_missed_is_recorded(runtime: Runtime) -
         session.execute(
             update(Analysis).where(Analysis.id == analysis_id).values(status=AnalysisStatus.STARTED, result=None)
         )
-    _age(runtime, analysis_id)
+    age_row(runtime, analysis_id)
 
     report = _reconciler(runtime).run_once()
 
@@ -118,7 +110,7 @@ def test_a_job_rq_failed_for_good_is_recorded_as_failed(runtime: Runtime) -> Non
         job.set_status(JobStatus.FAILED, pipeline=pipeline)  # what a worker records when retries ran out
         job._handle_failure("Traceback...\nRuntimeError: disk on fire", pipeline=pipeline)
         pipeline.execute()
-    _age(runtime, analysis_id)
+    age_row(runtime, analysis_id)
 
     report = _reconciler(runtime).run_once()
 
@@ -130,7 +122,7 @@ def test_a_job_rq_failed_for_good_is_recorded_as_failed(runtime: Runtime) -> Non
 def test_an_in_process_job_of_a_dead_api_is_enqueued_on_rq(runtime: Runtime) -> None:
     analysis = store_upload(runtime, wav_bytes(0.3), mode=DispatchMode.BACKGROUND)
     assert runtime.lifecycle.begin_attempt(analysis.id) is not None  # running in-process when the API died
-    _age(runtime, analysis.id)
+    age_row(runtime, analysis.id)
 
     report = _reconciler(runtime).run_once()
 
@@ -142,7 +134,7 @@ def test_an_in_process_job_of_a_dead_api_is_enqueued_on_rq(runtime: Runtime) -> 
 
 def test_jobs_running_in_this_process_are_not_touched(runtime: Runtime) -> None:
     analysis = store_upload(runtime, wav_bytes(0.3), mode=DispatchMode.BACKGROUND)
-    _age(runtime, analysis.id)
+    age_row(runtime, analysis.id)
 
     report = _reconciler(runtime, local_jobs=lambda: {analysis.id}).run_once()
 
