@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 
+from tests.support.processes import wait_for
+
 TERMINAL_STATUSES = frozenset({"finished", "failed", "canceled"})
 POLL_INTERVAL_S = 0.020  # sequential latency: how often the client asks GET /audio/{id}
 BURST_POLL_INTERVAL_S = 0.250  # throughput: rare polls, so the client does not load the API it measures
@@ -100,14 +102,13 @@ def upload_and_wait(client: httpx.Client, data: bytes, filename: str) -> Outcome
     """Uploads, then polls every POLL_INTERVAL_S until the analysis ends."""
     started = time.perf_counter()
     upload = post_upload(client, data, filename)
-    deadline = started + JOB_TIMEOUT_S
-    while True:
+
+    def ended() -> dict[str, Any] | None:
         body = fetch(client, upload.id)
-        if body["status"] in TERMINAL_STATUSES:
-            return outcome_of(upload, body, (time.perf_counter() - started) * 1000)
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"upload {upload.id} still {body['status']} after {JOB_TIMEOUT_S}s")
-        time.sleep(POLL_INTERVAL_S)
+        return body if body["status"] in TERMINAL_STATUSES else None
+
+    body = wait_for(ended, JOB_TIMEOUT_S, f"upload {upload.id} to end", interval_s=POLL_INTERVAL_S)
+    return outcome_of(upload, body, (time.perf_counter() - started) * 1000)
 
 
 def _send_lane(base_url: str, data: bytes, indices: range) -> list[Upload]:

@@ -46,18 +46,6 @@ class Stack:
     log_dir: Path
 
 
-class _CleanApiServer(ApiServer):
-    """`ApiServer` that stops its process when it fails to become ready (the base class leaves it running)."""
-
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        try:
-            super().__init__(settings, log_path)
-        except BaseException:
-            if hasattr(self, "process"):
-                self.stop()
-            raise
-
-
 def _workers_registered(connection: redis.Redis, expected: int) -> bool:
     return Worker.count(connection=connection) >= expected
 
@@ -82,7 +70,7 @@ def running_stack(config: StackConfig, redis_server: RedisServer, root: Path) ->
     )
     migrate(settings.database_url)
     with ExitStack() as cleanup:
-        api = _CleanApiServer(settings, log_dir / "api.log")
+        api = ApiServer(settings, log_dir / "api.log")  # stops itself if it never gets ready
         cleanup.callback(api.stop)
         if config.use_rq_queue:
             workers: ManagedProcess = start_workers(settings, log_dir / "workers.log", "-n", str(config.workers))
