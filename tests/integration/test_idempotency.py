@@ -11,7 +11,7 @@ import pytest
 from core.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.support.audio import wav_bytes
-from tests.support.processes import ApiServer
+from tests.support.processes import ApiServer, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,8 @@ def test_the_same_key_with_other_content_or_options_is_422(
 def test_a_concurrent_duplicate_is_409_and_the_first_still_succeeds(
     make_settings: SettingsFactory, api_server: Callable[[Settings], ApiServer]
 ) -> None:
-    api = api_server(make_settings())
+    settings = make_settings()
+    api = api_server(settings)
     data = wav_bytes(0.5)
     boundary = "slowboundary"
     head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'.encode()
@@ -74,7 +75,9 @@ def test_a_concurrent_duplicate_is_409_and_the_first_still_succeeds(
         async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
             first = asyncio.create_task(client.post("/audio", content=slow_body(), headers=headers))
             await first_is_streaming.wait()
-            await asyncio.sleep(0.2)  # let the server start reading it
+            # The server holds the key from before it opens the file it streams into.
+            receiving = settings.storage_dir / ".incoming"
+            await asyncio.to_thread(wait_for, lambda: any(receiving.glob("*.part")), 20, "the first upload to stream")
             duplicate = await client.post("/audio", content=head + data + tail, headers=headers)
             release.set()
             return await first, duplicate
