@@ -122,7 +122,8 @@ def estimated_wait_s(services: Services, analysis: Analysis, place: int | None) 
             live = []
         parallel = max(1, sum(1 for worker in live if worker.alive and analysis.queue in worker.queues))
     # Jobs ahead plus this one, each taking the average, spread over the workers draining the queue.
-    return round((place + 1) * average / parallel, 1)
+    # Milliseconds are the clock's real resolution here; coarser rounding would break the proportion.
+    return round((place + 1) * average / parallel, 3)
 
 
 def rq_view(job: AnalysisJob) -> dict[str, Any]:

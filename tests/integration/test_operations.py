@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
+from datetime import datetime
 
 import httpx
 import pytest
@@ -133,21 +134,31 @@ def test_queued_jobs_report_their_position_and_a_measured_wait(
     with api.client() as client:
         warm = _upload(client)  # one measured run gives the average
         worker = workers(settings)
-        wait_until_ended(client, warm)
+        measured = wait_until_ended(client, warm)
         fake.script.hold.clear()
         running = _upload(client)
         wait_for(lambda: running in fake.runner_pids(), 30, "a job to run")
         line = [_upload(client) for _ in range(3)]
         views = [client.get(f"/jobs/{analysis_id}").json() for analysis_id in line]
+        serving = [
+            w for w in client.get("/queue/status", headers=ADMIN).json()["workers"] if "audio_analysis" in w["queues"]
+        ]
         fake.script.hold.set()
         for analysis_id in line:
             wait_until_ended(client, analysis_id)
         worker.send(signal.SIGTERM)
     assert [view["position"] for view in views] == [0, 1, 2]
-    waits = [view["estimated_wait_s"] for view in views]
-    assert all(wait is not None and wait > 0 for wait in waits)
-    assert waits == sorted(waits)
-    assert waits[1] == pytest.approx(2 * waits[0], rel=0.01)  # position x the recent average run time
+    # The contract: (position + 1) x the measured average run time / the live workers serving the queue.
+    # Only the warm-up run has finished, so its own duration is the average.
+    run_s = (_at(measured["finished_at"]) - _at(measured["started_at"])).total_seconds()
+    live = sum(1 for w in serving if w["alive"])
+    assert live >= 1
+    expected = [(place + 1) * run_s / live for place in range(3)]
+    assert [view["estimated_wait_s"] for view in views] == pytest.approx(expected, abs=0.001)
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
 
 
 def test_health_is_503_without_a_worker_and_200_when_one_is_back(
