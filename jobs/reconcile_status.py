@@ -60,7 +60,8 @@ def note_success(connection: redis.Redis) -> None:
 
 def note_failure(connection: redis.Redis, exc: BaseException) -> None:
     """Records a failed pass and its error; never raises (the caller re-raises the original)."""
-    error = f"{type(exc).__name__}: {exc}"[:_ERROR_MAX_CHARS]
+    lines = str(exc).strip().splitlines()  # SQLAlchemy appends the SQL and a link on further lines
+    error = f"{type(exc).__name__}: {lines[0] if lines else ''}"[:_ERROR_MAX_CHARS]
     try:
         connection.hset(LAST_RUN_KEY, mapping={"failed_at": _redis_now(connection), "error": error})
     except redis.exceptions.RedisError as record_exc:
