@@ -32,6 +32,7 @@ from core.lifecycle import Lifecycle, grace_cutoff
 from core.models import Analysis, AnalysisStatus, DispatchMode
 from core.settings import Settings
 from jobs.dispatch import Dispatcher
+from jobs.reconcile_status import note_failure, note_success
 from jobs.rq_state import JobPlace, locate, served_queues, take_back
 from redis_client import AnalysisJob
 from tasks.audio_analysis import TASK
@@ -110,6 +111,11 @@ class Reconciler:
             return report
         try:
             self._pass(report)
+        except Exception as exc:
+            note_failure(self.connection, exc)  # readiness reports a reconciler that keeps failing
+            raise
+        else:
+            note_success(self.connection)
         finally:
             try:
                 lock.release()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -93,3 +93,18 @@ class CancelOut(BaseModel):
 class RetryOut(BaseModel):
     id: str
     status: AnalysisStatus
+
+
+class LiveOut(BaseModel):
+    """Liveness: the process answers."""
+
+    status: Literal["ok"] = "ok"
+
+
+class HealthOut(BaseModel):
+    """Readiness: every check's verdict ("ok" or what is wrong) and the names of the failed ones."""
+
+    status: Literal["ok", "unhealthy"]
+    problems: list[str]
+    mode: DispatchMode
+    checks: dict[str, str | list[str]]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
@@ -31,6 +32,7 @@ class Services:
     runner: InProcessRunner
     dispatcher: Dispatcher
     intake: Intake
+    started_monotonic: float = field(default_factory=time.monotonic)  # readiness's start-up grace counts from here
 
     @property
     def runtime(self) -> Runtime:

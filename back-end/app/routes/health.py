@@ -1,61 +1,45 @@
-"""Health: can the service take work and run it?"""
+"""Health: liveness (the process answers) and readiness (the deployment can take work and carry it out)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import redis
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Response
 
 from app.deps import ServicesDep
-from app.services import Services
-from jobs.rq_state import scheduler_problems, served_queues, stuck_jobs
+from app.readiness import assess
+from app.schemas import HealthOut, LiveOut
+from core.models import DispatchMode
 
 router = APIRouter(tags=["operations"])
 
-
-def _rq_checks(services: Services, checks: dict[str, Any], problems: list[str]) -> None:
-    settings = services.settings
-    served = served_queues(services.redis, settings.worker_ttl_s)
-    unserved = [name for name in settings.worker_queues if name not in served]
-    checks["workers"] = "ok" if not unserved else f"no live worker on {', '.join(unserved)}"
-    if unserved:
-        problems.append("workers")
-    scheduler = scheduler_problems(services.redis, settings.worker_queues)
-    checks["scheduler"] = "ok" if not scheduler else "; ".join(scheduler)
-    if scheduler:
-        problems.append("scheduler")
+_READY_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"description": "Ready: every check is `ok`"},
+    503: {
+        "description": "Not ready: `problems` names each failed check, `checks` says what is wrong",
+        "model": HealthOut,
+    },
+}
 
 
-@router.get(
-    "/health",
-    responses={200: {"description": "All fine"}, 503: {"description": "Something is wrong; `checks` says what"}},
-)
-def health(services: ServicesDep) -> JSONResponse:
-    """200 when Redis, the database and (in RQ mode) workers and schedulers are fine, else 503."""
-    checks: dict[str, Any] = {}
-    problems: list[str] = []
-    try:
-        services.database.ping()
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"error: {type(exc).__name__}"
-        problems.append("database")
-    try:
-        services.redis.ping()
-        checks["redis"] = "ok"
-        if services.settings.use_rq_queue:
-            _rq_checks(services, checks, problems)
-        stuck = [job for name in services.settings.worker_queues for job in stuck_jobs(services.redis, name)]
-        checks["stuck_jobs"] = stuck
-    except redis.exceptions.RedisError as exc:
-        checks["redis"] = f"unreachable: {exc}"
-        problems.append("redis")
-    body = {
-        "status": "ok" if not problems else "unhealthy",
-        "problems": problems,
-        "mode": "rq" if services.settings.use_rq_queue else "background",
-        "checks": checks,
-    }
-    return JSONResponse(body, status_code=200 if not problems else 503)
+@router.get("/health/live", response_model=LiveOut)
+async def live() -> LiveOut:
+    """200 whenever the process answers; checks no dependency (restart the process only when this fails)."""
+    return LiveOut()
+
+
+@router.get("/health/ready", response_model=HealthOut, responses=_READY_RESPONSES)
+def ready(services: ServicesDep, response: Response) -> HealthOut:
+    """200 when Redis takes writes, the database answers, workers, schedulers and reconciler run, nothing is stuck."""
+    readiness = assess(services)
+    response.status_code = 200 if readiness.ready else 503
+    return HealthOut(
+        status="ok" if readiness.ready else "unhealthy",
+        problems=readiness.problems,
+        mode=DispatchMode.RQ if services.settings.use_rq_queue else DispatchMode.BACKGROUND,
+        checks=readiness.checks,
+    )
+
+
+@router.get("/health", response_model=HealthOut, responses=_READY_RESPONSES)
+def health(services: ServicesDep, response: Response) -> HealthOut:
+    """Readiness, as `/health/ready` (kept for existing probes)."""
+    return ready(services, response)
