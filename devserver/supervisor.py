@@ -27,6 +27,7 @@ from typing import IO
 TICK_S = 0.1  # how often processes are checked; also the longest a Ctrl-C waits to be acted on
 KILL_WAIT_S = 5.0  # for SIGKILLed processes to be gone before `make run` stops Redis
 EXIT_GAVE_UP = 1
+OWN_NAME = "make run"  # the name on the supervisor's own lines
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Supervisor:
         self.policy = policy
         self.stop_timeout_s = stop_timeout_s
         self.out = out
-        self._width = max((len(name) for name in commands), default=6)
+        self._width = max(len(name) for name in [OWN_NAME, *commands])
         self._print_lock = threading.Lock()
         self._groups: set[int] = set()  # process groups started and maybe not empty yet
         self._signals = 0
@@ -82,19 +83,20 @@ class Supervisor:
         """Starts every process and supervises them; returns 0 when stopped by a signal, 1 on giving up."""
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            for child in self.children:
-                self._start(child)
-            gave_up = self._supervise()
-            self._stop_all()
+            try:
+                for child in self.children:
+                    self._start(child)
+                gave_up = self._supervise()
+            finally:
+                self._stop_all()  # also when starting one failed: none is left running
             return EXIT_GAVE_UP if gave_up else 0
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def log(self, message: str, name: str = "make run") -> None:
-        width = max(self._width, len(name))
+    def log(self, message: str, name: str = OWN_NAME) -> None:
         with self._print_lock:
-            self.out.write(f"{datetime.now():%H:%M:%S} {name:<{width}} | {message}\n")
+            self.out.write(f"{datetime.now():%H:%M:%S} {name:<{self._width}} | {message}\n")
             self.out.flush()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -113,7 +115,7 @@ class Supervisor:
                 elif child.restart_at is not None and now >= child.restart_at:
                     self._start(child)
             time.sleep(TICK_S)
-        self.log(f"{self._signal_name} received: stopping everything (again: kill at once)")
+        self.log(f"{self._signal_name} received: stopping everything (a second Ctrl-C kills at once)")
         return False
 
     def _restart_later(self, child: _Child, returncode: int, now: float) -> bool:
@@ -200,20 +202,17 @@ class Supervisor:
             if child.process is not None:
                 child.process.poll()
         for group in list(self._groups):
-            if not self._signal_group(group, 0):
-                self._groups.discard(group)
+            self._signal_group(group, 0)
         return self._groups
 
-    def _signal_group(self, group: int, sig: int) -> bool:
-        """Sends `sig` to a process group; False when the group is empty."""
+    def _signal_group(self, group: int, sig: int) -> None:
+        """Sends `sig` to a process group; an empty one is forgotten (its id may be reused later)."""
         try:
             os.killpg(group, sig)
         except ProcessLookupError:
             self._groups.discard(group)
-            return False
         except PermissionError:
-            return True
-        return True
+            pass  # a member changed its user id: still there, out of our reach
 
 
 def _describe(returncode: int) -> str:
