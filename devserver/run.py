@@ -2,31 +2,35 @@
 
 Generates an admin key into `.env` on first run, starts a private
 redis-server under `var/redis` when `REDIS_URL` is not reachable, applies
-the database migrations, then runs the processes of the `Procfile` (API,
-workers, scheduler) under honcho and prints where to find them.
+the database migrations, then runs the processes of the `Procfile` under
+`devserver.supervisor` (each one restarted when it dies) and prints where to
+find them. With `USE_RQ_QUEUE=false` only the API runs: jobs run inside it and
+it runs the reconciler itself, so RQ workers and the scheduler would only idle.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shlex
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import honcho.manager
 import redis
-from honcho.environ import parse_procfile
 
 from core.db import migrate
 from core.errors import ConfigurationError
 from core.settings import PROJECT_ROOT, Settings, load_settings
 from devserver.redis import RedisServer
+from devserver.supervisor import Supervisor
 from redis_client import check_redis_policy
 
 PROCFILE = PROJECT_ROOT / "Procfile"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+PROCFILE_LINE = re.compile(r"([A-Za-z0-9_-]+):\s*(\S.*)")
+IN_PROCESS_MODE_PROCESSES = ("api",)  # the Procfile lines that run when USE_RQ_QUEUE=false
 
 
 def ensure_admin_key(env_file: Path) -> str | None:
@@ -67,15 +71,32 @@ def private_redis(settings: Settings) -> RedisServer | None:
     return RedisServer(settings.redis_data_dir, port=parts.port or 6379)
 
 
-def build_manager(settings: Settings) -> honcho.manager.Manager:
-    manager = honcho.manager.Manager()
-    for name, command in parse_procfile(PROCFILE.read_text()).processes.items():
+def parse_procfile(text: str) -> dict[str, str]:
+    """`name: command` lines, in order; blank lines and `#` comments are skipped."""
+    processes: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = PROCFILE_LINE.fullmatch(line.strip())
+        if match is None:
+            raise ConfigurationError(f"Procfile line {number}: expected `name: command`, got {line!r}")
+        name, command = match.groups()
+        if name in processes:
+            raise ConfigurationError(f"Procfile line {number}: {name!r} is defined twice")
+        processes[name] = command
+    return processes
+
+
+def procfile_commands(settings: Settings, procfile: Path = PROCFILE) -> dict[str, str]:
+    """The Procfile's commands that this mode runs, `python` being this virtualenv's interpreter."""
+    commands = {}
+    for name, command in parse_procfile(procfile.read_text()).items():
+        if not settings.use_rq_queue and name not in IN_PROCESS_MODE_PROCESSES:
+            continue
         if command.startswith("python "):
             command = shlex.quote(sys.executable) + command[len("python") :]
-        manager.add_process(name, command, cwd=str(PROJECT_ROOT))
-    # Workers finish their current job on SIGTERM; give them this long before SIGKILL.
-    honcho.manager.KILL_WAIT = settings.shutdown_grace_s
-    return manager
+        commands[name] = command
+    return commands
 
 
 def main() -> int:
@@ -84,24 +105,31 @@ def main() -> int:
     new_key = ensure_admin_key(env_file)
     try:
         settings = load_settings(env_file=str(env_file))
+        commands = procfile_commands(settings)
         redis_server = private_redis(settings)
     except ConfigurationError as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 2
     migrate(settings.database_url)
     if redis_server is not None:
-        # Outside honcho on purpose: up before the others, and stopped after them (workers still
-        # write to Redis while they finish their last job).
+        # Not supervised with the others on purpose: up before them, and stopped after them (workers
+        # still write to Redis while they finish their last job). The API needs it in both modes.
         redis_server.start()
     try:
-        return _serve(settings, new_key, redis_server is not None)
+        return _serve(settings, commands, new_key, redis_server is not None)
     finally:
         if redis_server is not None:
             redis_server.stop()
 
 
-def _serve(settings: Settings, new_key: str | None, private: bool) -> int:
-    manager = build_manager(settings)
+def _serve(settings: Settings, commands: dict[str, str], new_key: str | None, private: bool) -> int:
+    # Unbuffered: a child's lines reach the terminal as they are written, not when it exits.
+    supervisor = Supervisor(
+        commands,
+        cwd=PROJECT_ROOT,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        stop_timeout_s=settings.shutdown_grace_s,  # workers finish their current job on SIGTERM
+    )
 
     base = f"http://{settings.host}:{settings.port}"
     redis_text = f"private, data in {settings.redis_data_dir}" if private else settings.resolved_redis_url
@@ -115,6 +143,7 @@ def _serve(settings: Settings, new_key: str | None, private: bool) -> int:
                 f"  Redis      {redis_text}",
                 f"  Database   {settings.database_url}",
                 f"  Mode       USE_RQ_QUEUE={str(settings.use_rq_queue).lower()}",
+                f"  Processes  {', '.join(commands)}   (each restarted if it dies)",
                 f"  Admin key  {new_key + '  (new, saved in .env)' if new_key else 'in .env (ADMIN_API_KEY)'}",
                 "  Ctrl-C stops everything.",
                 "",
@@ -122,9 +151,8 @@ def _serve(settings: Settings, new_key: str | None, private: bool) -> int:
         ),
         flush=True,
     )
-    manager.loop()
-    # Stopped by Ctrl-C or SIGTERM: a clean stop, not a failure.
-    return 0 if manager.returncode in (None, 0, 130, 143) else int(manager.returncode)
+    # 0 when stopped by Ctrl-C or SIGTERM; 1 when a process kept crashing.
+    return supervisor.run()
 
 
 if __name__ == "__main__":
