@@ -145,7 +145,7 @@ class Cluster:
     def rows(self, ids: list[str]) -> dict[str, Analysis | None]:
         return {analysis_id: self.lifecycle.get(analysis_id) for analysis_id in ids}
 
-    def wait_started(self, count: int = 1, timeout_s: float = 30) -> dict[str, int]:
+    def wait_started(self, count: int = 1, timeout_s: float = 90) -> dict[str, int]:
         """Waits until `count` runs are inside the analysis server; returns id -> PID of the runner."""
 
         def running() -> dict[str, int] | None:

@@ -8,12 +8,17 @@ import signal
 import time
 from collections.abc import Callable
 
+import pytest
+
 from tests.faults.cluster import Cluster, Tally, assert_nothing_lost
 from tests.support.processes import wait_for
 
 N_JOBS = 200
 KILLS = 3
 SEED = int(os.environ.get("CHAOS_SEED", "20261122"))
+
+# The drain alone may take 240 s on a loaded machine; the suite's 120 s per test would cut it short.
+pytestmark = pytest.mark.timeout(360)
 
 
 def test_two_hundred_jobs_with_workers_killed_at_random_three_times(

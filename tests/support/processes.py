@@ -133,7 +133,7 @@ class ApiServer(ManagedProcess):
         super().__init__(argv, env, log_path)
         self.url = f"http://127.0.0.1:{self.port}"
         try:
-            wait_for(self._ready, 20, f"the API on port {self.port}")
+            wait_for(self._ready, 60, f"the API on port {self.port}")
         except BaseException:
             self.stop()  # the caller never gets this object, so nobody else would
             raise
