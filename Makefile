@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help setup system-deps browser-deps run worker test faults lint format bench clean
 
 help:
-	@echo "make run      set up, then run API + workers + scheduler + dashboard (Ctrl-C stops all)"
+	@echo "make run      set up, then run API + dashboard, workers + scheduler in RQ mode (Ctrl-C stops all)"
 	@echo "make test     set up, then run the whole test suite (real redis-server included)"
 	@echo "make faults   only the fault-injection suite"
 	@echo "make lint     ruff + mypy"
