@@ -209,6 +209,15 @@ class Settings(BaseSettings):
         return self.max_upload_mb * 1024 * 1024
 
     @property
+    def retry_intervals_s(self) -> tuple[int, ...]:
+        """One backoff per retry (`RQ_RETRY_MAX` of them): `RQ_RETRY_INTERVALS` cut to length, or padded
+        with its last value. RQ repeats the *first* value when the list is shorter than `max`, and
+        takes the list's tail when it is longer; given exactly one per retry, retry n waits intervals[n-1].
+        """
+        intervals = self.rq_retry_intervals[: self.rq_retry_max]
+        return intervals + intervals[-1:] * (self.rq_retry_max - len(intervals))
+
+    @property
     def base_url(self) -> str:
         """Where clients reach the API; used for absolute links such as `status_url`."""
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
