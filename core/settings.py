@@ -192,6 +192,8 @@ class Settings(BaseSettings):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
         if self.analysis_server_url and not self.analysis_server_url.startswith(("http://", "https://")):
             raise ValueError("ANALYSIS_SERVER_URL must start with http:// or https://")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ValueError("PUBLIC_URL must start with http:// or https://")
         return self
 
     @property
