@@ -140,7 +140,7 @@ def retry_policy(settings: Settings) -> Retry | None:
     """RQ's `Retry` from `RQ_RETRY_MAX` / `RQ_RETRY_INTERVALS` (None when retries are off)."""
     if settings.rq_retry_max <= 0:
         return None
-    return Retry(max=settings.rq_retry_max, interval=list(settings.rq_retry_intervals))
+    return Retry(max=settings.rq_retry_max, interval=list(settings.retry_intervals_s))
 
 
 def enqueue(

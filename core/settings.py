@@ -192,6 +192,8 @@ class Settings(BaseSettings):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
         if self.analysis_server_url and not self.analysis_server_url.startswith(("http://", "https://")):
             raise ValueError("ANALYSIS_SERVER_URL must start with http:// or https://")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ValueError("PUBLIC_URL must start with http:// or https://")
         return self
 
     @property
@@ -207,6 +209,15 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def retry_intervals_s(self) -> tuple[int, ...]:
+        """One backoff per retry (`RQ_RETRY_MAX` of them): `RQ_RETRY_INTERVALS` cut to length, or padded
+        with its last value. RQ repeats the *first* value when the list is shorter than `max`, and
+        takes the list's tail when it is longer; given exactly one per retry, retry n waits intervals[n-1].
+        """
+        intervals = self.rq_retry_intervals[: self.rq_retry_max]
+        return intervals + intervals[-1:] * (self.rq_retry_max - len(intervals))
 
     @property
     def base_url(self) -> str:

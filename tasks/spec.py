@@ -42,7 +42,12 @@ def is_permanent(error: BaseException) -> bool:
 
 
 def retry_interval_s(intervals: Sequence[int], retries_left: int) -> int:
-    """The backoff before the next attempt, with RQ's arithmetic (`Job.get_retry_interval`)."""
+    """The backoff before the next attempt, with RQ's arithmetic (`Job.get_retry_interval`).
+
+    Args:
+        intervals: one backoff per retry (`Settings.retry_intervals_s`, as RQ's `Retry` gets it).
+        retries_left: retries still allowed, counting down from `RQ_RETRY_MAX` to 1.
+    """
     return intervals[max(len(intervals) - retries_left, 0)] if intervals else 0
 
 

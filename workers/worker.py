@@ -6,10 +6,13 @@ from typing import Any
 
 from rq import Worker
 from rq.job import Job
+from rq.job_lifecycle import call_exception_handlers
 from rq.serializers import JSONSerializer
 
+from core.errors import AudioKitError
 from core.settings import get_settings
 from redis_client import AnalysisJob, AnalysisQueue, make_redis
+from tasks.spec import describe_error
 from workers.wait import wait_for_redis
 
 
@@ -39,6 +42,19 @@ class AnalysisWorker(Worker):
         # WorkerPool hands over plain Queue objects (pickle serializer): rebuild them as ours.
         names = [getattr(queue, "name", queue) for queue in ([queues] if isinstance(queues, str) else queues)]
         super().__init__(names, *args, **kwargs)
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """Logs an expected failure (corrupt audio, a server that is down) as one line, with no traceback.
+
+        Errors of our own tree are raised on purpose and their message says it all; anything else keeps
+        RQ's error-level line with its traceback, which is what finding a bug needs.
+        """
+        error = exc_info[1] if len(exc_info) > 1 else None
+        if not isinstance(error, AudioKitError):
+            super().handle_exception(job, *exc_info)
+            return
+        self.log.warning("Worker %s: job %s failed: %s", self.name, job.id, describe_error(error))
+        call_exception_handlers(self._exc_handlers, job, *exc_info)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """RQ's lease arithmetic with our margin instead of its fixed 60 s."""

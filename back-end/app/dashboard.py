@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -29,9 +29,12 @@ import redis
 import rq_dashboard
 from a2wsgi import WSGIMiddleware
 from fastapi import FastAPI, HTTPException
-from flask import Flask, request
+from flask import Flask, abort, current_app, make_response, request
+from flask import jsonify as flask_jsonify
+from flask.typing import ResponseReturnValue
 from jinja2 import BaseLoader, Environment
 from rq import Queue, Worker
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
@@ -41,8 +44,8 @@ from werkzeug.exceptions import HTTPException as RoutingHTTPException
 from werkzeug.routing import Map
 
 from app.auth import BASIC_CHALLENGE, check_admin
-from core.settings import Settings
-from redis_client import AnalysisJob
+from core.settings import QUEUES_BY_PRIORITY, Settings
+from redis_client import AnalysisJob, AnalysisQueue
 
 MOUNT_PATH = "/rq"
 _NONCE_ENVIRON_KEY = "audiokit.csp_nonce"
@@ -163,8 +166,37 @@ class _JsonWorker(Worker):
         return super().all(connection, job_class or AnalysisJob, queue_class, queue, serializer or JSONSerializer)
 
 
+def _json_error(status: int, detail: str) -> NoReturn:
+    """Stops a dashboard request with a JSON answer (its own routes would answer 500 with a traceback)."""
+    abort(make_response(flask_jsonify(status="ERROR", detail=detail), status, {"Cache-Control": "no-store"}))
+
+
 def _requeue_job(job_id: str, connection: redis.Redis) -> Job:
-    return AnalysisJob.fetch(job_id, connection=connection).requeue()
+    try:
+        return AnalysisJob.fetch(job_id, connection=connection).requeue()
+    except NoSuchJobError:
+        _json_error(404, f"no job with id {job_id!r}")
+    except InvalidJobOperation:
+        _json_error(409, f"job {job_id!r} is not in the failed registry; only failed jobs can be requeued")
+
+
+def _compact_queue(queue_name: str) -> ResponseReturnValue:
+    """rq-dashboard's "compact" (drop ids of jobs that no longer exist), without its 500 on an empty queue.
+
+    RQ's `Queue.compact` RENAMEs the queue's list, and Redis keeps no empty list: RENAME fails.
+    """
+    connection: redis.Redis = current_app.redis_conn  # type: ignore[attr-defined]
+    queue = AnalysisQueue(queue_name, connection=connection)
+    known = queue_name in QUEUES_BY_PRIORITY or connection.sismember(AnalysisQueue.redis_queues_keys, queue.key)
+    if not known:
+        _json_error(404, f"no queue named {queue_name!r}")
+    try:
+        queue.compact()  # type: ignore[no-untyped-call]
+    except redis.exceptions.ResponseError as exc:
+        if "no such key" not in str(exc).lower():
+            raise
+        # Empty (or emptied by a worker meanwhile): nothing to compact.
+    return flask_jsonify(status="OK", count=queue.count), {"Cache-Control": "no-store"}
 
 
 def _read_jobs_as_json() -> None:
@@ -190,6 +222,7 @@ def build_dashboard(settings: Settings) -> WSGIApplication:
     flask_app.jinja_options = {**flask_app.jinja_options, "loader": _HardenedTemplates(web.blueprint.jinja_loader)}
     flask_app.context_processor(lambda: {"csp_nonce": request.environ.get(_NONCE_ENVIRON_KEY, "")})
     flask_app.register_blueprint(web.blueprint)
+    flask_app.view_functions[f"{web.blueprint.name}.compact_queue"] = _compact_queue
     web.setup_rq_connection(flask_app)
     key = settings.admin_api_key
     return _Guard(flask_app, key.get_secret_value() if key else None, flask_app.url_map)

@@ -31,7 +31,7 @@ class InProcessRunner:
 
     def __init__(self, settings: Settings, lifecycle: Lifecycle) -> None:
         self._retry_max = settings.rq_retry_max
-        self._intervals = settings.rq_retry_intervals
+        self._intervals = settings.retry_intervals_s
         self._concurrency = settings.background_concurrency
         self._lifecycle = lifecycle
         self._semaphore: asyncio.Semaphore | None = None

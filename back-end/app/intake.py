@@ -102,19 +102,36 @@ def check_idempotency_key(key: str | None) -> str | None:
     return key
 
 
+def _container_of(path: Path) -> str | None:
+    """The container a file's first bytes announce (WAV, FLAC, OGG), whether or not the rest is readable."""
+    with path.open("rb") as file:
+        head = file.read(12)
+    if head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] == b"WAVE":
+        return "WAV"
+    return {b"fLaC": "FLAC", b"OggS": "OGG"}.get(head[:4])
+
+
 def sniff_audio(path: Path) -> str:
     """The stored-file extension for the audio format of `path`, from its header.
 
     Raises:
-        UnsupportedAudio: libsndfile cannot read the header, or the format is not one we analyse.
+        UnsupportedAudio: not audio in a format we analyse.
+        MalformedUpload: a WAV/FLAC/OGG file that is cut short or has no audio frames.
     """
     try:
         info = soundfile.info(str(path))
-    except (soundfile.SoundFileError, RuntimeError):
-        raise UnsupportedAudio("not an audio file we can read (WAV, FLAC, OGG/Vorbis or MP3)") from None
+    except (soundfile.SoundFileError, RuntimeError) as exc:
+        container = _container_of(path)
+        if container is None:
+            raise UnsupportedAudio("not an audio file we can read (WAV, FLAC, OGG/Vorbis or MP3)") from None
+        # libsndfile's reason, without its "Error opening '<path>'" prefix: the path is ours, not the client's.
+        reason = getattr(exc, "error_string", "") or "its header is incomplete"
+        raise MalformedUpload(f"the {container} file is truncated or malformed: {reason}") from None
     extension = ACCEPTED_FORMATS.get(info.format)
-    if extension is None or info.frames == 0 or info.samplerate <= 0:
+    if extension is None or info.samplerate <= 0:
         raise UnsupportedAudio("not an audio file we can read (WAV, FLAC, OGG/Vorbis or MP3)")
+    if info.frames == 0:
+        raise MalformedUpload(f"the {info.format} file has no audio frames (empty or truncated)")
     return extension
 
 

@@ -14,6 +14,7 @@ from app.deps import ServicesDep
 from app.events import analysis_events
 from app.schemas import AcceptedAnalysis, AnalysisOut
 from core.errors import MalformedUpload, NotFound
+from core.settings import Settings
 
 router = APIRouter(prefix="/audio", tags=["audio"])
 
@@ -43,6 +44,12 @@ _UPLOAD_BODY: dict[str, Any] = {
         },
     }
 }
+
+
+def _links_base(request: Request, settings: Settings) -> str:
+    """Where absolute links point: `PUBLIC_URL` when set; else the request's own base URL, built from
+    its `Host` header, which the client chooses (README: set `PUBLIC_URL` behind a proxy or on a network)."""
+    return settings.public_url.rstrip("/") if settings.public_url else str(request.base_url).rstrip("/")
 
 
 @router.post(
@@ -76,7 +83,7 @@ async def upload_audio(
     except ClientDisconnect:
         raise MalformedUpload("the client disconnected during the upload") from None
     analysis, dispatched = accepted.analysis, accepted.dispatched
-    base = str(request.base_url).rstrip("/")
+    base = _links_base(request, services.settings)
     body = AcceptedAnalysis(
         id=analysis.id,
         status=dispatched.status if dispatched else analysis.status,

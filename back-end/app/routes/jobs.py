@@ -1,16 +1,18 @@
-"""Jobs: status, result, cancel, retry. Reading a job needs its id; changing one needs the admin key."""
+"""Jobs: status, result, cancel, retry. Reading an analysis's job needs its id; changing one, or reading
+an RQ job that is no analysis (e.g. the reconciler's), needs the admin key."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
 from app import operations
-from app.auth import AdminDep
+from app.auth import AdminDep, key_matches, presented_key
 from app.deps import ServicesDep
 from app.schemas import CancelOut, JobOut, RetryOut
+from core.errors import NotFound
 from core.models import AnalysisStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -19,10 +21,23 @@ JobId = Annotated[str, Path(min_length=1, max_length=64, description="The job id
 RECENT_LOG_LINES = 20
 
 
+def _is_admin(request: Request, services: ServicesDep) -> bool:
+    """True when the request carries the admin key; a missing or wrong key is no error here."""
+    key = services.settings.admin_api_key
+    presented = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    return key is not None and key_matches(key.get_secret_value(), presented)
+
+
+IsAdminDep = Annotated[bool, Depends(_is_admin)]
+
+
 @router.get("/{job_id}", response_model=JobOut, responses={404: {"description": "Unknown id"}})
-def get_job(job_id: JobId, services: ServicesDep) -> JobOut:
+def get_job(job_id: JobId, services: ServicesDep, is_admin: IsAdminDep) -> JobOut:
     """A job's status, place in line and wait estimate, progress, recent logs, times, result or error."""
     analysis, job = operations.find(services, job_id)
+    if analysis is None and not is_admin:
+        # An RQ job of the service's own (the reconciler's...): as unknown as any id, to anyone without the key.
+        raise NotFound(f"no job with id {job_id!r}")
     rq = operations.rq_view(job) if job is not None else None
     if analysis is None:
         return JobOut(

@@ -234,3 +234,38 @@ def test_the_dashboard_connects_with_the_service_password_tls_and_timeouts(make_
     assert client.connection_pool.connection_class is redis.SSLConnection
     assert (options["password"], options["db"]) == ("s@cret", 2)
     assert (options["socket_timeout"], options["socket_connect_timeout"]) == (9.0, 2.0)  # the URL's own wins
+
+
+def test_compacting_an_empty_queue_answers_ok(client: TestClient, redis_conn: redis.Redis) -> None:
+    drained = _upload(client, priority="high")
+    get_queue(QUEUE_HIGH, redis_conn).remove(drained)  # the queue is known to RQ, and empty
+
+    for queue in (QUEUE_HIGH, QUEUE_NORMAL):  # QUEUE_NORMAL never had a job
+        answer = client.post(f"/rq/queue/{queue}/compact", headers=SAME_ORIGIN)
+        assert (answer.status_code, answer.json()) == (200, {"status": "OK", "count": 0})
+
+
+def test_compacting_drops_ids_of_jobs_that_no_longer_exist(client: TestClient, redis_conn: redis.Redis) -> None:
+    kept, gone = _upload(client), _upload(client)
+    redis_conn.delete(f"rq:job:{gone}")
+
+    answer = client.post(f"/rq/queue/{QUEUE_NORMAL}/compact", headers=SAME_ORIGIN)
+
+    assert (answer.status_code, answer.json()) == (200, {"status": "OK", "count": 1})
+    assert get_queue(QUEUE_NORMAL, redis_conn).job_ids == [kept]
+
+
+def test_compacting_an_unknown_queue_is_404(client: TestClient) -> None:
+    answer = client.post("/rq/queue/no_such_queue/compact", headers=SAME_ORIGIN)
+    assert (answer.status_code, answer.json()) == (404, {"status": "ERROR", "detail": "no queue named 'no_such_queue'"})
+
+
+def test_requeueing_an_unknown_or_unfailed_job_is_a_clear_4xx(client: TestClient) -> None:
+    queued = _upload(client)
+
+    unknown = client.post("/rq/job/no-such-job/requeue", headers=SAME_ORIGIN)
+    not_failed = client.post(f"/rq/job/{queued}/requeue", headers=SAME_ORIGIN)
+
+    assert (unknown.status_code, unknown.json()["detail"]) == (404, "no job with id 'no-such-job'")
+    assert not_failed.status_code == 409
+    assert "only failed jobs can be requeued" in not_failed.json()["detail"]

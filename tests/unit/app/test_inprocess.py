@@ -75,6 +75,24 @@ def test_a_task_that_always_fails_runs_one_plus_max_retries_times_with_rq_backof
     assert [retry_interval_s((10, 30, 60), left) for left in (3, 2, 1)] == [10, 30, 60]
 
 
+def test_in_process_retries_wait_each_interval_in_turn_and_the_last_one_repeats(
+    tmp_path: Path, sleeps: list[float]
+) -> None:
+    script = Script([RuntimeError("boom")] * 10)
+    asyncio.run(_runner(tmp_path, rq_retry_max=5).run(script.spec, "job-5"))
+
+    assert script.runs == 6
+    assert [retry for _, retry in script.failures] == [10, 30, 60, 60, 60, None]
+    assert sleeps == [10, 30, 60, 60, 60]
+
+
+def test_fewer_retries_than_intervals_use_the_first_ones(tmp_path: Path, sleeps: list[float]) -> None:
+    script = Script([RuntimeError("boom")] * 10)
+    asyncio.run(_runner(tmp_path, rq_retry_max=2).run(script.spec, "job-6"))
+
+    assert sleeps == [10, 30]
+
+
 def test_a_permanent_error_fails_at_once(tmp_path: Path, sleeps: list[float]) -> None:
     script = Script([CorruptAudio("could not decode audio: lost sync")])
     asyncio.run(_runner(tmp_path).run(script.spec, "job-2"))

@@ -101,3 +101,20 @@ def test_dotenv_file_is_read_and_the_environment_wins(tmp_path: Path, monkeypatc
     settings = load_settings(env_file=str(env_file))
     assert settings.rq_retry_max == 7
     assert settings.max_upload_mb == 9
+
+
+@pytest.mark.parametrize(
+    ("retry_max", "intervals", "schedule"),
+    [
+        (5, "10,30,60", (10, 30, 60, 60, 60)),
+        (3, "10,30,60", (10, 30, 60)),
+        (2, "10,30,60", (10, 30)),
+        (4, "5", (5, 5, 5, 5)),
+        (0, "10,30,60", ()),
+    ],
+)
+def test_there_is_one_retry_interval_per_retry_and_the_last_one_repeats(
+    retry_max: int, intervals: str, schedule: tuple[int, ...]
+) -> None:
+    settings = load_settings(env_file="", rq_retry_max=retry_max, rq_retry_intervals=intervals)
+    assert settings.retry_intervals_s == schedule

@@ -54,15 +54,14 @@ class RecordingTasks:
 @pytest.fixture
 def unit_settings(tmp_path: Path) -> Callable[..., Settings]:
     def build(**overrides: Any) -> Settings:
-        settings = load_settings(
-            env_file="",
-            database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
-            storage_dir=tmp_path / "uploads",
-            rq_retry_max=3,
-            rq_retry_intervals="10,30,60",
-            rq_job_timeout="15m",
-            **overrides,
-        )
+        values: dict[str, Any] = {
+            "database_url": f"sqlite:///{tmp_path / 'db.sqlite'}",
+            "storage_dir": tmp_path / "uploads",
+            "rq_retry_max": 3,
+            "rq_retry_intervals": "10,30,60",
+            "rq_job_timeout": "15m",
+        }
+        settings = load_settings(env_file="", **(values | overrides))
         migrate(settings.database_url)
         return settings
 
@@ -117,6 +116,25 @@ def test_rq_mode_enqueues_with_the_analysis_id_timeout_retry_and_ttls(unit_setti
     assert json.loads(zlib.decompress(raw))[0] == PROCESS_AUDIO_ANALYSIS
     row = lifecycle.require(analysis.id)
     assert (row.status, row.mode, row.queue) == (AnalysisStatus.QUEUED, DispatchMode.RQ, "high_priority")
+
+
+def test_rq_retries_wait_each_interval_in_turn_and_the_last_one_repeats(
+    unit_settings: Callable[..., Settings],
+) -> None:
+    settings = unit_settings(use_rq_queue=True, rq_retry_max=5)
+    connection = fakeredis.FakeRedis()
+    lifecycle = Lifecycle(get_database(settings.database_url), NullNotifier())
+    analysis = _pending(lifecycle)
+
+    Dispatcher(settings, connection, None, lifecycle).dispatch(None, TASK, analysis.id, queue="audio_analysis")
+
+    job = AnalysisJob.fetch(analysis.id, connection=connection)
+    assert (job.retries_left, job.retry_intervals) == (5, [10, 30, 60, 60, 60])
+    waits = []
+    for left in (5, 4, 3, 2, 1):  # what RQ's worker reads before each retry
+        job.retries_left = left
+        waits.append(job.get_retry_interval())
+    assert waits == [10, 30, 60, 60, 60]
 
 
 def test_rq_mode_schedules_a_future_run_with_enqueue_at(unit_settings: Callable[..., Settings]) -> None:
