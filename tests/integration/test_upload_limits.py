@@ -72,6 +72,7 @@ def test_a_half_gigabyte_body_is_refused_after_a_bounded_read(
 # --- helpers: the API as `make run` starts it, raw HTTP, what was kept -------------------------------
 
 BOUNDARY = "b0undary"
+LEFTOVER_AGE_S = 2 * 24 * 3600  # older than UPLOAD_ORPHAN_AGE_S
 CLOSING = f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
@@ -273,20 +274,20 @@ def test_a_part_file_left_by_a_killed_api_is_swept_when_it_starts_again(
     make_settings: SettingsFactory, app_process: Callable[[Settings], ApiServer]
 ) -> None:
     settings = make_settings(upload_sweep_interval_s=1)
-    storage = Storage(settings.storage_dir)
+    storage, incoming = Storage(settings.storage_dir), settings.storage_dir / ".incoming"
     api = app_process(settings)
     body = _multipart(wav_bytes(1.0))
     with socket.create_connection(("127.0.0.1", api.port), timeout=60) as sock:
         sock.sendall(_head(length=len(body)) + body[: len(body) // 2])
-        part = wait_for(lambda: next(storage.partial_files(), None), 30, "the upload's .part file")
+        part = wait_for(lambda: next(incoming.glob("*.part"), None), 30, "the upload's .part file")
         api.kill_group(signal.SIGKILL)
         api.process.wait(30)
     assert part.exists()
     # As old as the sweep requires; and a stored file whose row was never committed (killed in between).
-    _aged(part, settings.upload_orphan_age_s + 60)
+    _aged(part, LEFTOVER_AGE_S)
     unreferenced = storage.path(Storage.key_for(uuid.uuid4().hex, "wav"))
     unreferenced.write_bytes(b"RIFF")
-    _aged(unreferenced, settings.upload_orphan_age_s + 60)
+    _aged(unreferenced, LEFTOVER_AGE_S)
     in_progress = storage.incoming_path()  # another API's upload, still arriving: never touched
     in_progress.write_bytes(b"RIFF")
 
@@ -295,7 +296,7 @@ def test_a_part_file_left_by_a_killed_api_is_swept_when_it_starts_again(
     wait_for(lambda: not part.exists() and not unreferenced.exists(), 30, "the sweep at start-up")
     later = storage.incoming_path()
     later.write_bytes(b"RIFF")
-    _aged(later, settings.upload_orphan_age_s + 60)
+    _aged(later, LEFTOVER_AGE_S)
     wait_for(lambda: not later.exists(), 30, "the periodic sweep")
     assert in_progress.exists()
 
