@@ -38,7 +38,11 @@ class UnsupportedAudio(UploadError):
 
 
 class MalformedUpload(UploadError):
-    """Raised when the request is not a well-formed upload (empty file, bad field, bad multipart)."""
+    """Raised when the request is not a well-formed upload (empty file, bad field, bad multipart, cut short)."""
+
+
+class UploadTimedOut(UploadError):
+    """Raised when the client stops sending the body, or takes longer than `UPLOAD_TIMEOUT_S`."""
 
 
 class IdempotencyConflict(UploadError):

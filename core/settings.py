@@ -26,6 +26,9 @@ QUEUE_NORMAL = "audio_analysis"
 # Workers drain queues in this order: a high-priority job is always taken first.
 QUEUES_BY_PRIORITY = (QUEUE_HIGH, QUEUE_NORMAL)
 
+# Between the end of an upload and its row: sniffing the file, a busy database. Bounds the sweep's age.
+ORPHAN_MARGIN_S = 60
+
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _DURATION_UNITS_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -96,6 +99,18 @@ class Settings(BaseSettings):
     database_url: str = f"sqlite:///{VAR_DIR / 'audiokit.db'}"
     storage_dir: Path = VAR_DIR / "uploads"
     max_upload_mb: int = Field(50, ge=1, le=4096)
+
+    # --- uploads: slow clients and what interrupted uploads leave behind ----------------
+    # Request line and headers must arrive within this (`python -m app`; slow-header clients are cut off).
+    request_header_timeout_s: float = Field(10.0, gt=0)
+    # An upload with no data for this long is answered 408 and dropped.
+    upload_idle_timeout_s: float = Field(30.0, gt=0)
+    # A whole upload must arrive within this, so a client dripping bytes cannot hold a connection.
+    upload_timeout_s: int = Field(900, ge=1)
+    # `.part` files and stored files no row refers to are deleted once this old (> UPLOAD_TIMEOUT_S + 60).
+    upload_orphan_age_s: int = Field(3600, ge=1)
+    # Each API process sweeps at start-up and then this often.
+    upload_sweep_interval_s: int = Field(600, ge=1)
 
     # --- jobs ---------------------------------------------------------------------
     rq_job_timeout: Annotated[int, NoDecode] = 15 * 60
@@ -194,6 +209,16 @@ class Settings(BaseSettings):
             raise ValueError("ANALYSIS_SERVER_URL must start with http:// or https://")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ValueError("PUBLIC_URL must start with http:// or https://")
+        return self
+
+    @model_validator(mode="after")
+    def _orphans_outlive_uploads(self) -> Settings:
+        # A `.part` younger than the longest upload (plus time to check and store it) may still be written.
+        if self.upload_orphan_age_s < self.upload_timeout_s + ORPHAN_MARGIN_S:
+            raise ValueError(
+                f"UPLOAD_ORPHAN_AGE_S must be at least UPLOAD_TIMEOUT_S + {ORPHAN_MARGIN_S}, "
+                "or uploads still arriving would be deleted"
+            )
         return self
 
     @property

@@ -1,10 +1,14 @@
-"""Where uploaded files live: `STORAGE_DIR/<analysis id>.<format>`, never the client's name."""
+"""Where uploaded files live: `STORAGE_DIR/<analysis id>.<format>`, never the client's name.
+
+Files still being received are `STORAGE_DIR/.incoming/<random>.part` until `commit` moves them into place.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 _KEY_RE = re.compile(r"^[0-9a-f]{32}\.[a-z0-9]{2,5}$")
@@ -40,8 +44,22 @@ class Storage:
 
     def commit(self, incoming: Path, key: str) -> Path:
         target = self.path(key)
+        # The file's age then counts from now: the orphan sweep must not take it before its row is committed.
+        os.utime(incoming)
         os.replace(incoming, target)
         return target
+
+    def partial_files(self) -> Iterator[Path]:
+        """Files being received, or left by a process that died while receiving them."""
+        if self._incoming.is_dir():
+            yield from self._incoming.glob("*.part")
+
+    def stored_keys(self) -> Iterator[str]:
+        """Keys of the files in place (with or without a row)."""
+        if self.root.is_dir():
+            for entry in os.scandir(self.root):
+                if _KEY_RE.match(entry.name) and entry.is_file(follow_symlinks=False):
+                    yield entry.name
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)

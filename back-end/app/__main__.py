@@ -6,6 +6,7 @@ import sys
 
 import uvicorn
 
+from app.server import protocol_with_header_timeout
 from core.startup import settings_or_exit
 
 GRACEFUL_SHUTDOWN_S = 10  # in-flight requests get this long; in-process jobs left are re-run by the reconciler
@@ -20,6 +21,9 @@ def main() -> int:
         port=settings.port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        # Slow clients: headers must arrive in time (here), bodies too (app.upload); idle
+        # keep-alive connections close after uvicorn's timeout_keep_alive (5 s).
+        http=protocol_with_header_timeout(settings.request_header_timeout_s),
     )
     return 0
 

@@ -17,6 +17,7 @@ from core.errors import (
     QueueFull,
     QueueUnavailable,
     UnsupportedAudio,
+    UploadTimedOut,
     UploadTooLarge,
 )
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: list[tuple[type[AudioKitError], int]] = [
     (UploadTooLarge, 413),
+    (UploadTimedOut, 408),
     (UnsupportedAudio, 415),
     (MalformedUpload, 422),
     (IdempotencyMismatch, 422),
@@ -47,7 +49,7 @@ async def _handle(request: Request, error: Exception) -> JSONResponse:
     if status >= 500:
         log.warning("%s %s failed: %s", request.method, request.url.path, error)
     headers = {"Retry-After": "30"} if isinstance(error, QueueFull) else {}
-    if isinstance(error, UploadTooLarge | MalformedUpload):
+    if isinstance(error, UploadTooLarge | MalformedUpload | UploadTimedOut):
         # The rest of the body may still be coming: close the connection rather than read it all.
         headers["Connection"] = "close"
     return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)

@@ -21,7 +21,7 @@ import soundfile
 from fastapi import BackgroundTasks
 from sqlalchemy.exc import IntegrityError
 
-from app.upload import ReceivedUpload, receive_upload
+from app.upload import ReceivedUpload, UploadLimits, receive_upload
 from core.errors import (
     IdempotencyConflict,
     IdempotencyMismatch,
@@ -156,7 +156,8 @@ class Intake:
         """Receives, checks and stores an upload, then dispatches its analysis.
 
         Raises:
-            UploadTooLarge, MalformedUpload, UnsupportedAudio: the client's mistakes (413, 422, 415).
+            UploadTooLarge, MalformedUpload, UnsupportedAudio, UploadTimedOut: the client's mistakes
+                (413, 422, 415, 408).
             IdempotencyConflict: the same key is being processed now (409).
             IdempotencyMismatch: the key was used for a different request (422).
             QueueFull: Redis refuses writes; nothing was kept (503).
@@ -168,7 +169,7 @@ class Intake:
             self._keys_in_flight.add(key)
         try:
             incoming = self.storage.incoming_path()
-            upload = await receive_upload(content_type, body, incoming, self.settings.max_upload_bytes)
+            upload = await receive_upload(content_type, body, incoming, UploadLimits.from_settings(self.settings))
             try:
                 return await self._store_and_dispatch(upload, incoming, key, background_tasks)
             finally:

@@ -17,6 +17,7 @@ from app.routes import audio, health, jobs, queue
 from app.services import Services, build_services
 from core.db import migrate
 from core.settings import Settings, get_settings
+from core.sweep import sweep_forever
 from jobs.reconcile import Reconciler
 from redis_client import check_redis_policy
 from tasks.runtime import install_runtime
@@ -70,6 +71,9 @@ def create_app(settings: Settings | None = None, *, apply_migrations: bool = Fal
         install_runtime(services.runtime)
         services.runner.bind(asyncio.get_running_loop())
         background = [asyncio.create_task(services.runner.heartbeat(), name="in-process-heartbeat")]
+        background.append(
+            asyncio.create_task(sweep_forever(services.storage, services.database, settings), name="upload-sweep")
+        )
         if not settings.use_rq_queue:
             # In-process mode has no scheduler process: the API reconciles its own jobs.
             background.append(asyncio.create_task(reconcile_forever(services), name="reconciler"))

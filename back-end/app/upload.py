@@ -3,7 +3,10 @@
 Nothing is buffered in memory beyond one chunk: the file part goes to a
 server-named file under `STORAGE_DIR` as it arrives, its size is enforced
 while streaming (413), and small form fields, part counts and header sizes
-are bounded, so a flood of parts or a huge field is refused early.
+are bounded, so a flood of parts or a huge field is refused early. The whole
+body is bounded too (413), a body that ends before the multipart closing
+boundary is refused as incomplete (422), and a client that stops sending or
+drips bytes is cut off (408). Whatever is refused leaves no file behind.
 """
 
 from __future__ import annotations
@@ -15,14 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+import anyio
 import python_multipart
 import python_multipart.exceptions
 from python_multipart.multipart import parse_options_header
 
-from core.errors import MalformedUpload, UploadTooLarge
+from core.errors import MalformedUpload, UploadTimedOut, UploadTooLarge
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
+
+    from core.settings import Settings
 
 FILE_FIELD = "file"
 MAX_PARTS = 8  # the file plus a few form fields; more is a flood, not an upload
@@ -32,6 +38,27 @@ FILENAME_MAX_CHARS = 255
 # After the limit is hit, read and discard up to this much more so the client sees our 413
 # instead of a reset connection; past it, the connection is simply closed.
 DRAIN_BYTES = 16 * 1024 * 1024
+# The body around the file: boundaries, part headers and form fields (at most ~160 KB by the limits above).
+BODY_ALLOWANCE_BYTES = 1024 * 1024
+# RFC 2046 allows text after the closing boundary; clients send a CRLF at most. More is junk.
+EPILOGUE_MAX_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """How much and how slowly a client may send."""
+
+    max_file_bytes: int
+    idle_timeout_s: float
+    total_timeout_s: float
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_file_bytes + BODY_ALLOWANCE_BYTES
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UploadLimits:
+        return cls(settings.max_upload_bytes, settings.upload_idle_timeout_s, settings.upload_timeout_s)
 
 
 @dataclass
@@ -59,6 +86,7 @@ class _Receiver:
         self.max_bytes = max_bytes
         self.upload = ReceivedUpload()
         self.too_large = False
+        self.complete = False  # the closing boundary was seen
         self._parts = 0
         self._header_name = b""
         self._header_value = b""
@@ -123,34 +151,78 @@ class _Receiver:
         if not self._is_file:
             self.upload.fields[self._name] = self._field.decode("utf-8", "replace")
 
+    def on_end(self) -> None:
+        self.complete = True
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
         self.upload.sha256 = self._hash.hexdigest()
 
 
-async def _drain(chunks: AsyncIterator[bytes]) -> None:
+async def _next_chunk(chunks: AsyncIterator[bytes], idle_timeout_s: float) -> bytes | None:
+    """The next chunk of the body, None at its end."""
+    with anyio.move_on_after(idle_timeout_s):
+        try:
+            return await anext(chunks)
+        except StopAsyncIteration:
+            return None
+    raise UploadTimedOut(f"the upload stalled: no data for {idle_timeout_s:g} s")
+
+
+async def _drain(chunks: AsyncIterator[bytes], idle_timeout_s: float) -> None:
     drained = 0
-    async for chunk in chunks:
-        drained += len(chunk)
-        if drained > DRAIN_BYTES:
-            return
+    # A refused client gets one idle period to send the rest, not one per chunk.
+    with anyio.move_on_after(idle_timeout_s):
+        async for chunk in chunks:
+            drained += len(chunk)
+            if drained > DRAIN_BYTES:
+                return
+
+
+async def _parse(
+    parser: python_multipart.MultipartParser,
+    receiver: _Receiver,
+    chunks: AsyncIterator[bytes],
+    limits: UploadLimits,
+) -> None:
+    received = epilogue = 0
+    while (chunk := await _next_chunk(chunks, limits.idle_timeout_s)) is not None:
+        received += len(chunk)
+        if received > limits.max_body_bytes:
+            raise UploadTooLarge(
+                f"the request body exceeds the upload limit of {limits.max_file_bytes // (1024 * 1024)} MB"
+            )
+        if receiver.complete:
+            epilogue += len(chunk)
+            if epilogue > EPILOGUE_MAX_BYTES:
+                raise UploadTooLarge(f"more than {EPILOGUE_MAX_BYTES // 1024} KB after the end of the form")
+            continue
+        parser.write(chunk)
+    parser.finalize()
+    if not receiver.complete:
+        raise MalformedUpload(
+            "the upload is incomplete: the body ended before the multipart closing boundary "
+            "(the connection was cut, or Content-Length is shorter than the body)"
+        )
 
 
 async def receive_upload(
-    content_type: str, chunks: AsyncIterator[bytes], incoming: Path, max_bytes: int
+    content_type: str, chunks: AsyncIterator[bytes], incoming: Path, limits: UploadLimits
 ) -> ReceivedUpload:
-    """Streams a multipart body into `incoming`.
+    """Streams a multipart body into `incoming`; returns only once the closing boundary was read.
 
     Raises:
-        UploadTooLarge: the file (or a field or header) is over its limit; `incoming` is removed.
-        MalformedUpload: not multipart/form-data, bad framing, too many parts; `incoming` is removed.
+        UploadTooLarge: the file, a field, a header or the whole body is over its limit.
+        MalformedUpload: not multipart/form-data, bad framing, too many parts, or cut short.
+        UploadTimedOut: the client stopped sending, or took longer than the whole-upload deadline.
+        In every case `incoming` is removed.
     """
     mime, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if mime != b"multipart/form-data" or not boundary:
         raise MalformedUpload(f"send multipart/form-data with the audio in the field {FILE_FIELD!r}")
-    receiver = _Receiver(incoming, max_bytes)
+    receiver = _Receiver(incoming, limits.max_file_bytes)
     callbacks: MultipartCallbacks = {
         "on_part_begin": receiver.on_part_begin,
         "on_part_data": receiver.on_part_data,
@@ -159,20 +231,22 @@ async def receive_upload(
         "on_header_value": receiver.on_header_value,
         "on_header_end": receiver.on_header_end,
         "on_headers_finished": receiver.on_headers_finished,
+        "on_end": receiver.on_end,
     }
     try:
         try:
             parser = python_multipart.MultipartParser(boundary, callbacks, max_header_size=MAX_HEADER_BYTES)
-            async for chunk in chunks:
-                parser.write(chunk)
-            parser.finalize()
+            with anyio.move_on_after(limits.total_timeout_s) as deadline:
+                await _parse(parser, receiver, chunks, limits)
+            if deadline.cancelled_caught:
+                raise UploadTimedOut(f"the upload did not finish within {limits.total_timeout_s:g} s")
         except python_multipart.exceptions.FormParserError as exc:
-            await _drain(chunks)
+            await _drain(chunks, limits.idle_timeout_s)
             if "header size" in str(exc):
                 raise UploadTooLarge(f"a form part header is over {MAX_HEADER_BYTES // 1024} KB") from exc
             raise MalformedUpload("the multipart body is malformed") from exc
         except (UploadTooLarge, MalformedUpload):
-            await _drain(chunks)
+            await _drain(chunks, limits.idle_timeout_s)
             raise
     except BaseException:
         receiver.close()

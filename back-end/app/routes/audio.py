@@ -62,6 +62,7 @@ def _links_base(request: Request, settings: Settings) -> str:
             "model": AcceptedAnalysis,
             "description": "A repeat of an earlier request (same Idempotency-Key)",
         },
+        408: {"description": "The client stopped sending, or the upload outlasted UPLOAD_TIMEOUT_S"},
         409: {"description": "A request with the same Idempotency-Key is in progress"},
         413: {"description": "File over MAX_UPLOAD_MB"},
         415: {"description": "Not audio we can read"},

@@ -1,0 +1,85 @@
+"""Deletes what interrupted uploads leave behind, once it is too old to belong to an upload in progress.
+
+An API process killed mid-upload leaves `STORAGE_DIR/.incoming/<random>.part`; one killed between
+storing a file and committing its row leaves `STORAGE_DIR/<id>.<format>` that no row names. Every API
+process sweeps at start-up and then every `UPLOAD_SWEEP_INTERVAL_S`. Processes may share the directory
+and none knows what the others are writing, so age decides: an upload lasts at most `UPLOAD_TIMEOUT_S`,
+a stored file's age starts when it is committed, and the settings keep `UPLOAD_ORPHAN_AGE_S` well above
+both. A file that a row names is never touched here (retention of finished work is a separate matter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from core.db import Database
+from core.models import Analysis
+from core.settings import Settings
+from core.storage import Storage
+
+log = logging.getLogger(__name__)
+
+KEYS_PER_QUERY = 500  # well under SQLite's bound-parameter limit
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    partial_files: int = 0
+    unreferenced_files: int = 0
+
+
+def _older_than(path: Path, cutoff: float) -> bool:
+    try:
+        return path.stat().st_mtime < cutoff
+    except FileNotFoundError:  # finished or swept by another process meanwhile
+        return False
+
+
+def _referenced(database: Database, keys: list[str]) -> set[str]:
+    with database.session() as session:
+        return set(session.scalars(select(Analysis.storage_key).where(Analysis.storage_key.in_(keys))))
+
+
+def sweep_uploads(
+    storage: Storage, database: Database, older_than_s: float, *, now: float | None = None
+) -> SweepReport:
+    """Deletes `.part` files and unreferenced stored files last modified more than `older_than_s` ago."""
+    cutoff = (time.time() if now is None else now) - older_than_s
+    partial = 0
+    for path in list(storage.partial_files()):
+        if _older_than(path, cutoff):
+            path.unlink(missing_ok=True)
+            partial += 1
+    candidates = [key for key in storage.stored_keys() if _older_than(storage.path(key), cutoff)]
+    unreferenced = 0
+    for start in range(0, len(candidates), KEYS_PER_QUERY):
+        batch = candidates[start : start + KEYS_PER_QUERY]
+        referenced = _referenced(database, batch)
+        for key in batch:
+            if key not in referenced:
+                storage.delete(key)
+                unreferenced += 1
+    return SweepReport(partial, unreferenced)
+
+
+async def sweep_forever(storage: Storage, database: Database, settings: Settings) -> None:
+    """Sweeps now, then every `UPLOAD_SWEEP_INTERVAL_S`, until cancelled."""
+    while True:
+        try:
+            report = await asyncio.to_thread(sweep_uploads, storage, database, settings.upload_orphan_age_s)
+        except Exception:
+            log.exception("upload sweep failed")
+        else:
+            if report.partial_files or report.unreferenced_files:
+                log.info(
+                    "upload sweep: deleted %d partial upload(s) and %d stored file(s) no analysis refers to",
+                    report.partial_files,
+                    report.unreferenced_files,
+                )
+        await asyncio.sleep(settings.upload_sweep_interval_s)
