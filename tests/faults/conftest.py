@@ -18,12 +18,18 @@ from tests.support.fake_services import FakeServices
 
 TALLIES: list[Tally] = []
 
+# A scenario starts Redis, an API and workers, injects its fault and drains: on a shared, loaded
+# machine that outlasts the suite's 120 s per test. Each scenario's own deadlines still apply.
+FAULT_SCENARIO_TIMEOUT_S = 300
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/faults/" in str(item.fspath):
             item.add_marker(pytest.mark.faults)
             item.add_marker(pytest.mark.slow)
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(FAULT_SCENARIO_TIMEOUT_S))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
