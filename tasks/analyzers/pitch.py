@@ -33,8 +33,8 @@ F0_HOP_S = 0.010
 # At most this many f0 frames per file: the median of a hundred frames is stable (a tone's varies by
 # hundredths of a hertz from 100 to 400 frames), and the cost stays constant whatever the duration.
 F0_MAX_FRAMES = 100
-# Frames analyzed together: vectorized enough, and the FFT buffers stay under about 2 MB each.
-YIN_BATCH_FRAMES = 32
+# Frames analyzed together: vectorized enough, and the FFT buffers stay under about 1 MB each.
+YIN_BATCH_FRAMES = 16
 
 
 class Yin:
@@ -112,7 +112,7 @@ class PitchTrack:
     def __init__(self, sample_rate: int, total_frames: int) -> None:
         self._yin = Yin(sample_rate)
         stride = max(round(F0_HOP_S * sample_rate), math.ceil(total_frames / F0_MAX_FRAMES), 1)
-        self._frames = FrameSampler(self._yin.frame_len, stride)
+        self._frames = FrameSampler(self._yin.frame_len, stride, YIN_BATCH_FRAMES)
         self._values: list[float] = []
 
     def add(self, mono: SampleArray) -> None:
@@ -122,5 +122,8 @@ class PitchTrack:
             self._values += self._yin.estimate(frames)
 
     def median_hz(self) -> float | None:
-        """Median f0 over the voiced frames, None when none was voiced."""
+        """Median f0 over the voiced frames, None when none was voiced (once all is added)."""
+        frames = self._frames.flush()
+        if frames.shape[0]:
+            self._values += self._yin.estimate(frames)
         return statistics.median(self._values) if self._values else None
