@@ -12,6 +12,7 @@ import statistics
 
 import numpy as np
 import numpy.typing as npt
+from numpy import fft  # numpy loads it lazily; here it loads with this module, before a worker forks
 
 from tasks.analyzers.frames import FrameSampler, SampleArray
 
@@ -57,10 +58,10 @@ class Yin:
 
     def _estimate_batch(self, frames: FloatArray) -> list[float]:
         w, lags = self.window, self.max_lag
-        spectrum = np.fft.rfft(frames, n=self.fft_size, axis=1)
-        head = np.fft.rfft(frames[:, :w], n=self.fft_size, axis=1)
+        spectrum = fft.rfft(frames, n=self.fft_size, axis=1)
+        head = fft.rfft(frames[:, :w], n=self.fft_size, axis=1)
         # r[t] = sum_{j<w} x[j] * x[j + t]
-        corr = np.fft.irfft(spectrum * np.conj(head), n=self.fft_size, axis=1)[:, : lags + 1]
+        corr = fft.irfft(spectrum * np.conj(head), n=self.fft_size, axis=1)[:, : lags + 1]
         cumulative = np.concatenate((np.zeros((frames.shape[0], 1)), np.cumsum(frames**2, axis=1)), axis=1)
         energy = cumulative[:, w : w + lags + 1] - cumulative[:, : lags + 1]  # sum_{j<w} x[j + t]^2
         # Difference function d[t] = sum_{j<w} (x[j] - x[j + t])^2, clipped at 0 against rounding.

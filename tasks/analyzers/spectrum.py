@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import numpy.typing as npt
+from numpy import fft  # numpy loads it lazily; here it loads with this module, before a worker forks
 
 from tasks.analyzers.frames import FrameSampler, SampleArray
 
@@ -58,7 +59,7 @@ class Spectrum:
     def _fold(self, frames: FloatArray) -> None:
         if frames.shape[0]:
             frames *= self._window
-            spectra = np.fft.rfft(frames, axis=1)
+            spectra = fft.rfft(frames, axis=1)
             self._power += (spectra.real**2 + spectra.imag**2).sum(axis=0)
             self.frames_used += frames.shape[0]
 
@@ -70,12 +71,12 @@ class Spectrum:
             return self._power
         # A file shorter than one FFT frame: window what there is and zero-pad it.
         tail = pending * np.hanning(pending.shape[0])
-        spectrum = np.fft.rfft(tail, n=self.fft_size)
+        spectrum = fft.rfft(tail, n=self.fft_size)
         return self._power + (spectrum.real**2 + spectrum.imag**2)
 
     def centroid_hz(self, power: FloatArray) -> float:
         """The power-weighted mean frequency of `power` (which must not be all zero)."""
-        freqs = np.fft.rfftfreq(self.fft_size, d=1.0 / self.sample_rate)
+        freqs = fft.rfftfreq(self.fft_size, d=1.0 / self.sample_rate)
         # Not np.dot: a BLAS call that may spread over threads, slow on a busy machine.
         return float((freqs * power).sum() / power.sum())
 
