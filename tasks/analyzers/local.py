@@ -82,14 +82,15 @@ class LocalAnalyzer:
         - `rms_dbfs`, `peak_dbfs`: 20*log10 of the RMS / peak magnitude over all channels, full scale
           being 1.0 (a full-scale sine has RMS -3.01 dBFS). Clamped to `DBFS_FLOOR` (-120.0), which
           is what digital silence reports.
-        - `silence_ratio`: fraction of `SILENCE_FRAME_S` frames whose RMS over all channels is under
-          `SILENCE_THRESHOLD_DBFS`.
+        - `silence_ratio`: fraction of `levels.SILENCE_FRAME_S` frames whose RMS over all channels is
+          under `levels.SILENCE_THRESHOLD_DBFS`.
         - `clipping_ratio`: fraction of samples (all channels) with magnitude >= `CLIPPING_THRESHOLD`.
         - `zero_crossing_rate`: sign changes of the mono mix per second (a 440 Hz sine gives 880).
-        - `spectral_centroid_hz`, `dominant_frequency_hz`: from the averaged power spectrum of the mono
-          mix; None when the mono mix is silent.
-        - `f0_median_hz`: median fundamental frequency over voiced frames (YIN, see `pitch`), None
-          when no frame is voiced (silence, noise, or pitch outside 50-2000 Hz).
+        - `spectral_centroid_hz`, `dominant_frequency_hz`: from the power spectrum of the mono mix
+          averaged over at most `spectrum.SPECTRUM_MAX_FRAMES` frames; None when the mono mix is silent.
+        - `f0_median_hz`: median fundamental frequency over the voiced ones of at most
+          `pitch.F0_MAX_FRAMES` frames (YIN, see `pitch`), None when no frame is voiced (silence,
+          noise, or pitch outside 50-2000 Hz).
 
         Args:
             path: The audio file; any format libsndfile reads (WAV, FLAC, OGG/Vorbis, MP3, ...).
