@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
+from bench.analysis import AnalysisRow, analysis_main, format_analysis_table, run_analysis
 from bench.analyzer import analyzer_rows
 from bench.audio import SHORT_AUDIO_S, benchmark_files
 from bench.imports import import_row
@@ -119,8 +120,11 @@ def _ordered(rows: dict[str, Row]) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small samples, under a minute")
+    parser.add_argument("--analysis-only", action="store_true", help="only the local analyzer: time and memory")
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
+    if args.analysis_only:
+        return analysis_main(profile.analyzer_runs)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     started_at = datetime.now(UTC)
     document: dict[str, Any] = {
@@ -131,10 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     root = Path(tempfile.mkdtemp(prefix="audiokit-bench-"))
     problems: list[str] = []
+    analysis: list[AnalysisRow] = []
     succeeded = False
     try:
         files = benchmark_files(root / "audio")
         rows = _step("analyzer in-process", lambda: analyzer_rows(files, profile.analyzer_runs))
+        analysis = _step("analysis 10 s-10 min", lambda: run_analysis(root / "analysis", profile.analyzer_runs))
+        document["analysis"] = [row.as_json() for row in analysis]
         rows.append(_step("job-module imports", lambda: import_row(min(profile.analyzer_runs, IMPORT_PROBE_RUNS))))
         data = files[0].path.read_bytes()
         assert files[0].label == f"{SHORT_AUDIO_S:g} s WAV"
@@ -156,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     document["problems"] = problems
     path = write_results(started_at, document, rows)
     print(format_table(rows))
+    if analysis:
+        print("\n" + format_analysis_table(analysis))
     load = document["load_average"]
     print(
         f"\n{profile.name} run, {document['duration_s']} s; load average {load['start']} → {load['end']} "

@@ -8,9 +8,13 @@ aperiodicity threshold gives the period, refined to a fraction of a sample.
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 import numpy.typing as npt
+from numpy import fft  # numpy loads it lazily; here it loads with this module, before a worker forks
+
+from tasks.analyzers.frames import FrameSampler, SampleArray
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -25,6 +29,13 @@ F0_MIN_CLARITY = 0.85
 # A frame quieter than this is never voiced: the same level as the silence threshold, so a silent
 # frame cannot contribute a pitch.
 F0_ENERGY_FLOOR_DBFS = -50.0
+# Distance between f0 frames for short files; longer files use evenly spread frames instead.
+F0_HOP_S = 0.010
+# At most this many f0 frames per file: the median of a hundred frames is stable (a tone's varies by
+# hundredths of a hertz from 100 to 400 frames), and the cost stays constant whatever the duration.
+F0_MAX_FRAMES = 100
+# Frames analyzed together: vectorized enough, and the FFT buffers stay under about 1 MB each.
+YIN_BATCH_FRAMES = 16
 
 
 class Yin:
@@ -40,11 +51,17 @@ class Yin:
 
     def estimate(self, frames: FloatArray) -> list[float]:
         """f0 in Hz of every voiced frame of `frames` (shape (n, frame_len)); unvoiced ones are skipped."""
+        values: list[float] = []
+        for first in range(0, frames.shape[0], YIN_BATCH_FRAMES):
+            values += self._estimate_batch(frames[first : first + YIN_BATCH_FRAMES])
+        return values
+
+    def _estimate_batch(self, frames: FloatArray) -> list[float]:
         w, lags = self.window, self.max_lag
-        spectrum = np.fft.rfft(frames, n=self.fft_size, axis=1)
-        head = np.fft.rfft(frames[:, :w], n=self.fft_size, axis=1)
+        spectrum = fft.rfft(frames, n=self.fft_size, axis=1)
+        head = fft.rfft(frames[:, :w], n=self.fft_size, axis=1)
         # r[t] = sum_{j<w} x[j] * x[j + t]
-        corr = np.fft.irfft(spectrum * np.conj(head), n=self.fft_size, axis=1)[:, : lags + 1]
+        corr = fft.irfft(spectrum * np.conj(head), n=self.fft_size, axis=1)[:, : lags + 1]
         cumulative = np.concatenate((np.zeros((frames.shape[0], 1)), np.cumsum(frames**2, axis=1)), axis=1)
         energy = cumulative[:, w : w + lags + 1] - cumulative[:, : lags + 1]  # sum_{j<w} x[j + t]^2
         # Difference function d[t] = sum_{j<w} (x[j] - x[j + t])^2, clipped at 0 against rounding.
@@ -55,31 +72,26 @@ class Yin:
         with np.errstate(divide="ignore", invalid="ignore"):
             cmnd[:, 1:] = np.where(running > 0.0, diff[:, 1:] * lag_index / running, 1.0)
 
-        values: list[float] = []
-        for cmnd_row, diff_row, frame_energy in zip(cmnd, diff, energy[:, 0], strict=True):
-            if frame_energy < self.energy_floor:
-                continue
-            f0 = self._pick(cmnd_row, diff_row)
-            if f0 is not None:
-                values.append(f0)
-        return values
-
-    def _pick(self, cmnd: FloatArray, diff: FloatArray) -> float | None:
-        """Fundamental from one frame's normalized and raw difference functions, or None if unvoiced."""
         # Candidates are the local minima of cmnd from lag 2 on, not from the F0_MAX_HZ lag, so a
         # pitch above the range is seen as such (and rejected) instead of taken for its subharmonic.
-        lags = np.arange(2, cmnd.shape[0] - 1)
-        left, centre, right = cmnd[lags - 1], cmnd[lags], cmnd[lags + 1]
+        left, centre, right = cmnd[:, 1:-2], cmnd[:, 2:-1], cmnd[:, 3:]
         is_dip = (centre < left) & (centre <= right)
-        left, centre, right, lags = left[is_dip], centre[is_dip], right[is_dip], lags[is_dip]
         # Each dip is judged by the value at its interpolated bottom: with only 4-5 samples per
         # period (high pitches at 8 kHz) the integer lags straddle the true minimum.
         curvature = np.maximum(left - 2.0 * centre + right, 1e-12)
         bottom = centre - (left - right) ** 2 / (8.0 * curvature)
-        voiced = np.flatnonzero(bottom < 1.0 - F0_MIN_CLARITY)
-        if voiced.shape[0] == 0:
-            return None
-        lag = int(lags[voiced[0]])
+        voiced = is_dip & (bottom < 1.0 - F0_MIN_CLARITY) & (energy[:, :1] >= self.energy_floor)
+        rows = np.flatnonzero(voiced.any(axis=1))
+        first_lags = np.argmax(voiced[rows], axis=1) + 2
+        values: list[float] = []
+        for row, lag in zip(rows.tolist(), first_lags.tolist(), strict=True):
+            f0 = self._refine(diff[row], lag)
+            if f0 is not None:
+                values.append(f0)
+        return values
+
+    def _refine(self, diff: FloatArray, lag: int) -> float | None:
+        """f0 from the first voiced dip at `lag`, refined on the raw difference function; None if out of range."""
         # The sub-sample position is fitted on the raw difference function: the normalization of
         # cmnd tilts the dip, which biases short periods (1 kHz at 8 kHz) by several hertz.
         while 1 < lag < diff.shape[0] - 2 and diff[lag - 1] < diff[lag]:
@@ -93,3 +105,26 @@ class Yin:
         if not F0_MIN_HZ <= f0 <= F0_MAX_HZ:
             return None
         return f0
+
+
+class PitchTrack:
+    """The median f0 of at most F0_MAX_FRAMES frames spread over the signal, fed block by block."""
+
+    def __init__(self, sample_rate: int, total_frames: int) -> None:
+        self._yin = Yin(sample_rate)
+        stride = max(round(F0_HOP_S * sample_rate), math.ceil(total_frames / F0_MAX_FRAMES), 1)
+        self._frames = FrameSampler(self._yin.frame_len, stride, YIN_BATCH_FRAMES)
+        self._values: list[float] = []
+
+    def add(self, mono: SampleArray) -> None:
+        """Estimate f0 on the frames that the next samples of the mono mix complete."""
+        frames = self._frames.take(mono)
+        if frames.shape[0]:
+            self._values += self._yin.estimate(frames)
+
+    def median_hz(self) -> float | None:
+        """Median f0 over the voiced frames, None when none was voiced (once all is added)."""
+        frames = self._frames.flush()
+        if frames.shape[0]:
+            self._values += self._yin.estimate(frames)
+        return statistics.median(self._values) if self._values else None

@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from core.errors import CorruptAudio
-from tasks.analyzers import local
+from tasks.analyzers import local, pitch
 from tasks.analyzers.base import Analyzer
 from tasks.analyzers.local import LocalAnalyzer
 from tests.support.audio import (
@@ -480,3 +481,58 @@ def test_memory_stays_bounded_by_the_block_size_not_the_duration(
 
     assert result["duration_s"] == pytest.approx(60.0)
     assert peak_bytes < decoded_bytes / 3
+
+
+# --- bounded cost ------------------------------------------------------------------------------------
+
+# The goals for any length of file: memory growth and the number of frames the pitch estimate looks at.
+MAX_MEMORY_GROWTH_BYTES = 30 * 2**20
+MAX_PITCH_FRAMES = 100
+
+
+def write_long_tone(path: Path, seconds: int, sample_rate: int = 44100, channels: int = 1) -> Path:
+    """A 440 Hz -6 dBFS tone written one second at a time, so the test itself stays small in memory."""
+    second = tone(440.0, -6.0, 1.0, sample_rate, channels)  # a whole number of periods: seamless
+    with sf.SoundFile(path, "w", sample_rate, channels, "PCM_16", format="WAV") as sound:
+        for _ in range(seconds):
+            sound.write(second)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("seconds", "channels"), [(10, 1), (10, 2), (180, 2)], ids=["10s-mono", "10s-stereo", "3min-stereo"]
+)
+def test_peak_memory_growth_stays_under_30_mb_whatever_the_length(tmp_path: Path, seconds: int, channels: int) -> None:
+    path = write_long_tone(tmp_path / "long.wav", seconds, channels=channels)
+    # numpy's FFT keeps plan caches after its first use at a given size: fill them first.
+    analyze(tmp_path, encode(tone(440.0, channels=channels)))
+
+    tracemalloc.start()
+    try:
+        result = LocalAnalyzer().analyze(path, lambda percent, message: None)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert result["duration_s"] == pytest.approx(seconds)
+    assert result["f0_median_hz"] == pytest.approx(440.0, abs=2.0)
+    assert peak_bytes <= MAX_MEMORY_GROWTH_BYTES
+
+
+def test_pitch_is_estimated_on_at_most_100_frames_of_a_long_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_long_tone(tmp_path / "long.wav", 120, sample_rate=8000)
+    estimate = pitch.Yin.estimate
+    frames_seen: list[int] = []
+
+    def counting_estimate(self: pitch.Yin, frames: np.ndarray[Any, Any]) -> list[float]:
+        frames_seen.append(frames.shape[0])
+        return estimate(self, frames)
+
+    monkeypatch.setattr(pitch.Yin, "estimate", counting_estimate)
+    result = LocalAnalyzer().analyze(path, lambda percent, message: None)
+
+    assert result["f0_median_hz"] == pytest.approx(440.0, abs=2.0)
+    # Spread over the whole file, not bunched at its start.
+    assert 90 <= sum(frames_seen) <= MAX_PITCH_FRAMES

@@ -1,0 +1,95 @@
+"""The averaged power spectrum of the mono mix (Welch's method on a bounded number of frames).
+
+Files up to `SPECTRUM_MAX_FRAMES` FFT frames long (about 24 s at 44.1 kHz) are covered by
+back-to-back frames; longer ones by that many frames spread evenly over the file, so the cost
+stays constant whatever the duration.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+from numpy import fft  # numpy loads it lazily; here it loads with this module, before a worker forks
+
+from tasks.analyzers.frames import FrameSampler, SampleArray
+
+FloatArray = npt.NDArray[np.float64]
+
+# Target frequency resolution of the averaged spectrum: the FFT frame is the smallest power of two
+# whose bins are at most this wide, so the interpolated peak is accurate to a fraction of a hertz.
+SPECTRUM_BIN_HZ = 3.0
+# FFT frame bounds in samples: below, the frequency resolution is too coarse; above, a frame lasts
+# so long that short files get a single, zero-padded one.
+SPECTRUM_MIN_FFT = 1024
+SPECTRUM_MAX_FFT = 65536
+# At most this many FFT frames per file: an average of 64 frames has a spread of about 1/8 of one
+# frame's (a noise spectrum's centroid moves by well under 1%), and costs a few milliseconds.
+SPECTRUM_MAX_FRAMES = 64
+# FFT frames transformed together: fewer calls for long files (one frame every few blocks), and
+# the buffers stay under about 1 MB at 44.1 kHz.
+SPECTRUM_BATCH_FRAMES = 8
+# The dominant frequency is searched above this: DC offsets and rumble are not what anyone means.
+DOMINANT_MIN_HZ = 20.0
+
+
+def fft_size(sample_rate: int) -> int:
+    """Smallest power of two giving bins at most SPECTRUM_BIN_HZ wide, within the FFT bounds."""
+    size = 1 << max(0, math.ceil(math.log2(sample_rate / SPECTRUM_BIN_HZ)))
+    return min(SPECTRUM_MAX_FFT, max(SPECTRUM_MIN_FFT, size))
+
+
+class Spectrum:
+    """Accumulates the Hann-windowed power spectrum of evenly spread frames of the mono mix."""
+
+    def __init__(self, sample_rate: int, total_frames: int) -> None:
+        self.sample_rate = sample_rate
+        self.fft_size = fft_size(sample_rate)
+        stride = max(self.fft_size, math.ceil(total_frames / SPECTRUM_MAX_FRAMES))
+        self._frames = FrameSampler(self.fft_size, stride, SPECTRUM_BATCH_FRAMES)
+        self._window: FloatArray = np.hanning(self.fft_size)
+        self._power: FloatArray = np.zeros(self.fft_size // 2 + 1, dtype=np.float64)
+        self.frames_used = 0
+
+    def add(self, mono: SampleArray) -> None:
+        """Fold in the next samples of the mono mix."""
+        self._fold(self._frames.take(mono))
+
+    def _fold(self, frames: FloatArray) -> None:
+        if frames.shape[0]:
+            frames *= self._window
+            spectra = fft.rfft(frames, axis=1)
+            self._power += (spectra.real**2 + spectra.imag**2).sum(axis=0)
+            self.frames_used += frames.shape[0]
+
+    def power(self) -> FloatArray:
+        """The summed power spectrum (bins of sample_rate / fft_size Hz from 0 to Nyquist), once all is added."""
+        self._fold(self._frames.flush())
+        pending = self._frames.pending
+        if self.frames_used or not pending.shape[0]:
+            return self._power
+        # A file shorter than one FFT frame: window what there is and zero-pad it.
+        tail = pending * np.hanning(pending.shape[0])
+        spectrum = fft.rfft(tail, n=self.fft_size)
+        return self._power + (spectrum.real**2 + spectrum.imag**2)
+
+    def centroid_hz(self, power: FloatArray) -> float:
+        """The power-weighted mean frequency of `power` (which must not be all zero)."""
+        freqs = fft.rfftfreq(self.fft_size, d=1.0 / self.sample_rate)
+        # Not np.dot: a BLAS call that may spread over threads, slow on a busy machine.
+        return float((freqs * power).sum() / power.sum())
+
+    def dominant_hz(self, power: FloatArray) -> float | None:
+        """The strongest frequency above DOMINANT_MIN_HZ, interpolated between bins; None if out of range."""
+        bin_hz = self.sample_rate / self.fft_size
+        first = max(1, math.ceil(DOMINANT_MIN_HZ / bin_hz))
+        last = power.shape[0] - 2  # the peak needs a neighbour on each side
+        if last < first:
+            return None
+        peak = first + int(np.argmax(power[first : last + 1]))
+        # Parabolic interpolation of the log power (exact for a Gaussian peak, close for Hann).
+        left, centre, right = np.log(power[peak - 1 : peak + 2] + 1e-300)
+        curvature = left - 2.0 * centre + right
+        offset = 0.5 * (left - right) / curvature if curvature < 0 else 0.0
+        return float((peak + offset) * bin_hz)
