@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
+from app.callbacks import InProcessCallbacks
 from app.inprocess import InProcessRunner
 from app.intake import Intake
 from core.db import Database, get_database
@@ -31,14 +32,17 @@ class Services:
     runner: InProcessRunner
     dispatcher: Dispatcher
     intake: Intake
+    callbacks: InProcessCallbacks
 
     @property
     def runtime(self) -> Runtime:
         """What in-process jobs use: the same objects as the API."""
-        return Runtime(self.settings, self.database, self.lifecycle, self.storage, self.redis)
+        callbacks = None if self.settings.use_rq_queue else self.callbacks
+        return Runtime(self.settings, self.database, self.lifecycle, self.storage, self.redis, callbacks)
 
     async def aclose(self) -> None:
         await self.runner.aclose()
+        await self.callbacks.aclose()
         await self.async_redis.aclose()
         self.redis.close()
 
@@ -61,4 +65,5 @@ def build_services(settings: Settings) -> Services:
         runner=runner,
         dispatcher=dispatcher,
         intake=Intake(settings, lifecycle, storage, dispatcher),
+        callbacks=InProcessCallbacks(settings),
     )

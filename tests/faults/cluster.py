@@ -42,6 +42,10 @@ FAULT_SETTINGS: dict[str, Any] = {
     "reconcile_grace_s": 3,
     "sse_poll_interval_s": 0.5,
     "admin_api_key": ADMIN_KEY,
+    # Callbacks: signed, to the loopback receiver, delivered by the same (single) worker after analyses.
+    "callback_signing_secret": "whsec_dGVzdC1zaWduaW5nLXNlY3JldC0wMTIzNDU2Nzg5",
+    "callback_allowed_networks": "127.0.0.0/8",
+    "worker_queues": "high_priority,audio_analysis,callbacks",
 }
 
 

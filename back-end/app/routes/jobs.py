@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from app import operations
 from app.auth import AdminDep
 from app.deps import ServicesDep
-from app.schemas import CancelOut, JobOut, RetryOut
+from app.schemas import CallbackOut, CancelOut, JobOut, RetryOut
 from core.models import AnalysisStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -59,6 +59,7 @@ def get_job(job_id: JobId, services: ServicesDep) -> JobOut:
         result=analysis.result,
         error=analysis.error,
         rq=rq,
+        callback=CallbackOut.of(analysis),
     )
 
 
