@@ -11,11 +11,12 @@ with `RedisJobMetrics.read()`.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import enum
 import logging
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import redis
@@ -144,7 +145,7 @@ class JobMetricsSnapshot:
     events: dict[JobEvent, dict[str, int]]  # event -> queue -> count
     job_duration_s: dict[str, HistogramSnapshot]  # queue -> histogram
     upload_to_start_s: dict[str, HistogramSnapshot]
-    callbacks: dict[CallbackOutcome, int] = field(default_factory=dict)  # outcome -> count
+    callbacks: dict[CallbackOutcome, int] = dataclasses.field(default_factory=dict)  # outcome -> count
 
 
 def _bound_label(bound: float) -> str:
