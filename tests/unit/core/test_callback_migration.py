@@ -14,25 +14,20 @@ def test_rows_that_ended_before_the_migration_get_their_callback_state(tmp_path:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     command.upgrade(alembic_config(url), "0001")
     engine = sa.create_engine(url)
-    columns = (
-        "id, status, filename, size_bytes, audio_format, sha256, storage_key, priority, queue, mode, attempts,"
-        " progress, logs, cancel_requested, created_at, updated_at, callback_url, callback_sent_at"
+    insert = sa.text(
+        "INSERT INTO analyses (id, status, filename, size_bytes, audio_format, sha256, storage_key, priority,"
+        " queue, mode, attempts, progress, logs, cancel_requested, created_at, updated_at, callback_url,"
+        " callback_sent_at) VALUES (:id, :status, 'f', 1, 'wav', 'x', 'k', 'normal', 'audio_analysis', 'rq',"
+        " 1, 0, '[]', 0, '2026-01-01', '2026-01-01', :callback_url, :sent_at)"
     )
     rows = [
-        ("sent", "finished", "'http://h/'", "'2026-01-01 00:00:00'"),
-        ("owed", "failed", "'http://h/'", "NULL"),
-        ("running", "started", "'http://h/'", "NULL"),
-        ("none", "finished", "NULL", "NULL"),
+        {"id": "sent", "status": "finished", "callback_url": "http://h/", "sent_at": "2026-01-01 00:00:00"},
+        {"id": "owed", "status": "failed", "callback_url": "http://h/", "sent_at": None},
+        {"id": "running", "status": "started", "callback_url": "http://h/", "sent_at": None},
+        {"id": "none", "status": "finished", "callback_url": None, "sent_at": None},
     ]
     with engine.begin() as connection:
-        for name, status, callback_url, sent_at in rows:
-            connection.execute(
-                sa.text(
-                    f"INSERT INTO analyses ({columns}) VALUES ('{name}', '{status}', 'f', 1, 'wav', 'x', 'k',"
-                    f" 'normal', 'audio_analysis', 'rq', 1, 0, '[]', 0, '2026-01-01', '2026-01-01',"
-                    f" {callback_url}, {sent_at})"
-                )
-            )
+        connection.execute(insert, rows)
 
     command.upgrade(alembic_config(url), "head")
 
