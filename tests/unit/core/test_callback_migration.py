@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -20,7 +21,7 @@ def test_rows_that_ended_before_the_migration_get_their_callback_state(tmp_path:
         " callback_sent_at) VALUES (:id, :status, 'f', 1, 'wav', 'x', 'k', 'normal', 'audio_analysis', 'rq',"
         " 1, 0, '[]', 0, '2026-01-01', '2026-01-01', :callback_url, :sent_at)"
     )
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"id": "sent", "status": "finished", "callback_url": "http://h/", "sent_at": "2026-01-01 00:00:00"},
         {"id": "owed", "status": "failed", "callback_url": "http://h/", "sent_at": None},
         {"id": "running", "status": "started", "callback_url": "http://h/", "sent_at": None},
@@ -32,7 +33,9 @@ def test_rows_that_ended_before_the_migration_get_their_callback_state(tmp_path:
     command.upgrade(alembic_config(url), "head")
 
     with engine.connect() as connection:
-        found = dict(connection.execute(sa.text("SELECT id, callback_status FROM analyses")).all())
+        found: dict[str, str | None] = dict(
+            connection.execute(sa.text("SELECT id, callback_status FROM analyses")).all()
+        )
         attempts = set(connection.execute(sa.text("SELECT callback_attempts FROM analyses")).scalars())
     engine.dispose()
     assert found == {"sent": "delivered", "owed": "pending", "running": None, "none": None}

@@ -12,7 +12,6 @@ from standardwebhooks import Webhook
 
 from core.models import Analysis, AnalysisStatus
 from core.settings import Settings
-from tasks import callback_target
 from tasks.runtime import Runtime
 from tasks.webhook import deliver
 from tests.conftest import SIGNING_SECRET, SettingsFactory
@@ -63,7 +62,7 @@ def test_the_request_goes_to_the_checked_address_with_the_original_host_and_sni(
 ) -> None:
     runtime = make_runtime(callback_allowed_networks="")
     public = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443))]
-    monkeypatch.setattr(callback_target.socket, "getaddrinfo", lambda *args, **kwargs: public)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: public)
     transport, seen = _recording()
 
     assert deliver(_finished(runtime, "https://hooks.example:8443/in?x=1"), runtime.settings, transport).delivered
