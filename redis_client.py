@@ -189,6 +189,43 @@ def enqueue(
         raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
 
 
+def enqueue_unique(
+    connection: redis.Redis,
+    func: str,
+    *args: Any,
+    job_id: str,
+    queue_name: str,
+    job_timeout: int,
+    retry: Retry | None,
+    result_ttl: int,
+    failure_ttl: int,
+    on_failure: str | None = None,
+) -> AnalysisJob:
+    """Enqueues `func(*args)` unless a job with `job_id` exists (RQ's `unique=True`), with its own policy.
+
+    Raises:
+        DuplicateJobError: a job with this id exists (waiting, running or ended).
+        QueueUnavailable: Redis cannot be reached or refuses the write.
+    """
+    queue = get_queue(queue_name, connection)
+    try:
+        job = queue.enqueue(
+            func,
+            args=args,
+            job_id=job_id,
+            job_timeout=job_timeout,
+            result_ttl=result_ttl,
+            failure_ttl=failure_ttl,
+            retry=retry,
+            description=f"{func.rsplit('.', 1)[-1]}({job_id})",
+            on_failure=Callback(on_failure) if on_failure else None,
+            unique=True,
+        )
+    except redis.exceptions.RedisError as exc:
+        raise QueueUnavailable(f"Redis refused or did not take the job: {exc}") from exc
+    return cast(AnalysisJob, job)
+
+
 def check_redis_policy(connection: redis.Redis) -> list[str]:
     """Checks that Redis keeps queued jobs; returns warnings.
 

@@ -103,6 +103,14 @@ class AnalysisServerUnavailable(TransientJobError):
     """Raised when the external analysis server times out or answers 5xx."""
 
 
+class CallbackRefused(PermanentJobError):
+    """Raised when a callback URL cannot be sent to: not a valid http(s) URL, or its target is not allowed."""
+
+
+class CallbackNotDelivered(TransientJobError):
+    """Raised when a callback attempt failed (no answer in time, an error status); it is tried again later."""
+
+
 class JobCanceled(JobError):
     """Raised inside a running job when a cancel was requested; the job stops and is not retried."""
 

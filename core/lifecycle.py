@@ -13,17 +13,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from core.db import Database
 from core.errors import InvalidTransition, JobCanceled, NotFound
-from core.metrics import JobMetrics, NullMetrics
+from core.metrics import CallbackOutcome, JobMetrics, NullMetrics
 from core.models import (
     LOG_LINES_KEPT,
     TERMINAL_STATUSES,
     Analysis,
     AnalysisStatus,
+    CallbackStatus,
     DispatchMode,
     utcnow,
 )
@@ -31,6 +32,13 @@ from core.notify import Notifier
 
 _NOT_TERMINAL = Analysis.status.not_in(list(TERMINAL_STATUSES))
 MESSAGE_MAX_CHARS = 500  # log lines and errors are summaries, not dumps
+
+# The final write makes a callback owed (once: a retried analysis that ends again is not re-announced).
+_CALLBACK_OWED = case(
+    (and_(Analysis.callback_url.is_not(None), Analysis.callback_status.is_(None)), CallbackStatus.PENDING.value),
+    else_=Analysis.callback_status,
+)
+_CALLBACK_PENDING = Analysis.callback_status == CallbackStatus.PENDING
 
 
 def _clip(text: str) -> str:
@@ -111,17 +119,13 @@ class Lifecycle:
             runs = [(end - start).total_seconds() for start, end in session.execute(recent) if start and end]
         return sum(runs) / len(runs) if runs else None
 
-    def undelivered_callbacks(self, ended_before: datetime, limit: int = 100) -> list[Analysis]:
-        """Ended analyses whose `callback_url` has not acknowledged them yet."""
+    def callbacks_owed(self, ended_before: datetime, limit: int) -> list[str]:
+        """Ended analyses whose callback is still pending, the ones the reconciler looked at least recently first."""
         with self.database.session() as session:
             query = (
-                select(Analysis)
-                .where(
-                    Analysis.status.in_([AnalysisStatus.FINISHED, AnalysisStatus.FAILED]),
-                    Analysis.callback_url.is_not(None),
-                    Analysis.callback_sent_at.is_(None),
-                    Analysis.finished_at < ended_before,
-                )
+                select(Analysis.id)
+                .where(_CALLBACK_PENDING, Analysis.finished_at < ended_before)
+                .order_by(func.coalesce(Analysis.callback_checked_at, Analysis.finished_at), Analysis.id)
                 .limit(limit)
             )
             return list(session.scalars(query))
@@ -248,6 +252,7 @@ class Lifecycle:
                 "progress": 100,
                 "error": None,
                 "finished_at": utcnow(),
+                "callback_status": _CALLBACK_OWED,
             },
             where=[Analysis.status == AnalysisStatus.STARTED],
             log="finished",
@@ -261,7 +266,13 @@ class Lifecycle:
         """Records a result RQ holds but the database missed (the reconciler's repair)."""
         changed = self._change(
             analysis_id,
-            {"status": AnalysisStatus.FINISHED, "result": result, "progress": 100, "finished_at": utcnow()},
+            {
+                "status": AnalysisStatus.FINISHED,
+                "result": result,
+                "progress": 100,
+                "finished_at": utcnow(),
+                "callback_status": _CALLBACK_OWED,
+            },
             where=[_NOT_TERMINAL],
             log="finished (recorded by the reconciler)",
         )
@@ -278,6 +289,7 @@ class Lifecycle:
                 "status": AnalysisStatus.FAILED,
                 "error": error,
                 "finished_at": utcnow(),
+                "callback_status": _CALLBACK_OWED,
             }
             log = f"failed: {error}"
         else:
@@ -334,9 +346,52 @@ class Lifecycle:
             with self.database.session() as session:
                 session.execute(update(Analysis).where(Analysis.id.in_(ids), _NOT_TERMINAL).values(updated_at=utcnow()))
 
-    def mark_callback_sent(self, analysis_id: str) -> bool:
-        changed = self._change(analysis_id, {"callback_sent_at": utcnow()}, where=[Analysis.callback_sent_at.is_(None)])
-        return changed is not None
+    # --- callbacks (delivered by `tasks.callbacks`) ---------------------------------------
+
+    def _callback_change(self, analysis_id: str, values: dict[str, Any]) -> int | None:
+        """One compare-and-set on a pending callback; its attempt count, or None when it is not pending."""
+        with self.database.session() as session:
+            query = (
+                update(Analysis)
+                .where(Analysis.id == analysis_id, _CALLBACK_PENDING)
+                .values(**values)
+                .returning(Analysis.callback_attempts)
+            )
+            attempts: int | None = session.execute(query).scalar_one_or_none()
+        return attempts
+
+    def begin_callback_attempt(self, analysis_id: str) -> int | None:
+        """Counts an attempt to deliver the callback; its number, or None when the callback is not pending."""
+        return self._callback_change(
+            analysis_id, {"callback_attempts": Analysis.callback_attempts + 1, "callback_attempted_at": utcnow()}
+        )
+
+    def mark_callback_delivered(self, analysis_id: str) -> bool:
+        changed = self._callback_change(
+            analysis_id,
+            {"callback_status": CallbackStatus.DELIVERED, "callback_sent_at": utcnow(), "callback_error": None},
+        )
+        if changed is None:
+            return False
+        self.metrics.callback(CallbackOutcome.DELIVERED)
+        return True
+
+    def record_callback_failure(self, analysis_id: str, error: str, *, final: bool) -> bool:
+        """Records a failed attempt; `final`: no attempt is left, the callback is undeliverable."""
+        values: dict[str, Any] = {"callback_error": _clip(error)}
+        if final:
+            values["callback_status"] = CallbackStatus.UNDELIVERABLE
+        if self._callback_change(analysis_id, values) is None:
+            return False
+        self.metrics.callback(CallbackOutcome.UNDELIVERABLE if final else CallbackOutcome.RETRIED)
+        return True
+
+    def mark_callbacks_checked(self, analysis_ids: Iterable[str]) -> None:
+        """The reconciler looked at these pending callbacks now (it takes the least recent first)."""
+        ids = list(analysis_ids)
+        if ids:
+            with self.database.session() as session:
+                session.execute(update(Analysis).where(Analysis.id.in_(ids)).values(callback_checked_at=utcnow()))
 
 
 def grace_cutoff(grace_s: int) -> datetime:

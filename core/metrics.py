@@ -11,6 +11,7 @@ with `RedisJobMetrics.read()`.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import enum
 import logging
 import math
@@ -43,6 +44,9 @@ class JobMetrics(Protocol):
     def canceled(self, queue: str) -> None:
         """A job was canceled or stopped."""
 
+    def callback(self, outcome: CallbackOutcome) -> None:
+        """A callback attempt ended: delivered, failed with a retry left, or undeliverable for good."""
+
 
 class NullMetrics:
     """Records nothing."""
@@ -62,6 +66,9 @@ class NullMetrics:
     def canceled(self, queue: str) -> None:
         return None
 
+    def callback(self, outcome: CallbackOutcome) -> None:
+        return None
+
 
 # --- what is stored, and where --------------------------------------------------------
 
@@ -69,6 +76,7 @@ KEY_PREFIX = "audiokit:metrics:"
 EVENTS_KEY = KEY_PREFIX + "job_events"  # hash, field `<event>:<queue>` -> count
 JOB_DURATION_KEY = KEY_PREFIX + "job_duration_seconds"  # hash, see _histogram_fields
 UPLOAD_TO_START_KEY = KEY_PREFIX + "upload_to_start_seconds"
+CALLBACKS_KEY = KEY_PREFIX + "callbacks"  # hash, field `<outcome>` -> count
 
 # Analyses take from ~0.05 s (a short WAV) to minutes (long files, a slow analysis server);
 # RQ kills a job at RQ_JOB_TIMEOUT (15 min by default), so 900 s is the last finite bucket.
@@ -110,6 +118,17 @@ class JobEvent(enum.StrEnum):
 _EVENT_NAMES = frozenset(event.value for event in JobEvent)
 
 
+class CallbackOutcome(enum.StrEnum):
+    """How a callback attempt ended (`audiokit_callbacks_total{outcome}`)."""
+
+    DELIVERED = "delivered"
+    RETRIED = "retried"  # the attempt failed; another one follows after the backoff
+    UNDELIVERABLE = "undeliverable"  # the last attempt failed, or the target was refused
+
+
+_CALLBACK_OUTCOMES = frozenset(outcome.value for outcome in CallbackOutcome)
+
+
 @dataclass(frozen=True)
 class HistogramSnapshot:
     """One queue's histogram as Prometheus wants it: cumulative buckets ending with `+Inf`."""
@@ -126,6 +145,7 @@ class JobMetricsSnapshot:
     events: dict[JobEvent, dict[str, int]]  # event -> queue -> count
     job_duration_s: dict[str, HistogramSnapshot]  # queue -> histogram
     upload_to_start_s: dict[str, HistogramSnapshot]
+    callbacks: dict[CallbackOutcome, int] = dataclasses.field(default_factory=dict)  # outcome -> count
 
 
 def _bound_label(bound: float) -> str:
@@ -170,6 +190,12 @@ class RedisJobMetrics:
     def canceled(self, queue: str) -> None:
         self._record(JobEvent.CANCELED, queue)
 
+    def callback(self, outcome: CallbackOutcome) -> None:
+        try:
+            self._connection.hincrby(CALLBACKS_KEY, outcome.value, 1)
+        except redis.exceptions.RedisError as exc:
+            log.debug("callback metric %s not recorded: %s", outcome.value, exc)
+
     # --- writing ----------------------------------------------------------------------
 
     def _record(
@@ -206,7 +232,8 @@ class RedisJobMetrics:
         pipe.hgetall(EVENTS_KEY)
         pipe.hgetall(JOB_DURATION_KEY)
         pipe.hgetall(UPLOAD_TO_START_KEY)
-        events_raw, duration_raw, wait_raw = pipe.execute()
+        pipe.hgetall(CALLBACKS_KEY)
+        events_raw, duration_raw, wait_raw, callbacks_raw = pipe.execute()
         known = list(queues)
         events: dict[JobEvent, dict[str, int]] = {event: dict.fromkeys(known, 0) for event in JobEvent}
         for field, value in events_raw.items():
@@ -217,6 +244,8 @@ class RedisJobMetrics:
             events=events,
             job_duration_s=_histograms(duration_raw, JOB_DURATION_BUCKETS_S, known),
             upload_to_start_s=_histograms(wait_raw, UPLOAD_TO_START_BUCKETS_S, known),
+            callbacks=dict.fromkeys(CallbackOutcome, 0)
+            | {CallbackOutcome(_text(k)): int(v) for k, v in callbacks_raw.items() if _text(k) in _CALLBACK_OUTCOMES},
         )
 
 

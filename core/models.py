@@ -36,6 +36,14 @@ TERMINAL_STATUSES = frozenset({AnalysisStatus.FINISHED, AnalysisStatus.FAILED, A
 WAITING_STATUSES = frozenset({AnalysisStatus.PENDING, AnalysisStatus.QUEUED, AnalysisStatus.SCHEDULED})
 
 
+class CallbackStatus(enum.StrEnum):
+    """Where the callback of an ended analysis stands (None: no callback_url, or not ended yet)."""
+
+    PENDING = "pending"  # owed: being delivered, or waiting for its next attempt
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    UNDELIVERABLE = "undeliverable"  # every attempt failed (CALLBACK_MAX_ATTEMPTS), or the target is refused
+
+
 class DispatchMode(enum.StrEnum):
     RQ = "rq"
     BACKGROUND = "background"
@@ -106,9 +114,19 @@ class Analysis(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempt_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # start of the latest run
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    callback_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    callback_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # delivered at
+    # Set to `pending` by the final write when a callback_url is given; see `tasks.callbacks`.
+    callback_status: Mapped[CallbackStatus | None] = mapped_column(_enum(CallbackStatus, 16))
+    callback_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    callback_error: Mapped[str | None] = mapped_column(Text)  # why the latest attempt failed
+    callback_attempted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the reconciler last looked at this pending callback (it looks at the least recent first).
+    callback_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_analyses_status_updated_at", "status", "updated_at"),)
+    __table_args__ = (
+        Index("ix_analyses_status_updated_at", "status", "updated_at"),
+        Index("ix_analyses_callback_status", "callback_status"),
+    )
 
     def __repr__(self) -> str:
         return f"<Analysis {self.id} {self.status.value}>"

@@ -6,6 +6,9 @@ drift apart. A bad value stops start-up with a message that names the variable.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 import os
 import re
 from functools import lru_cache
@@ -25,10 +28,13 @@ QUEUE_HIGH = "high_priority"
 QUEUE_NORMAL = "audio_analysis"
 # Workers drain queues in this order: a high-priority job is always taken first.
 QUEUES_BY_PRIORITY = (QUEUE_HIGH, QUEUE_NORMAL)
+# Callback deliveries have a queue of their own, served by their own workers (`-q callbacks`).
+QUEUE_CALLBACKS = "callbacks"
 
 # Between the end of an upload and its row: sniffing the file, a busy database. Bounds the sweep's age.
 ORPHAN_MARGIN_S = 60
 
+_HOST_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _DURATION_UNITS_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -53,17 +59,49 @@ def parse_duration_s(value: Any, *, allow_zero: bool = False) -> int:
     return seconds
 
 
-def parse_queue_names(value: Any) -> tuple[str, ...]:
+def check_signing_secret(secret: str) -> str:
+    """Checks a Standard Webhooks secret: `whsec_` and 24-64 random bytes in base64.
+
+    Raises:
+        ValueError: the text is not such a secret.
+    """
+    body = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not secret.startswith("whsec_") or not 24 <= len(key) <= 64:
+        raise ValueError("expected whsec_ followed by 24-64 bytes in base64 (`make run` writes one)")
+    return secret
+
+
+def check_network_or_host(item: str) -> str:
+    """Checks one entry of CALLBACK_ALLOWED_NETWORKS: a CIDR or address, or a host name.
+
+    Raises:
+        ValueError: neither a network nor a host name.
+    """
+    try:
+        return str(ipaddress.ip_network(item, strict=False))
+    except ValueError:
+        pass
+    labels = item.rstrip(".").split(".")
+    if len(item) > 253 or not all(_HOST_LABEL_RE.fullmatch(label) for label in labels):
+        raise ValueError(f"{item!r} is neither a network (10.0.0.0/8) nor a host name")
+    return item.lower().rstrip(".")
+
+
+def parse_queue_names(value: Any, known: tuple[str, ...] = (*QUEUES_BY_PRIORITY, QUEUE_CALLBACKS)) -> tuple[str, ...]:
     """Parses `"high_priority,audio_analysis"` into queue names, highest priority first.
 
     Raises:
-        ValueError: a name is not one of our queues, or none is given.
+        ValueError: a name is not one of our queues (`known`), or none is given.
     """
     items = value.split(",") if isinstance(value, str) else list(value)
     names = tuple(str(item).strip() for item in items if str(item).strip())
-    unknown = [name for name in names if name not in QUEUES_BY_PRIORITY]
+    unknown = [name for name in names if name not in known]
     if not names or unknown:
-        raise ValueError(f"expected a comma-separated subset of {','.join(QUEUES_BY_PRIORITY)}")
+        raise ValueError(f"expected a comma-separated subset of {','.join(known)}")
     return names
 
 
@@ -140,6 +178,20 @@ class Settings(BaseSettings):
     # --- security -----------------------------------------------------------------
     admin_api_key: SecretStr | None = None
 
+    # --- callbacks (tasks.callbacks) ------------------------------------------------
+    # Standard Webhooks secret (`whsec_` + base64); empty: uploads with a callback_url are refused.
+    callback_signing_secret: SecretStr | None = None
+    # Exceptions to the SSRF guard: CIDRs (10.0.0.0/8) and/or host names (hooks.internal).
+    callback_allowed_networks: Annotated[tuple[str, ...], NoDecode] = ()
+    # Connecting, sending and each wait for the receiver; RQ also kills an attempt after 2x this + 10 s.
+    callback_timeout_s: float = Field(5.0, gt=0, le=120)
+    callback_max_attempts: int = Field(8, ge=1, le=25)
+    # Backoff before retry 1 (then doubling, jittered, at most CALLBACK_BACKOFF_MAX_S).
+    callback_backoff_s: Annotated[int, NoDecode] = 10
+    callback_backoff_max_s: Annotated[int, NoDecode] = 3600
+    # In-process mode only: deliveries at once in the API (their own threads, never analysis slots).
+    callback_concurrency: int = Field(4, ge=1, le=64)
+
     # --- analysis -----------------------------------------------------------------
     analysis_server_url: str | None = None
     analysis_server_timeout_s: float = Field(30.0, gt=0)
@@ -167,6 +219,25 @@ class Settings(BaseSettings):
         if value.startswith(prefix) and path and path != ":memory:" and not path.startswith("/"):
             return f"{prefix}{(PROJECT_ROOT / path).resolve()}"
         return value
+
+    @field_validator("callback_signing_secret")
+    @classmethod
+    def _signing_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip():
+            check_signing_secret(value.get_secret_value().strip())
+            return SecretStr(value.get_secret_value().strip())
+        return None
+
+    @field_validator("callback_allowed_networks", mode="before")
+    @classmethod
+    def _allowed_networks(cls, value: Any) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return tuple(check_network_or_host(str(item).strip()) for item in items if str(item).strip())
+
+    @field_validator("callback_backoff_s", "callback_backoff_max_s", mode="before")
+    @classmethod
+    def _backoff(cls, value: Any) -> int:
+        return parse_duration_s(value)
 
     @field_validator("rq_job_timeout", "rq_result_ttl", "rq_failure_ttl", mode="before")
     @classmethod

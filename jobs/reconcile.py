@@ -14,7 +14,11 @@ left untouched for a grace period is looked up in RQ:
   process, flag flipped background → RQ): dispatched again, with the same
   job id, by the current mode.
 
-It also re-sends callbacks that were not delivered.
+It also makes sure every pending callback has a delivery job: it never
+makes an HTTP request itself. It looks at a bounded batch of pending callbacks
+per pass (the least recently looked at first), so a pass takes as long with
+ten thousand undeliverable receivers as with none, and one bad row is logged
+and reported without stopping the others.
 """
 
 from __future__ import annotations
@@ -22,8 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from rq.results import Result
@@ -35,14 +38,17 @@ from jobs.dispatch import Dispatcher
 from jobs.reconcile_status import note_failure, note_success
 from jobs.rq_state import JobPlace, locate, served_queues, take_back
 from redis_client import AnalysisJob
+from tasks import callbacks
 from tasks.audio_analysis import TASK
-from tasks.webhook import deliver
 
 log = logging.getLogger(__name__)
 
 # Why a pass did nothing (`ReconcileReport.skipped`).
 SKIPPED_REDIS_DOWN = "Redis is unreachable"
 SKIPPED_LOCKED = "another reconciler is running"
+
+# Pending callbacks looked at per pass: bounds the pass, whatever the backlog of callbacks.
+CALLBACK_BATCH = 200
 
 LOCK_KEY = "audiokit:reconciler:lock"
 SUSPECT_KEY = "audiokit:reconciler:suspect:{}"
@@ -61,7 +67,8 @@ class ReconcileReport:
     taken_back: list[str] = field(default_factory=list)
     settled: list[str] = field(default_factory=list)
     suspected: list[str] = field(default_factory=list)
-    callbacks_resent: list[str] = field(default_factory=list)
+    callbacks_enqueued: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # rows that could not be handled (each also logged)
     skipped: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -71,9 +78,19 @@ class ReconcileReport:
             "taken_back": self.taken_back,
             "settled": self.settled,
             "suspected": self.suspected,
-            "callbacks_resent": self.callbacks_resent,
+            "callbacks_enqueued": self.callbacks_enqueued,
+            "errors": self.errors,
             "skipped": self.skipped,
         }
+
+
+class LocalCallbacks(Protocol):
+    """The API's in-process callback deliverer (`app.callbacks`), for in-process mode."""
+
+    @property
+    def active_ids(self) -> set[str]: ...
+
+    def submit(self, analysis_id: str) -> None: ...
 
 
 class Reconciler:
@@ -86,12 +103,14 @@ class Reconciler:
         connection: redis.Redis,
         dispatcher: Dispatcher,
         local_jobs: Callable[[], set[str]] = set,
+        local_callbacks: LocalCallbacks | None = None,
     ) -> None:
         self.settings = settings
         self.lifecycle = lifecycle
         self.connection = connection
         self.dispatcher = dispatcher
         self.local_jobs = local_jobs
+        self.local_callbacks = local_callbacks
 
     def run_once(self) -> ReconcileReport:
         """One pass; a second reconciler running at the same time skips its pass."""
@@ -121,7 +140,7 @@ class Reconciler:
                 lock.release()
             except redis.exceptions.RedisError:
                 log.warning("reconciler lock lost during a pass")
-        if report.redispatched or report.taken_back or report.settled:
+        if report.redispatched or report.taken_back or report.settled or report.callbacks_enqueued or report.errors:
             log.info("reconciled: %s", report.as_dict())
         return report
 
@@ -131,6 +150,7 @@ class Reconciler:
             if analysis.mode is DispatchMode.BACKGROUND and analysis.id not in local:
                 report.examined += 1
                 self._redispatch(analysis, report.redispatched)
+        self._schedule_callbacks(report)
 
     def _pass(self, report: ReconcileReport) -> None:
         cutoff = grace_cutoff(self.settings.reconcile_grace_s)
@@ -166,7 +186,7 @@ class Reconciler:
                     self._redispatch(analysis, report.redispatched)
             else:
                 self._redispatch(analysis, report.redispatched)
-        self._resend_callbacks(cutoff, report)
+        self._schedule_callbacks(report)
 
     def _redispatch(self, analysis: Analysis, bucket: list[str]) -> None:
         self.connection.delete(SUSPECT_KEY.format(analysis.id))
@@ -201,7 +221,21 @@ class Reconciler:
         if changed:
             report.settled.append(analysis.id)
 
-    def _resend_callbacks(self, cutoff: datetime, report: ReconcileReport) -> None:
-        for analysis in self.lifecycle.undelivered_callbacks(cutoff):
-            if deliver(analysis, self.settings.base_url) and self.lifecycle.mark_callback_sent(analysis.id):
-                report.callbacks_resent.append(analysis.id)
+    def _schedule_callbacks(self, report: ReconcileReport) -> None:
+        """Gives every pending callback of a batch a delivery job (RQ) or an in-process delivery."""
+        batch = self.lifecycle.callbacks_owed(grace_cutoff(self.settings.reconcile_grace_s), CALLBACK_BATCH)
+        for analysis_id in batch:
+            try:
+                if self.dispatcher.mode is DispatchMode.RQ:
+                    scheduled = callbacks.ensure_job(self.connection, self.settings, analysis_id)
+                elif self.local_callbacks is not None and analysis_id not in self.local_callbacks.active_ids:
+                    self.local_callbacks.submit(analysis_id)
+                    scheduled = True
+                else:
+                    scheduled = False
+                if scheduled:
+                    report.callbacks_enqueued.append(analysis_id)
+            except Exception as exc:
+                log.warning("reconciler: callback of %s not scheduled: %s", analysis_id, exc)
+                report.errors.append(f"callback {analysis_id}: {type(exc).__name__}: {exc}")
+        self.lifecycle.mark_callbacks_checked(batch)

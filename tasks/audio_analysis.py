@@ -15,10 +15,11 @@ import redis
 from rq import get_current_job
 
 from core.errors import CorruptAudio, JobTimedOut
+from core.models import CallbackStatus
 from tasks.analyzers import build_analyzer
+from tasks.callbacks import schedule_delivery
 from tasks.runtime import get_runtime
 from tasks.spec import TaskSpec, describe_error
-from tasks.webhook import deliver
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +73,10 @@ def process_audio_analysis(analysis_id: str) -> dict[str, Any] | None:
 
 
 def _notify_client(analysis_id: str) -> None:
-    runtime = get_runtime()
-    analysis = runtime.lifecycle.get(analysis_id)
-    if analysis is None or not analysis.callback_url or analysis.callback_sent_at is not None:
-        return
-    if deliver(analysis, runtime.settings.base_url):
-        runtime.lifecycle.mark_callback_sent(analysis_id)
+    """After the final write: hands the callback to its own job (never delivered from here)."""
+    analysis = get_runtime().lifecycle.get(analysis_id)
+    if analysis is not None and analysis.callback_status is CallbackStatus.PENDING:
+        schedule_delivery(analysis_id)
 
 
 def record_failure(analysis_id: str, error: BaseException, retry_in_s: int | None) -> None:

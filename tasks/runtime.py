@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from typing import Protocol
 
 import redis
 
@@ -22,6 +23,12 @@ from core.storage import Storage
 from redis_client import make_redis
 
 
+class CallbackSubmitter(Protocol):
+    """Delivers callbacks inside this process (the API's in-process mode, `app.callbacks`)."""
+
+    def submit(self, analysis_id: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
@@ -29,6 +36,8 @@ class Runtime:
     lifecycle: Lifecycle
     storage: Storage
     redis: redis.Redis
+    # Set in the API when USE_RQ_QUEUE=false; workers enqueue callback jobs instead.
+    callbacks: CallbackSubmitter | None = None
 
 
 def build_runtime(settings: Settings, *, role: str = "worker") -> Runtime:

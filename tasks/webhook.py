@@ -1,22 +1,42 @@
-"""Tells a client's `callback_url` that its analysis ended.
+"""One attempt to tell a client's `callback_url` that its analysis ended.
 
-Delivered at least once: sent after the final write, marked sent on a 2xx;
-a failed delivery is sent again by the reconciler. Receivers de-duplicate with
-the `Idempotency-Key` header (the analysis id).
+Signed with Standard Webhooks (`webhook-id`, `webhook-timestamp`,
+`webhook-signature`; `webhook-id` and `Idempotency-Key` are the analysis id, so
+receivers de-duplicate repeats). The URL is checked again here (a row written
+before validation existed may hold anything), the host is resolved and checked
+by the SSRF guard, and the request goes to the checked address with the
+original `Host` (and SNI for https). Redirects are not followed. Nothing here
+raises: every failure is a `Delivery` that says why.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from standardwebhooks import Webhook
 
+from core.errors import CallbackRefused
 from core.models import Analysis
+from core.settings import Settings
+from tasks.callback_target import TargetPolicy, parse_callback_url
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_TIMEOUT_S = 10.0
+USER_AGENT = "audiokit-callbacks/1"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How one attempt went."""
+
+    delivered: bool
+    error: str | None = None
+    permanent: bool = False  # another attempt cannot help (bad URL, refused target)
 
 
 def payload(analysis: Analysis, base_url: str) -> dict[str, Any]:
@@ -29,20 +49,69 @@ def payload(analysis: Analysis, base_url: str) -> dict[str, Any]:
     }
 
 
-def deliver(analysis: Analysis, base_url: str, transport: httpx.BaseTransport | None = None) -> bool:
-    """POSTs the outcome to the analysis' `callback_url`; True on a 2xx answer."""
+def signed_headers(secret: str, message_id: str, body: str, now: datetime | None = None) -> dict[str, str]:
+    """The Standard Webhooks headers for `body`, signed now (receivers refuse signatures over 5 minutes old)."""
+    timestamp = now or datetime.now(UTC)
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(timestamp.timestamp())),
+        "webhook-signature": Webhook(secret).sign(message_id, timestamp, body),
+    }
+
+
+def deliver(analysis: Analysis, settings: Settings, transport: httpx.BaseTransport | None = None) -> Delivery:
+    """POSTs the outcome to the analysis' `callback_url`: delivered on a 2xx answer."""
     if not analysis.callback_url:
-        return False
+        return Delivery(False, "no callback_url", permanent=True)
+    secret = settings.callback_signing_secret
+    if secret is None:
+        return Delivery(False, "CALLBACK_SIGNING_SECRET is not set: callbacks are not sent unsigned")
     try:
-        with httpx.Client(timeout=WEBHOOK_TIMEOUT_S, transport=transport) as client:
-            response = client.post(
-                analysis.callback_url,
-                json=payload(analysis, base_url),
-                headers={"Idempotency-Key": analysis.id},
-            )
-    except httpx.HTTPError as exc:
-        log.warning("callback for %s not delivered: %s", analysis.id, exc)
-        return False
-    if not response.is_success:
-        log.warning("callback for %s answered %s", analysis.id, response.status_code)
-    return response.is_success
+        url = parse_callback_url(analysis.callback_url)
+        address = TargetPolicy.from_entries(settings.callback_allowed_networks).resolve(url)
+        return _send(analysis, url, address, secret.get_secret_value(), settings, transport)
+    except CallbackRefused as exc:
+        return Delivery(False, str(exc), permanent=True)
+    except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, OSError, ValueError) as exc:
+        return Delivery(False, _describe(exc))
+    except Exception as exc:
+        # A failed attempt, whatever happened: it must never escape into the job that asked for it.
+        log.exception("callback for %s: unexpected error", analysis.id)
+        return Delivery(False, _describe(exc))
+
+
+def _send(
+    analysis: Analysis,
+    url: httpx.URL,
+    address: Any,
+    secret: str,
+    settings: Settings,
+    transport: httpx.BaseTransport | None,
+) -> Delivery:
+    body = json.dumps(payload(analysis, settings.base_url), separators=(",", ":"))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "Idempotency-Key": analysis.id,
+        # The name the receiver expects, while the connection goes to the address that was checked.
+        "Host": url.netloc.decode("ascii"),
+        **signed_headers(secret, analysis.id, body),
+    }
+    extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+    target = url.copy_with(host=str(address))
+    with (
+        httpx.Client(
+            timeout=settings.callback_timeout_s, transport=transport, trust_env=False, follow_redirects=False
+        ) as client,
+        client.stream("POST", target, content=body.encode(), headers=headers, extensions=extensions) as response,
+    ):
+        # The status is all we need: the body is never read, so a slow one cannot hold us.
+        status = response.status_code
+    if 200 <= status < 300:
+        return Delivery(True)
+    return Delivery(False, f"the receiver answered {status}")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or "no details"
+    return f"{type(exc).__name__}: {text}"

@@ -14,6 +14,7 @@ from core.db import migrate
 from core.settings import Settings, load_settings
 from devserver.redis import RedisServer
 from tasks.runtime import Runtime, build_runtime, install_runtime
+from tests.support.black_hole import BlackHole
 from tests.support.fake_services import FakeServices
 from tests.support.processes import ApiServer, ManagedProcess, start_workers
 
@@ -21,6 +22,10 @@ from tests.support.processes import ApiServer, ManagedProcess, start_workers
 os.environ["ENV_FILE"] = ""
 
 ADMIN_KEY = "test-admin-key-0123456789"
+# Standard Webhooks secret of the test deployments (24 bytes, base64).
+SIGNING_SECRET = "whsec_dGVzdC1zaWduaW5nLXNlY3JldC0wMTIzNDU2Nzg5"
+# Test receivers listen on loopback, which the SSRF guard refuses by default.
+LOOPBACK_ALLOWED = "127.0.0.0/8"
 SettingsFactory = Callable[..., Settings]
 
 
@@ -59,6 +64,8 @@ def make_settings(tmp_path: Path, redis_url: str) -> SettingsFactory:
             "database_url": f"sqlite:///{tmp_path / 'audiokit.db'}",
             "storage_dir": tmp_path / "uploads",
             "admin_api_key": ADMIN_KEY,
+            "callback_signing_secret": SIGNING_SECRET,
+            "callback_allowed_networks": LOOPBACK_ALLOWED,
             "rq_retry_intervals": "1",
             "worker_count": 1,
             "sse_poll_interval_s": 0.5,
@@ -136,3 +143,11 @@ def fake() -> Iterator[FakeServices]:
     services = FakeServices().start()
     yield services
     services.stop()
+
+
+@pytest.fixture
+def black_hole() -> Iterator[BlackHole]:
+    """A callback receiver on loopback that accepts connections and never answers."""
+    hole = BlackHole()
+    yield hole
+    hole.stop()

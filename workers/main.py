@@ -18,6 +18,7 @@ from rq.worker_pool import WorkerPool
 
 import tasks.analyzers.local
 import tasks.audio_analysis
+import tasks.callbacks
 import tasks.maintenance
 from core.errors import ConfigurationError
 from core.settings import Settings, parse_queue_names
@@ -30,7 +31,7 @@ log = logging.getLogger("workers")
 
 # Imported before the pool forks workers and each worker forks a work-horse per job; otherwise
 # every job pays ~240 ms importing numpy, soundfile and SQLAlchemy again (measured by bench/).
-PRELOADED_JOB_MODULES = (tasks.analyzers.local, tasks.audio_analysis, tasks.maintenance)
+PRELOADED_JOB_MODULES = (tasks.analyzers.local, tasks.audio_analysis, tasks.callbacks, tasks.maintenance)
 
 
 def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace:

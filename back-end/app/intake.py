@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import anyio.to_thread
 import soundfile
@@ -23,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.upload import ReceivedUpload, UploadLimits, receive_upload
 from core.errors import (
+    CallbackRefused,
     IdempotencyConflict,
     IdempotencyMismatch,
     MalformedUpload,
@@ -36,11 +36,11 @@ from core.storage import Storage
 from jobs.dispatch import Dispatched, Dispatcher
 from redis_client import queue_for
 from tasks.audio_analysis import TASK
+from tasks.callback_target import TargetPolicy, parse_callback_url
 
 # Formats libsndfile reports for the files we analyse, and the extension each is stored under.
 ACCEPTED_FORMATS = {"WAV": "wav", "WAVEX": "wav", "RF64": "wav", "FLAC": "flac", "OGG": "ogg", "MP3": "mp3"}
 IDEMPOTENCY_KEY_MAX_CHARS = 255
-CALLBACK_URL_MAX_CHARS = 2048
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,22 @@ class Accepted:
     replayed: bool = False
 
 
-def parse_options(fields: dict[str, str]) -> UploadOptions:
+def check_callback_url(text: str, settings: Settings) -> str:
+    """A callback URL we can send to and sign, with the parser that sends it; literal IPs meet the SSRF guard now.
+
+    Raises:
+        MalformedUpload: not an http(s) URL we can send to, a refused address, or no signing secret.
+    """
+    if settings.callback_signing_secret is None:
+        raise MalformedUpload("callbacks are not configured on this server (CALLBACK_SIGNING_SECRET is not set)")
+    try:
+        TargetPolicy.from_entries(settings.callback_allowed_networks).check_literal(parse_callback_url(text))
+    except CallbackRefused as exc:
+        raise MalformedUpload(str(exc)) from None
+    return text
+
+
+def parse_options(fields: dict[str, str], settings: Settings) -> UploadOptions:
     """Validates the optional form fields.
 
     Raises:
@@ -77,9 +92,7 @@ def parse_options(fields: dict[str, str]) -> UploadOptions:
 
     callback_url = fields.get("callback_url", "").strip() or None
     if callback_url is not None:
-        parts = urlsplit(callback_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc or len(callback_url) > CALLBACK_URL_MAX_CHARS:
-            raise MalformedUpload("callback_url must be an http(s) URL of at most 2048 characters")
+        callback_url = check_callback_url(callback_url, settings)
 
     scheduled_text = fields.get("scheduled_at", "").strip()
     scheduled_at = None
@@ -181,7 +194,7 @@ class Intake:
     async def _store_and_dispatch(
         self, upload: ReceivedUpload, incoming: Path, key: str | None, background_tasks: BackgroundTasks
     ) -> Accepted:
-        options = parse_options(upload.fields)
+        options = parse_options(upload.fields, self.settings)
         fingerprint = options.fingerprint(upload.sha256)
         if key is not None:
             earlier = await anyio.to_thread.run_sync(self.lifecycle.find_by_key, key)

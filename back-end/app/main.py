@@ -48,6 +48,7 @@ async def reconcile_forever(services: Services) -> None:
         services.redis,
         services.dispatcher,
         local_jobs=lambda: services.runner.active_ids,
+        local_callbacks=services.callbacks,
     )
     while True:
         try:
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, *, apply_migrations: bool = Fal
         app.state.services = services
         install_runtime(services.runtime)
         services.runner.bind(asyncio.get_running_loop())
+        services.callbacks.bind(asyncio.get_running_loop())
         background = [asyncio.create_task(services.runner.heartbeat(), name="in-process-heartbeat")]
         background.append(
             asyncio.create_task(sweep_forever(services.storage, services.database, settings), name="upload-sweep")

@@ -233,6 +233,14 @@ class _JobCollector:
             for queue, count in by_queue.items():
                 counter.add_metric([queue], count)
             yield counter
+        callbacks = CounterMetricFamily(
+            "audiokit_callbacks",
+            "Callback attempts by outcome: delivered, retried (failed, another follows), undeliverable (gave up).",
+            labels=["outcome"],
+        )
+        for outcome, count in snapshot.callbacks.items():
+            callbacks.add_metric([outcome.value], count)
+        yield callbacks
         yield _histogram_family(
             "audiokit_job_duration_seconds",
             "Duration of successful runs, from attempt start to the final write, per queue.",

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from core.models import Analysis, AnalysisStatus, DispatchMode
+from core.models import Analysis, AnalysisStatus, CallbackStatus, DispatchMode
 
 
 class AcceptedAnalysis(BaseModel):
@@ -20,6 +20,26 @@ class AcceptedAnalysis(BaseModel):
     position: int | None
     status_url: str
     events_url: str
+
+
+class CallbackOut(BaseModel):
+    """Where the callback stands; `status` is null until the analysis ends (and for a canceled one)."""
+
+    status: CallbackStatus | None
+    attempts: int
+    last_error: str | None
+    delivered_at: datetime | None
+
+    @classmethod
+    def of(cls, analysis: Analysis) -> CallbackOut | None:
+        if not analysis.callback_url:
+            return None
+        return cls(
+            status=analysis.callback_status,
+            attempts=analysis.callback_attempts or 0,
+            last_error=analysis.callback_error,
+            delivered_at=analysis.callback_sent_at,
+        )
 
 
 class AnalysisOut(BaseModel):
@@ -41,6 +61,7 @@ class AnalysisOut(BaseModel):
     progress: int
     result: dict[str, Any] | None
     error: str | None
+    callback: CallbackOut | None = None  # null without a callback_url
 
     @classmethod
     def of(cls, analysis: Analysis) -> AnalysisOut:
@@ -61,6 +82,7 @@ class AnalysisOut(BaseModel):
             progress=analysis.progress,
             result=analysis.result,
             error=analysis.error,
+            callback=CallbackOut.of(analysis),
         )
 
 
@@ -82,6 +104,7 @@ class JobOut(BaseModel):
     result: dict[str, Any] | None
     error: str | None
     rq: dict[str, Any] | None
+    callback: CallbackOut | None = None  # null without a callback_url
 
 
 class CancelOut(BaseModel):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
+from app.callbacks import InProcessCallbacks
 from app.inprocess import InProcessRunner
 from app.intake import Intake
 from core.db import Database, get_database
@@ -32,15 +33,18 @@ class Services:
     runner: InProcessRunner
     dispatcher: Dispatcher
     intake: Intake
+    callbacks: InProcessCallbacks
     started_monotonic: float = field(default_factory=time.monotonic)  # readiness's start-up grace counts from here
 
     @property
     def runtime(self) -> Runtime:
         """What in-process jobs use: the same objects as the API."""
-        return Runtime(self.settings, self.database, self.lifecycle, self.storage, self.redis)
+        callbacks = None if self.settings.use_rq_queue else self.callbacks
+        return Runtime(self.settings, self.database, self.lifecycle, self.storage, self.redis, callbacks)
 
     async def aclose(self) -> None:
         await self.runner.aclose()
+        await self.callbacks.aclose()
         await self.async_redis.aclose()
         self.redis.close()
 
@@ -63,4 +67,5 @@ def build_services(settings: Settings) -> Services:
         runner=runner,
         dispatcher=dispatcher,
         intake=Intake(settings, lifecycle, storage, dispatcher),
+        callbacks=InProcessCallbacks(settings),
     )

@@ -42,6 +42,9 @@ FAULT_SETTINGS: dict[str, Any] = {
     "reconcile_grace_s": 3,
     "sse_poll_interval_s": 0.5,
     "admin_api_key": ADMIN_KEY,
+    # Callbacks: signed, to the loopback receiver (which the SSRF guard refuses by default).
+    "callback_signing_secret": "whsec_dGVzdC1zaWduaW5nLXNlY3JldC0wMTIzNDU2Nzg5",
+    "callback_allowed_networks": "127.0.0.0/8",
 }
 
 
@@ -96,6 +99,7 @@ class Cluster:
         self.lifecycle = Lifecycle(get_database(self.settings.database_url), NullNotifier())
         self.processes: list[ManagedProcess] = []
         self.api: ApiServer | None = None
+        self.callback_worker: ManagedProcess | None = None
 
     def settings_for(self, **overrides: Any) -> Settings:
         return load_settings(env_file="", **(self.base | overrides))
@@ -109,8 +113,12 @@ class Cluster:
         return self.api
 
     def start_workers(self, *args: str, **overrides: Any) -> ManagedProcess:
+        """Starts an analysis worker pool (returned), and the callbacks worker (as the Procfile does) if none runs."""
         process = start_workers(self.settings_for(**overrides), self._log("worker"), *args)
         self.processes.append(process)
+        if self.callback_worker is None or not self.callback_worker.alive:
+            self.callback_worker = start_workers(self.settings_for(), self._log("callbacks"), "-q", "callbacks")
+            self.processes.append(self.callback_worker)
         return process
 
     def start_scheduler(self, **overrides: Any) -> ManagedProcess:

@@ -14,7 +14,7 @@ from rq.serializers import JSONSerializer
 from sqlalchemy import update
 
 from core.models import Analysis, AnalysisStatus, DispatchMode, Priority, utcnow
-from core.settings import QUEUES_BY_PRIORITY
+from core.settings import QUEUE_CALLBACKS, QUEUES_BY_PRIORITY
 from jobs.dispatch import Dispatcher
 from redis_client import AnalysisJob, AnalysisQueue, fetch_job, get_queue
 from tasks.audio_analysis import TASK
@@ -64,8 +64,8 @@ def enqueue_upload(runtime: Runtime, data: bytes, extension: str = "wav") -> str
 
 
 def drain(connection: redis.Redis) -> None:
-    """Runs every queued job in this process with RQ's `SimpleWorker` (RQ's way for logic tests)."""
-    queues = [get_queue(name, connection) for name in QUEUES_BY_PRIORITY]
+    """Runs every queued job (callback deliveries last) in this process with RQ's `SimpleWorker`."""
+    queues = [get_queue(name, connection) for name in (*QUEUES_BY_PRIORITY, QUEUE_CALLBACKS)]
     worker = SimpleWorker(
         queues, connection=connection, serializer=JSONSerializer, job_class=AnalysisJob, queue_class=AnalysisQueue
     )

@@ -8,6 +8,7 @@ counts deliveries per analysis, which is how duplicated effects are counted.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 from collections import Counter
@@ -49,6 +50,7 @@ class FakeServices:
         self.script = Script()
         self.requests: Counter[str] = Counter()
         self.callbacks: Counter[str] = Counter()
+        self.callback_requests: list[tuple[dict[str, str], bytes]] = []  # (headers, body) as received
         self.in_flight: dict[str, int] = {}  # analysis id -> client port of the run doing it
         self._lock = threading.Lock()
         self.port = free_port()
@@ -100,9 +102,11 @@ class FakeServices:
                 self.in_flight.pop(analysis_id, None)
 
     async def _callback(self, request: Request) -> JSONResponse:
-        payload = await request.json()
+        body = await request.body()
+        payload = json.loads(body)
         with self._lock:
             self.callbacks[str(payload.get("id"))] += 1
+            self.callback_requests.append((dict(request.headers), body))
         return JSONResponse({"ok": True})
 
     def runner_pids(self) -> dict[str, int]:

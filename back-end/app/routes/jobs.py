@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from app import operations
 from app.auth import AdminDep, key_matches, presented_key
 from app.deps import ServicesDep
-from app.schemas import CancelOut, JobOut, RetryOut
+from app.schemas import CallbackOut, CancelOut, JobOut, RetryOut
 from core.errors import NotFound
 from core.models import AnalysisStatus
 
@@ -74,6 +74,7 @@ def get_job(job_id: JobId, services: ServicesDep, is_admin: IsAdminDep) -> JobOu
         result=analysis.result,
         error=analysis.error,
         rq=rq,
+        callback=CallbackOut.of(analysis),
     )
 
 

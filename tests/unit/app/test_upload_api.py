@@ -90,6 +90,47 @@ def test_bad_form_fields_are_refused_with_422(
     assert _stored_files(settings) == []
 
 
+@pytest.mark.parametrize(
+    ("callback_url", "detail"),
+    [
+        ("http://127.0.0.1:6395/\r\nSET x 1", "control characters"),
+        ("http://127.0.0.1:<img src=x>/", "spaces"),
+        ("http://127.0.0.1:<img>/", "Invalid port"),
+        ("http://h.example:70000/", "invalid port"),
+        ("http://169.254.169.254/latest/meta-data/", "non-public address"),
+        ("http://[fd00:ec2::254]/", "non-public address"),
+    ],
+)
+def test_callback_urls_that_cannot_or_must_not_be_sent_are_refused_with_422(
+    make_settings: SettingsFactory, callback_url: str, detail: str
+) -> None:
+    settings = make_settings(callback_allowed_networks="")
+    with TestClient(create_app(settings)) as client:
+        status, body = _upload(client, wav_bytes(0.2), callback_url=callback_url)
+    assert status == 422
+    assert detail in str(body["detail"])
+    assert _stored_files(settings) == []
+
+
+def test_a_callback_url_is_refused_when_callbacks_are_not_configured(make_settings: SettingsFactory) -> None:
+    with TestClient(create_app(make_settings(callback_signing_secret=""))) as client:
+        status, body = _upload(client, wav_bytes(0.2), callback_url="https://hooks.example.com/in")
+    assert (status, body["detail"]) == (
+        422,
+        "callbacks are not configured on this server (CALLBACK_SIGNING_SECRET is not set)",
+    )
+
+
+def test_the_callback_state_is_shown_with_the_analysis_and_the_job(client: TestClient) -> None:
+    status, body = _upload(client, wav_bytes(0.2), callback_url="https://hooks.example.com/in")
+    assert status == 202
+    waiting = {"status": None, "attempts": 0, "last_error": None, "delivered_at": None}
+    assert client.get(f"/audio/{body['id']}").json()["callback"] == waiting
+    assert client.get(f"/jobs/{body['id']}").json()["callback"] == waiting
+    _, plain = _upload(client, wav_bytes(0.2))
+    assert client.get(f"/audio/{plain['id']}").json()["callback"] is None
+
+
 def test_an_empty_file_is_refused_with_422(client: TestClient) -> None:
     status, body = _upload(client, b"")
     assert (status, body["detail"]) == (422, "the file is empty")

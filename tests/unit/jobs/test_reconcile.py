@@ -10,13 +10,17 @@ import pytest
 from rq.job import JobStatus
 from sqlalchemy import update
 
-from core.models import Analysis, AnalysisStatus, DispatchMode, utcnow
+from core.models import Analysis, AnalysisStatus, CallbackStatus, DispatchMode, utcnow
+from core.settings import QUEUE_CALLBACKS
+from jobs import reconcile
 from jobs.dispatch import Dispatcher
 from jobs.reconcile import LOCK_KEY, Reconciler
 from redis_client import AnalysisJob, get_queue
+from tasks import callbacks
 from tasks.runtime import Runtime
 from tests.support.analyses import age_row, drain, enqueue_upload, store_upload
 from tests.support.audio import wav_bytes
+from tests.support.black_hole import BlackHole
 from tests.support.fake_services import FakeServices
 
 
@@ -146,19 +150,81 @@ def test_a_second_reconciler_skips_while_one_runs(runtime: Runtime) -> None:
     assert _reconciler(runtime).run_once().skipped == "another reconciler is running"
 
 
-def test_a_callback_that_was_never_delivered_is_sent_again(runtime: Runtime, fake: FakeServices) -> None:
-    analysis = store_upload(runtime, wav_bytes(0.3), callback_url=fake.callback_url)
+def _ended_long_ago(runtime: Runtime, callback_url: str) -> str:
+    """An analysis that finished 10 minutes ago, its callback owed: the process died before enqueuing it."""
+    analysis = store_upload(runtime, wav_bytes(0.3), callback_url=callback_url)
     runtime.lifecycle.begin_attempt(analysis.id)
-    runtime.lifecycle.complete(analysis.id, {"ok": True})  # ...and the process died before the callback
+    runtime.lifecycle.complete(analysis.id, {"ok": True})
     with runtime.database.session() as session:
         session.execute(
             update(Analysis).where(Analysis.id == analysis.id).values(finished_at=utcnow() - timedelta(seconds=600))
         )
+    return analysis.id
+
+
+def test_a_callback_whose_job_was_lost_is_enqueued_again_once_and_delivered_once(
+    runtime: Runtime, fake: FakeServices
+) -> None:
+    analysis_id = _ended_long_ago(runtime, fake.callback_url)
 
     first = _reconciler(runtime).run_once()
-    second = _reconciler(runtime).run_once()
+    second = _reconciler(runtime).run_once()  # the job is waiting on its queue: left alone
 
-    assert first.callbacks_resent == [analysis.id]
-    assert second.callbacks_resent == []  # marked delivered: sent once
-    assert fake.callbacks[analysis.id] == 1
-    assert runtime.lifecycle.require(analysis.id).callback_sent_at is not None
+    assert first.callbacks_enqueued == [analysis_id]
+    assert second.callbacks_enqueued == []
+    assert fake.callbacks[analysis_id] == 0  # the reconciler itself never sends
+    assert get_queue(QUEUE_CALLBACKS, runtime.redis).job_ids == [f"callback-{analysis_id}"]
+    drain(runtime.redis)
+    assert fake.callbacks[analysis_id] == 1
+    row = runtime.lifecycle.require(analysis_id)
+    assert (row.callback_status, row.callback_attempts) == (CallbackStatus.DELIVERED, 1)
+    assert _reconciler(runtime).run_once().callbacks_enqueued == []  # delivered: nothing owed
+
+
+def test_a_row_whose_callback_cannot_be_scheduled_does_not_stop_the_pass(
+    runtime: Runtime, fake: FakeServices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = _ended_long_ago(runtime, "http://127.0.0.1:6395/\r\nSET x 1")  # stored before URLs were validated
+    good = _ended_long_ago(runtime, fake.callback_url)
+    real = callbacks.ensure_job
+
+    def ensure_job(connection: Any, settings: Any, analysis_id: str) -> bool:
+        if analysis_id == bad:
+            raise RuntimeError("this row is broken")
+        return real(connection, settings, analysis_id)
+
+    monkeypatch.setattr(callbacks, "ensure_job", ensure_job)
+
+    report = _reconciler(runtime).run_once()
+
+    assert report.callbacks_enqueued == [good]
+    assert report.errors == [f"callback {bad}: RuntimeError: this row is broken"]
+
+
+def test_a_stored_url_that_cannot_be_sent_ends_undeliverable_without_failing_anything(
+    runtime: Runtime, fake: FakeServices
+) -> None:
+    bad = _ended_long_ago(runtime, "http://127.0.0.1:<img src=x>/")
+    good = _ended_long_ago(runtime, fake.callback_url)
+
+    report = _reconciler(runtime).run_once()
+    drain(runtime.redis)
+
+    assert sorted(report.callbacks_enqueued) == sorted([bad, good])
+    assert runtime.lifecycle.require(bad).callback_status is CallbackStatus.UNDELIVERABLE
+    assert "callback_url must not contain spaces" in (runtime.lifecycle.require(bad).callback_error or "")
+    assert runtime.lifecycle.require(good).callback_status is CallbackStatus.DELIVERED
+    assert runtime.lifecycle.require(bad).status is AnalysisStatus.FINISHED  # the analysis is untouched
+
+
+def test_a_pass_looks_at_a_bounded_batch_of_callbacks_and_sends_nothing(
+    runtime: Runtime, black_hole: BlackHole, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reconcile, "CALLBACK_BATCH", 5)
+    ids = {_ended_long_ago(runtime, black_hole.url) for _ in range(12)}
+
+    passes = [_reconciler(runtime).run_once().callbacks_enqueued for _ in range(3)]
+
+    assert [len(enqueued) for enqueued in passes] == [5, 5, 2]  # least recently looked at first
+    assert set().union(*passes) == ids
+    assert black_hole.accepted == 0  # no HTTP request from the reconciler
