@@ -21,8 +21,8 @@ callbacks: ./start_worker.sh -q callbacks
 """
 
 
-def test_the_projects_procfile_runs_the_api_workers_and_scheduler() -> None:
-    assert list(parse_procfile(PROCFILE.read_text())) == ["api", "worker", "scheduler"]
+def test_the_projects_procfile_runs_the_api_workers_scheduler_and_callback_worker() -> None:
+    assert list(parse_procfile(PROCFILE.read_text())) == ["api", "worker", "scheduler", "callbacks"]
 
 
 def test_rq_mode_runs_every_procfile_line_with_this_virtualenvs_python(tmp_path: Path) -> None:
