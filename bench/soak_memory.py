@@ -1,9 +1,10 @@
 """Memory soak: resident memory of the API (and the RQ workers) before and after many short jobs, and idle.
 
 `.venv/bin/python bench/run.py soak [--jobs N] [--idle-s S]` (or `make bench BENCH_ARGS="soak --jobs 200"`).
-For each mode it starts a fresh service (the API, plus a worker pool in RQ mode), uploads N short WAV files
-from a few concurrent clients, waits for every job to end, idles, and samples RSS and thread counts at
-start, after the jobs and after idling. Prints a table; the JSON goes to `bench/results/soak-*.json`.
+For each mode it starts a fresh service (the API, plus a worker pool in RQ mode); concurrent clients
+each upload a short WAV file and poll it until it ends, then upload the next, N uploads in all (the
+polling is what makes the API use many request threads); then it idles. RSS and thread counts are
+sampled at start, after the jobs and after idling. Prints a table; the JSON goes to `bench/results/soak-*.json`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Any
 import psutil
 
 from bench.audio import SHORT_AUDIO_S, write_audio
-from bench.client import JOB_TIMEOUT_S, make_client, submit_burst, wait_all
+from bench.client import Outcome, make_client, upload_and_wait
 from bench.report import RESULTS_DIR, load_average, machine_info
 from bench.scenarios import check_outcomes
 from bench.stack import Stack, StackConfig, running_stack
@@ -32,7 +34,7 @@ from devserver.redis import RedisServer
 DEFAULT_JOBS = 200
 MAX_JOBS = 2000  # bounded: the run must end in minutes, not hours
 DEFAULT_IDLE_S = 5.0
-SUBMITTERS = 8  # concurrent clients: uploads overlap, as from real users
+DEFAULT_CLIENTS = 16  # concurrent users, each uploading and polling its job until it ends
 MODES = (
     StackConfig("soak-rq", use_rq_queue=True, workers=2),
     StackConfig("soak-background", use_rq_queue=False),
@@ -85,16 +87,26 @@ def sample(stack: Stack, phase: str) -> Sample:
     )
 
 
+def _client(base_url: str, data: bytes, indices: range) -> list[Outcome]:
+    with make_client(base_url) as client:
+        return [upload_and_wait(client, data, f"soak-{index}.wav") for index in indices]
+
+
+def run_clients(base_url: str, data: bytes, jobs: int, clients: int) -> list[Outcome]:
+    """`jobs` uploads by `clients` concurrent users, each waiting for its job before the next upload."""
+    with ThreadPoolExecutor(max_workers=clients, thread_name_prefix="soak-client") as pool:
+        lanes = pool.map(lambda lane: _client(base_url, data, range(lane, jobs, clients)), range(clients))
+        return [outcome for lane in lanes for outcome in lane]
+
+
 def soak(
-    config: StackConfig, redis_server: RedisServer, root: Path, data: bytes, jobs: int, idle_s: float
+    config: StackConfig, redis_server: RedisServer, root: Path, data: bytes, jobs: int, clients: int, idle_s: float
 ) -> tuple[list[Sample], str | None]:
     """Samples at start, after `jobs` uploads have ended, and after `idle_s` of nothing; and any problem."""
     with running_stack(config, redis_server, root) as stack:
         samples = [sample(stack, "start")]
-        print(f"soak: {config.label}: {jobs} uploads ...", file=sys.stderr, flush=True)
-        uploads = submit_burst(stack.api.url, data, jobs, SUBMITTERS)
-        with make_client(stack.api.url) as client:
-            outcomes = wait_all(client, uploads, JOB_TIMEOUT_S + jobs * 2.0)
+        print(f"soak: {config.label}: {jobs} uploads by {clients} clients ...", file=sys.stderr, flush=True)
+        outcomes = run_clients(stack.api.url, data, jobs, clients)
         samples.append(sample(stack, f"after {jobs} jobs"))
         time.sleep(idle_s)  # the measurement is what an idle process gives back, so nothing to poll for
         samples.append(sample(stack, f"idle {idle_s:g} s"))
@@ -142,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--jobs", type=_positive_jobs, default=DEFAULT_JOBS, help=f"uploads per mode (default {DEFAULT_JOBS})"
     )
+    parser.add_argument("--clients", type=int, default=DEFAULT_CLIENTS, help="concurrent users")
     parser.add_argument("--idle-s", type=float, default=DEFAULT_IDLE_S, help="idle time before the last sample")
     parser.add_argument("--mode", choices=("both", "rq", "background"), default="both")
     args = parser.parse_args(argv)
@@ -159,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         redis_server.start()
         try:
             for config in modes:
-                mode_samples, problem = soak(config, redis_server, root, data, args.jobs, args.idle_s)
+                mode_samples, problem = soak(config, redis_server, root, data, args.jobs, args.clients, args.idle_s)
                 samples += mode_samples
                 problems += filter(None, [problem])
         finally:
@@ -174,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": started_at.isoformat(),
         "jobs": args.jobs,
         "idle_s": args.idle_s,
-        "submitters": SUBMITTERS,
+        "clients": args.clients,
         "audio": f"{SHORT_AUDIO_S:g} s WAV",
         "machine": machine_info(),
         "load_average": {"start": load_start, "end": load_average()},
@@ -183,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     path = write_soak_results(started_at, document)
     print(format_samples(samples))
-    print(f"\n{args.jobs} jobs per mode, {SUBMITTERS} concurrent clients; JSON: {path}")
+    print(f"\n{args.jobs} jobs per mode, {args.clients} concurrent clients; JSON: {path}")
     for problem in problems:
         print(f"LOST OR REPEATED WORK: {problem}")
     return 1 if problems else 0
