@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-s", type=float, default=DEFAULT_IDLE_S, help="idle time before the last sample")
     parser.add_argument("--mode", choices=("both", "rq", "background"), default="both")
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the `finally` blocks stop every process the run started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     modes = [config for config in MODES if args.mode == "both" or config.use_rq_queue == (args.mode == "rq")]
     started_at = datetime.now(UTC)
     root = Path(tempfile.mkdtemp(prefix="audiokit-soak-"))
