@@ -44,6 +44,7 @@ class Stack:
     settings: Settings
     api: ApiServer
     log_dir: Path
+    workers: ManagedProcess | None = None  # the worker pool in RQ mode
 
 
 def _workers_registered(connection: redis.Redis, expected: int) -> bool:
@@ -72,8 +73,9 @@ def running_stack(config: StackConfig, redis_server: RedisServer, root: Path) ->
     with ExitStack() as cleanup:
         api = ApiServer(settings, log_dir / "api.log")  # stops itself if it never gets ready
         cleanup.callback(api.stop)
+        workers: ManagedProcess | None = None
         if config.use_rq_queue:
-            workers: ManagedProcess = start_workers(settings, log_dir / "workers.log", "-n", str(config.workers))
+            workers = start_workers(settings, log_dir / "workers.log", "-n", str(config.workers))
             cleanup.callback(workers.stop)
             with redis_server.client() as client:
                 wait_for(
@@ -83,4 +85,4 @@ def running_stack(config: StackConfig, redis_server: RedisServer, root: Path) ->
                 )
             if not workers.alive:
                 raise RuntimeError(f"the workers exited:\n{workers.output()[-3000:]}")
-        yield Stack(config, settings, api, log_dir)
+        yield Stack(config, settings, api, log_dir, workers)

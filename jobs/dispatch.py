@@ -35,11 +35,11 @@ class TaskAdder(Protocol):
 class InProcess(Protocol):
     """Runs tasks inside this process (the API's `app.inprocess.InProcessRunner`)."""
 
-    async def run(self, task: TaskSpec, job_id: str, at: datetime | None = None) -> None: ...
+    def submit(self, task: TaskSpec, job_id: str, at: datetime | None = None) -> int | None:
+        """Takes the job in now (it joins the line); returns its place among waiting jobs, None if scheduled."""
+        ...
 
-    def submit(self, task: TaskSpec, job_id: str, at: datetime | None = None) -> None: ...
-
-    def next_position(self) -> int: ...
+    async def wait(self, job_id: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -117,15 +117,14 @@ class Dispatcher:
 
         if self.runner is None:
             raise ConfigurationError("USE_RQ_QUEUE is false but this process cannot run jobs in-process")
-        position = self.runner.next_position()
         self.lifecycle.mark_dispatched(
             job_id, mode=DispatchMode.BACKGROUND, queue=queue, status=status, from_statuses=from_statuses
         )
+        # The job joins the line before the answer is written, so its position is its own, as on RQ.
+        position = self.runner.submit(task, job_id, at)
         if background_tasks is not None:
-            background_tasks.add_task(self.runner.run, task, job_id, at)
-        else:
-            self.runner.submit(task, job_id, at)
-        return Dispatched(DispatchMode.BACKGROUND, queue, status, position if not at else None)
+            background_tasks.add_task(self.runner.wait, job_id)  # graceful shutdown waits for it, as for RQ work
+        return Dispatched(DispatchMode.BACKGROUND, queue, status, position)
 
     def _rq_position(self, job: Any) -> int | None:
         try:

@@ -5,12 +5,22 @@ backoff (`RQ_RETRY_MAX`, `RQ_RETRY_INTERVALS`), the same outcome hooks. What
 it cannot give: a hard timeout (a thread cannot be killed; the task stops at
 its next progress report instead) and survival of the API process (the
 reconciler re-runs jobs whose heartbeat stopped).
+
+Job bodies run on a pool of its own, `BACKGROUND_CONCURRENCY` threads, never on
+the thread pool that serves requests (anyio's, up to 40 threads): each thread
+that runs an analysis keeps a malloc arena with the analysis' buffers, so the
+number of such threads bounds the memory the API keeps after a burst. The
+pool's queue is the waiting line: a job joins it when it is submitted (before
+the upload is answered), and its position is its place in that line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import anyio.to_thread
@@ -24,6 +34,19 @@ from tasks.spec import TaskSpec, is_permanent, retry_interval_s
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 10.0  # in-process jobs touch their rows this often so the reconciler leaves them be
+THREAD_NAME_PREFIX = "in-process-job"
+
+
+@dataclass
+class _Job:
+    """A job held by this process, from its submission until its last attempt has ended."""
+
+    task: TaskSpec
+    job_id: str
+    at: datetime | None
+    retries_left: int
+    attempt: Future[int | None] | None = None  # the attempt in line or running, if any
+    ended: Future[None] = field(default_factory=Future)
 
 
 class InProcessRunner:
@@ -34,15 +57,20 @@ class InProcessRunner:
         self._intervals = settings.retry_intervals_s
         self._concurrency = settings.background_concurrency
         self._lifecycle = lifecycle
-        self._semaphore: asyncio.Semaphore | None = None
-        self._waiting: list[str] = []
+        # Guards what follows: jobs are submitted from request threads, started on pool threads.
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _Job] = {}
+        self._waiting: list[str] = []  # in the pool's queue, in its order
         self._running: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._pool: ThreadPoolExecutor | None = None
+        self._drivers: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def active_ids(self) -> set[str]:
-        return set(self._waiting) | self._running
+        """Jobs held here: waiting, running, scheduled or backing off before a retry."""
+        with self._lock:
+            return set(self._jobs)
 
     @property
     def running_count(self) -> int:
@@ -53,72 +81,110 @@ class InProcessRunner:
         return len(self._waiting)
 
     def position(self, job_id: str) -> int | None:
-        """0-based place among jobs waiting for a free slot; None when not waiting here."""
-        return self._waiting.index(job_id) if job_id in self._waiting else None
-
-    def next_position(self) -> int:
-        """The place a job submitted now would take: 0 when a slot is free."""
-        return len(self._waiting) if len(self._running) >= self._concurrency else 0
+        """0-based place among jobs waiting for a free thread; None when not waiting here."""
+        with self._lock:
+            return self._waiting.index(job_id) if job_id in self._waiting else None
 
     def is_running(self, job_id: str) -> bool:
         return job_id in self._running
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The loop jobs run on; `submit` may then be called from any thread."""
+        """The loop that follows jobs (backoff, schedule); `submit` may then be called from any thread."""
         self._loop = loop
 
-    def submit(self, task: TaskSpec, job_id: str, at: datetime | None = None) -> None:
-        """Starts `run` on the loop, from any thread (for callers outside a request, e.g. the reconciler)."""
+    def submit(self, task: TaskSpec, job_id: str, at: datetime | None = None) -> int | None:
+        """Takes a job in, from any thread: it joins the line now unless it is scheduled for later.
+
+        Returns:
+            Its 0-based place among waiting jobs (as RQ's `Job.get_position`); None when scheduled.
+            A job held here already is not taken twice: its current place is returned.
+        """
         if self._loop is None:
             raise RuntimeError("InProcessRunner.bind(loop) was not called")
-        self._loop.call_soon_threadsafe(self._start, task, job_id, at)
+        with self._lock:
+            held = self._jobs.get(job_id)
+            if held is not None:
+                return self._waiting.index(job_id) if job_id in self._waiting else None
+            job = _Job(task, job_id, at if at is not None and at > utcnow() else None, self._retry_max)
+            self._jobs[job_id] = job
+            position = None if job.at is not None else self._line_up(job)
+        self._loop.call_soon_threadsafe(self._follow, job)
+        return position
 
-    def _start(self, task: TaskSpec, job_id: str, at: datetime | None) -> None:
-        handle = asyncio.get_running_loop().create_task(self.run(task, job_id, at), name=f"job-{job_id}")
-        self._tasks.add(handle)
-        handle.add_done_callback(self._tasks.discard)
+    async def wait(self, job_id: str) -> None:
+        """Returns once the job has ended here (at once when it is not held here)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is not None:
+            await asyncio.wrap_future(job.ended)
 
     async def run(self, task: TaskSpec, job_id: str, at: datetime | None = None) -> None:
-        """Runs `task` for `job_id` until it succeeds, fails for good or is canceled."""
-        if job_id in self.active_ids:
-            return  # already here: a second copy would only race the first
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self._concurrency)
-        self._waiting.append(job_id)
+        """Submits the job and waits until it succeeds, fails for good or is canceled."""
+        if self._loop is None:
+            self.bind(asyncio.get_running_loop())
+        self.submit(task, job_id, at)
+        await self.wait(job_id)
+
+    def _line_up(self, job: _Job) -> int:
+        """Puts the job's next attempt at the end of the line (called with the lock held); returns its place."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix=THREAD_NAME_PREFIX)
+        self._waiting.append(job.job_id)
+        job.attempt = self._pool.submit(self._attempt, job.task, job.job_id, job.retries_left)
+        return len(self._waiting) - 1
+
+    def _follow(self, job: _Job) -> None:
+        driver = asyncio.get_running_loop().create_task(self._drive(job), name=f"job-{job.job_id}")
+        self._drivers.add(driver)
+        driver.add_done_callback(self._drivers.discard)
+
+    async def _drive(self, job: _Job) -> None:
+        """Waits for the schedule, each attempt and each backoff, until the job is over; then forgets it."""
         try:
-            if at is not None:
-                await asyncio.sleep(max(0.0, (at - utcnow()).total_seconds()))
-            retries_left = self._retry_max
+            if job.at is not None:
+                await asyncio.sleep(max(0.0, (job.at - utcnow()).total_seconds()))
+                with self._lock:
+                    self._line_up(job)
             while True:
-                retry_in = await self._attempt(task, job_id, retries_left)
+                assert job.attempt is not None
+                retry_in = await asyncio.wrap_future(job.attempt)
                 if retry_in is None:
                     return
-                retries_left -= 1
-                self._waiting.append(job_id)
+                job.retries_left -= 1
                 await asyncio.sleep(retry_in)
+                with self._lock:
+                    self._line_up(job)
+        except Exception:
+            log.exception("in-process job %s stopped unexpectedly; the reconciler will take it up", job.job_id)
         finally:
-            while job_id in self._waiting:
-                self._waiting.remove(job_id)
+            with self._lock:
+                self._jobs.pop(job.job_id, None)
+                while job.job_id in self._waiting:
+                    self._waiting.remove(job.job_id)
+            job.attempt = None
+            if not job.ended.done():
+                job.ended.set_result(None)
 
-    async def _attempt(self, task: TaskSpec, job_id: str, retries_left: int) -> int | None:
-        """One run; returns the backoff before the next one, or None when the job is over."""
-        assert self._semaphore is not None
-        async with self._semaphore:
-            self._waiting.remove(job_id)
+    def _attempt(self, task: TaskSpec, job_id: str, retries_left: int) -> int | None:
+        """One run, on a pool thread; returns the backoff before the next one, or None when the job is over."""
+        with self._lock:
+            if job_id in self._waiting:  # else its driver was canceled (shutdown) while it waited
+                self._waiting.remove(job_id)
             self._running.add(job_id)
-            try:
-                await anyio.to_thread.run_sync(task.func, job_id)
-                return None
-            except JobCanceled:
-                await anyio.to_thread.run_sync(task.record_stopped, job_id)
-                return None
-            except Exception as exc:
-                log.warning("in-process job %s failed: %s", job_id, exc)
-                final = is_permanent(exc) or retries_left <= 0
-                retry_in = None if final else retry_interval_s(self._intervals, retries_left)
-                await anyio.to_thread.run_sync(task.record_failure, job_id, exc, retry_in)
-                return retry_in
-            finally:
+        try:
+            task.func(job_id)
+            return None
+        except JobCanceled:
+            task.record_stopped(job_id)
+            return None
+        except Exception as exc:
+            log.warning("in-process job %s failed: %s", job_id, exc)
+            final = is_permanent(exc) or retries_left <= 0
+            retry_in = None if final else retry_interval_s(self._intervals, retries_left)
+            task.record_failure(job_id, exc, retry_in)
+            return retry_in
+        finally:
+            with self._lock:
                 self._running.discard(job_id)
 
     async def heartbeat(self) -> None:
@@ -133,6 +199,9 @@ class InProcessRunner:
                     log.exception("heartbeat of in-process jobs failed")
 
     async def aclose(self) -> None:
-        for handle in list(self._tasks):
-            handle.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Stops following jobs; attempts still in line are dropped (their rows stay for the reconciler)."""
+        for driver in list(self._drivers):
+            driver.cancel()
+        await asyncio.gather(*self._drivers, return_exceptions=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)

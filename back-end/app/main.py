@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from app.dashboard import mount_dashboard
 from app.errors import install_error_handlers
+from app.malloc import return_large_blocks
 from app.metrics import install_metrics
 from app.routes import audio, health, jobs, queue
 from app.services import Services, build_services
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, *, apply_migrations: bool = Fal
             asyncio.create_task(sweep_forever(services.storage, services.database, settings), name="upload-sweep")
         )
         if not settings.use_rq_queue:
+            return_large_blocks()  # analyses run in this process: what they free must go back (app/malloc.py)
             # In-process mode has no scheduler process: the API reconciles its own jobs.
             background.append(asyncio.create_task(reconcile_forever(services), name="reconciler"))
         log.info("API ready: USE_RQ_QUEUE=%s, new jobs run %s", settings.use_rq_queue, services.dispatcher.mode)

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
+import fakeredis
 import pytest
 
 from app.inprocess import InProcessRunner
+from core.db import get_database, migrate
 from core.errors import CorruptAudio, JobCanceled
 from core.lifecycle import Lifecycle
+from core.models import Analysis, AnalysisStatus, DispatchMode, Priority
+from core.notify import NullNotifier
 from core.settings import load_settings
+from jobs.dispatch import Dispatcher
 from tasks.spec import TaskSpec, retry_interval_s
 
 
@@ -118,35 +127,152 @@ def test_a_transient_error_then_success_stops_retrying(tmp_path: Path, sleeps: l
 
 def test_concurrency_is_bounded_and_positions_are_reported(tmp_path: Path) -> None:
     runner = _runner(tmp_path, background_concurrency=1)
-    release = asyncio.Event()
+    release = threading.Event()
+    started = threading.Event()
     seen: list[int | None] = []
 
+    def blocking(job_id: str) -> None:
+        started.set()
+        release.wait()
+
     async def scenario() -> None:
-        started = asyncio.Event()
-
-        def blocking(job_id: str) -> None:
-            asyncio.run_coroutine_threadsafe(_set(started), loop).result()
-            asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
-
-        async def _set(event: asyncio.Event) -> None:
-            event.set()
-
-        loop = asyncio.get_running_loop()
+        runner.bind(asyncio.get_running_loop())
         spec = TaskSpec(func=blocking, record_failure=lambda *a: None, record_stopped=lambda *a: None)
-        first = asyncio.create_task(runner.run(spec, "a"))
-        await started.wait()
         quick = Script([])
-        second = asyncio.create_task(runner.run(quick.spec, "b"))
-        third = asyncio.create_task(runner.run(quick.spec, "c"))
-        await asyncio.sleep(0)
-        seen.extend([runner.position("a"), runner.position("b"), runner.position("c"), runner.next_position()])
+        seen.append(runner.submit(spec, "a"))
+        await anyio.to_thread.run_sync(started.wait)
+        seen.extend([runner.submit(quick.spec, "b"), runner.submit(quick.spec, "c")])
+        seen.extend([runner.position("a"), runner.position("b"), runner.position("c")])
         assert runner.running_count == 1
         release.set()
-        await asyncio.gather(first, second, third)
-        seen.append(runner.waiting_count + runner.running_count)
+        await asyncio.gather(*(runner.wait(job_id) for job_id in "abc"))
+        seen.append(runner.waiting_count + runner.running_count + len(runner.active_ids))
+        await runner.aclose()
 
     asyncio.run(scenario())
-    assert seen == [None, 0, 1, 2, 0]
+    assert seen == [0, 0, 1, None, 0, 1, 0]
+
+
+async def _hold_shared_threads(count: int) -> tuple[threading.Event, list[asyncio.Task[None]]]:
+    """Occupies `count` threads of anyio's shared pool (the one requests run on) until the event is set."""
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    everyone = asyncio.Event()
+    arrived = 0
+
+    def arrive() -> None:
+        nonlocal arrived
+        arrived += 1
+        if arrived == count:
+            everyone.set()
+
+    def hold() -> None:
+        loop.call_soon_threadsafe(arrive)
+        release.wait()
+
+    holders = [asyncio.create_task(anyio.to_thread.run_sync(hold)) for _ in range(count)]
+    await everyone.wait()
+    return release, holders
+
+
+def test_job_bodies_run_on_at_most_background_concurrency_threads_however_many_threads_requests_use(
+    tmp_path: Path,
+) -> None:
+    # Each thread that runs an analysis keeps a malloc arena holding its buffers: the memory kept after a burst
+    # grows with the number of distinct threads that ran jobs, so that number must not follow the request load.
+    runner = _runner(tmp_path, background_concurrency=2)
+    job_threads: set[int] = set()
+
+    def body(job_id: str) -> None:
+        job_threads.add(threading.get_ident())
+
+    spec = TaskSpec(func=body, record_failure=lambda *a: None, record_stopped=lambda *a: None)
+
+    async def scenario() -> None:
+        for wave in range(6):
+            release, holders = await _hold_shared_threads(4 + wave)  # request load grows wave after wave
+            await asyncio.gather(*(runner.run(spec, f"job-{wave}-{index}") for index in range(3)))
+            release.set()
+            await asyncio.gather(*holders)
+        await runner.aclose()
+
+    asyncio.run(scenario())
+    assert 1 <= len(job_threads) <= 2
+
+
+def test_simultaneous_dispatches_are_told_distinct_places_in_line(tmp_path: Path) -> None:
+    settings = load_settings(
+        env_file="",
+        use_rq_queue=False,
+        background_concurrency=1,
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        storage_dir=tmp_path / "uploads",
+    )
+    migrate(settings.database_url)
+    lifecycle = Lifecycle(get_database(settings.database_url), NullNotifier())
+    runner = InProcessRunner(settings, lifecycle)
+    dispatcher = Dispatcher(settings, fakeredis.FakeRedis(), runner, lifecycle)
+    ids = [_pending(lifecycle) for _ in range(30)]
+    release, started = threading.Event(), threading.Event()
+
+    def blocking(job_id: str) -> None:
+        started.set()
+        release.wait()
+
+    blocker = TaskSpec(func=blocking, record_failure=lambda *a: None, record_stopped=lambda *a: None)
+    quick = Script([])
+    tasks = RecordedTasks()
+
+    async def scenario() -> list[int | None]:
+        runner.bind(asyncio.get_running_loop())
+        runner.submit(blocker, "blocker")  # holds the only slot: every dispatched job waits
+        await anyio.to_thread.run_sync(started.wait)
+        dispatched = await asyncio.gather(
+            *(
+                asyncio.to_thread(dispatcher.dispatch, tasks, quick.spec, job_id, queue="audio_analysis")
+                for job_id in ids
+            )
+        )
+        release.set()
+        await asyncio.gather(*(func(*args) for func, args in tasks.added))
+        await runner.aclose()
+        return [outcome.position for outcome in dispatched]
+
+    positions = asyncio.run(scenario())
+    assert sorted(position for position in positions if position is not None) == list(range(30))
+    assert quick.runs == 30
+    assert runner.active_ids == set()
+
+
+@dataclass
+class RecordedTasks:
+    """The request's `BackgroundTasks`, run by the test once it is ready."""
+
+    added: list[tuple[Callable[..., Awaitable[None]], tuple[Any, ...]]] = field(default_factory=list)
+
+    def add_task(self, func: Callable[..., Awaitable[None]], *args: Any) -> None:
+        self.added.append((func, args))
+
+
+def _pending(lifecycle: Lifecycle) -> str:
+    analysis_id = uuid.uuid4().hex
+    lifecycle.accept(
+        Analysis(
+            id=analysis_id,
+            status=AnalysisStatus.PENDING,
+            filename="a.wav",
+            size_bytes=1,
+            content_type="audio/wav",
+            audio_format="wav",
+            sha256="0" * 64,
+            storage_key=f"{analysis_id}.wav",
+            priority=Priority.NORMAL,
+            queue="audio_analysis",
+            mode=DispatchMode.BACKGROUND,
+            logs=[],
+        )
+    )
+    return analysis_id
 
 
 def test_the_same_job_is_not_run_twice_in_one_process(tmp_path: Path, sleeps: list[float]) -> None:

@@ -33,14 +33,12 @@ class RecordingRunner:
 
     submitted: list[tuple[str, Any]] = field(default_factory=list)
 
-    async def run(self, task: TaskSpec, job_id: str, at: Any = None) -> None:
-        raise AssertionError("not awaited in these tests")
-
-    def submit(self, task: TaskSpec, job_id: str, at: Any = None) -> None:
+    def submit(self, task: TaskSpec, job_id: str, at: Any = None) -> int | None:
         self.submitted.append((job_id, at))
-
-    def next_position(self) -> int:
         return 3
+
+    async def wait(self, job_id: str) -> None:
+        raise AssertionError("not awaited in these tests")
 
 
 @dataclass
@@ -200,7 +198,8 @@ def test_background_mode_runs_the_task_through_background_tasks(unit_settings: C
     )
 
     assert (outcome.mode, outcome.status, outcome.position) == (DispatchMode.BACKGROUND, AnalysisStatus.QUEUED, 3)
-    assert tasks.added == [(runner.run, (TASK, analysis.id, None))]
+    assert runner.submitted == [(analysis.id, None)]  # in line before the answer, so the position is its own
+    assert tasks.added == [(runner.wait, (analysis.id,))]
     assert connection.keys("rq:*") == []  # nothing went to Redis
     row = lifecycle.require(analysis.id)
     assert (row.status, row.mode) == (AnalysisStatus.QUEUED, DispatchMode.BACKGROUND)
