@@ -1,16 +1,17 @@
 """The one place that builds Redis connections, queues and jobs.
 
 Every job is JSON-serialized (a pickle-serialized queue lets anyone who can
-write to Redis run code on the workers) and every job runs through
-`AnalysisJob`, which calls only the functions on the allow-list in
-`tasks.registry`. Producer, workers, scheduler and dashboard all use these
+write to Redis run code on the workers) and every job runs through `KitJob`,
+which calls only the kit's own job functions below: a task's job is
+`run_job(job_id)`, which runs only tasks registered with `@task`
+(`jobs.registry`). Producer, workers, scheduler and dashboard all use these
 classes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -25,10 +26,18 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from core.errors import JobNotAllowed, QueueFull, QueueUnavailable, RedisPolicyError
-from core.settings import QUEUE_HIGH, QUEUE_NORMAL, Settings
-from tasks.registry import ALLOWED_CALLBACKS, ALLOWED_JOB_FUNCTIONS
+from core.settings import Settings, intervals_for
 
 log = logging.getLogger(__name__)
+
+# The allow-list: the only functions a worker calls for a job (names only: nothing is imported here).
+RUN_JOB = "jobs.execute.run_job"  # every task's job: runs the registered task its row names
+RECONCILE = "jobs.maintenance.reconcile"
+DELIVER_CALLBACK = "jobs.callbacks.deliver_callback"
+ON_FAILURE = "jobs.outcomes.on_failure"
+ON_STOPPED = "jobs.outcomes.on_stopped"
+ALLOWED_JOB_FUNCTIONS = frozenset({RUN_JOB, RECONCILE, DELIVER_CALLBACK})
+ALLOWED_CALLBACKS = frozenset({ON_FAILURE, ON_STOPPED})
 
 # The API gives up on Redis fast (an upload then stays "pending"); workers wait longer on purpose.
 _API_RETRIES = 1
@@ -39,7 +48,7 @@ class PayloadNotAllowed(JobNotAllowed, DeserializationError):
     """Raised when a job's payload is not JSON (e.g. a planted pickle); RQ handles it as a bad payload."""
 
 
-class AnalysisJob(Job):
+class KitJob(Job):
     """An RQ job that is JSON by default and refuses functions outside the allow-list."""
 
     def __init__(self, id: str | None = None, connection: redis.Redis | None = None, serializer: Any = None):
@@ -81,14 +90,14 @@ class AnalysisJob(Job):
         return super().stopped_callback
 
 
-class AnalysisQueue(Queue):
-    """An RQ queue of `AnalysisJob`s, JSON-serialized."""
+class KitQueue(Queue):
+    """An RQ queue of `KitJob`s, JSON-serialized."""
 
-    job_class = AnalysisJob
+    job_class = KitJob
 
     def __init__(self, name: str = "default", connection: redis.Redis | None = None, **kwargs: Any) -> None:
         kwargs["serializer"] = kwargs.get("serializer") or JSONSerializer
-        kwargs["job_class"] = kwargs.get("job_class") or AnalysisJob
+        kwargs["job_class"] = kwargs.get("job_class") or KitJob
         super().__init__(name, connection=connection, **kwargs)
 
 
@@ -119,19 +128,14 @@ def make_async_redis(settings: Settings) -> redis.asyncio.Redis:
     )
 
 
-def get_queue(name: str, connection: redis.Redis) -> AnalysisQueue:
-    return AnalysisQueue(name, connection=connection)
+def get_queue(name: str, connection: redis.Redis) -> KitQueue:
+    return KitQueue(name, connection=connection)
 
 
-def queue_for(priority: str) -> str:
-    """The queue a priority maps to: `high` → high_priority, anything else → audio_analysis."""
-    return QUEUE_HIGH if priority == "high" else QUEUE_NORMAL
-
-
-def fetch_job(job_id: str, connection: redis.Redis) -> AnalysisJob | None:
+def fetch_job(job_id: str, connection: redis.Redis) -> KitJob | None:
     """The RQ job with this id, or None when Redis has no such job."""
     try:
-        return cast(AnalysisJob, AnalysisJob.fetch(job_id, connection=connection))
+        return cast(KitJob, KitJob.fetch(job_id, connection=connection))
     except NoSuchJobError:
         return None
 
@@ -141,6 +145,10 @@ def retry_policy(settings: Settings) -> Retry | None:
     if settings.rq_retry_max <= 0:
         return None
     return Retry(max=settings.rq_retry_max, interval=list(settings.retry_intervals_s))
+
+
+def _retry(retries: int, intervals: Sequence[int]) -> Retry | None:
+    return Retry(max=retries, interval=list(intervals_for(retries, intervals or (0,)))) if retries > 0 else None
 
 
 def enqueue(
@@ -154,8 +162,13 @@ def enqueue(
     description: str | None = None,
     on_failure: str | None = None,
     on_stopped: str | None = None,
-) -> AnalysisJob:
-    """Enqueues `func(*args)` with the service's timeout, retry policy and TTLs.
+    job_timeout: int | None = None,
+    retries: int | None = None,
+    retry_intervals: Sequence[int] = (),
+) -> KitJob:
+    """Enqueues `func(*args)` with the service's TTLs and the job's timeout and retry policy.
+
+    `job_timeout`, `retries` and `retry_intervals` default to `RQ_JOB_TIMEOUT` and `RQ_RETRY_*`.
 
     Raises:
         QueueFull: Redis is out of memory and refuses writes (nothing was written).
@@ -165,10 +178,10 @@ def enqueue(
     options: dict[str, Any] = {
         "args": args,
         "job_id": job_id,
-        "job_timeout": settings.rq_job_timeout,
+        "job_timeout": job_timeout or settings.rq_job_timeout,
         "result_ttl": settings.rq_result_ttl,
         "failure_ttl": settings.rq_failure_ttl,
-        "retry": retry_policy(settings),
+        "retry": retry_policy(settings) if retries is None else _retry(retries, retry_intervals),
         # Never derived from client input: rq-dashboard renders it unescaped.
         "description": description or f"{func.rsplit('.', 1)[-1]}({job_id})",
         "on_failure": Callback(on_failure) if on_failure else None,
@@ -176,8 +189,8 @@ def enqueue(
     }
     try:
         if at is not None:
-            return cast(AnalysisJob, queue.enqueue_at(at, func, **options))
-        return cast(AnalysisJob, queue.enqueue(func, **options))
+            return cast(KitJob, queue.enqueue_at(at, func, **options))
+        return cast(KitJob, queue.enqueue(func, **options))
     except redis.exceptions.OutOfMemoryError as exc:
         raise QueueFull("the queue is out of memory; try again later") from exc
     except redis.exceptions.ResponseError as exc:
@@ -200,7 +213,7 @@ def enqueue_unique(
     result_ttl: int,
     failure_ttl: int,
     on_failure: str | None = None,
-) -> AnalysisJob:
+) -> KitJob:
     """Enqueues `func(*args)` unless a job with `job_id` exists (RQ's `unique=True`), with its own policy.
 
     Raises:
@@ -223,7 +236,7 @@ def enqueue_unique(
         )
     except redis.exceptions.RedisError as exc:
         raise QueueUnavailable(f"Redis refused or did not take the job: {exc}") from exc
-    return cast(AnalysisJob, job)
+    return cast(KitJob, job)
 
 
 def check_redis_policy(connection: redis.Redis) -> list[str]:

@@ -1,7 +1,7 @@
 """The one exception tree of the project.
 
 Domain code raises these; the API turns them into HTTP answers in one place
-(`app.errors`), workers turn them into job outcomes (retry or not).
+(`jobs.web.errors`), workers turn them into job outcomes (retry or not).
 """
 
 from __future__ import annotations
@@ -117,3 +117,11 @@ class JobCanceled(JobError):
 
 class JobTimedOut(JobError):
     """Raised inside an in-process job that ran past its timeout (RQ kills its work-horse instead)."""
+
+
+class TaskNotRegistered(PermanentJobError):
+    """The job names a task no module registered in this process (check `TASK_MODULES`)."""
+
+
+class BadJobResult(PermanentJobError):
+    """A task returned something that is not JSON; the job cannot record it."""

@@ -1,4 +1,4 @@
-"""The life of an analysis: every state change, as a compare-and-set on its row.
+"""The life of a job, whatever its task: every state change, as a compare-and-set on its row.
 
 Each change is one conditional UPDATE, so two runs of the same job (a retry
 racing an abandoned run, a reconciler re-enqueue) cannot both win: a final
@@ -22,23 +22,24 @@ from core.metrics import CallbackOutcome, JobMetrics, NullMetrics
 from core.models import (
     LOG_LINES_KEPT,
     TERMINAL_STATUSES,
-    Analysis,
-    AnalysisStatus,
+    Base,
     CallbackStatus,
     DispatchMode,
+    Job,
+    JobStatus,
     utcnow,
 )
 from core.notify import Notifier
 
-_NOT_TERMINAL = Analysis.status.not_in(list(TERMINAL_STATUSES))
+_NOT_TERMINAL = Job.status.not_in(list(TERMINAL_STATUSES))
 MESSAGE_MAX_CHARS = 500  # log lines and errors are summaries, not dumps
 
-# The final write makes a callback owed (once: a retried analysis that ends again is not re-announced).
+# The final write makes a callback owed (once: a retried job that ends again is not re-announced).
 _CALLBACK_OWED = case(
-    (and_(Analysis.callback_url.is_not(None), Analysis.callback_status.is_(None)), CallbackStatus.PENDING.value),
-    else_=Analysis.callback_status,
+    (and_(Job.callback_url.is_not(None), Job.callback_status.is_(None)), CallbackStatus.PENDING.value),
+    else_=Job.callback_status,
 )
-_CALLBACK_PENDING = Analysis.callback_status == CallbackStatus.PENDING
+_CALLBACK_PENDING = Job.callback_status == CallbackStatus.PENDING
 
 
 def _clip(text: str) -> str:
@@ -46,12 +47,12 @@ def _clip(text: str) -> str:
     return text if len(text) <= MESSAGE_MAX_CHARS else text[: MESSAGE_MAX_CHARS - 1] + "…"
 
 
-def _append_log(session: Session, analysis_id: str, message: str) -> None:
-    logs = session.scalar(select(Analysis.logs).where(Analysis.id == analysis_id)) or []
+def _append_log(session: Session, job_id: str, message: str) -> None:
+    logs = session.scalar(select(Job.logs).where(Job.id == job_id)) or []
     seq = logs[-1]["seq"] + 1 if logs else 1
     entry = {"seq": seq, "at": utcnow().isoformat(), "message": _clip(message)}
     session.execute(
-        update(Analysis).where(Analysis.id == analysis_id).values(logs=[*logs[-(LOG_LINES_KEPT - 1) :], entry])
+        update(Job).where(Job.id == job_id).values(logs=[*logs[-(LOG_LINES_KEPT - 1) :], entry])
     )
 
 
@@ -78,27 +79,27 @@ class Lifecycle:
 
     # --- reads ----------------------------------------------------------------------
 
-    def get(self, analysis_id: str) -> Analysis | None:
+    def get(self, job_id: str) -> Job | None:
         with self.database.session() as session:
-            return session.get(Analysis, analysis_id)
+            return session.get(Job, job_id)
 
-    def require(self, analysis_id: str) -> Analysis:
-        analysis = self.get(analysis_id)
-        if analysis is None:
-            raise NotFound(f"no analysis with id {analysis_id!r}")
-        return analysis
+    def require(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        if job is None:
+            raise NotFound(f"no job with id {job_id!r}")
+        return job
 
-    def find_by_key(self, idempotency_key: str) -> Analysis | None:
+    def find_by_key(self, task: str, idempotency_key: str) -> Job | None:
         with self.database.session() as session:
-            return session.scalar(select(Analysis).where(Analysis.idempotency_key == idempotency_key))
+            return session.scalar(select(Job).where(Job.task == task, Job.idempotency_key == idempotency_key))
 
-    def stale(self, older_than: datetime, limit: int = 500) -> list[Analysis]:
+    def stale(self, older_than: datetime, limit: int = 500) -> list[Job]:
         """Unfinished analyses unchanged since `older_than`, oldest first (the reconciler's input)."""
         with self.database.session() as session:
             query = (
-                select(Analysis)
-                .where(_NOT_TERMINAL, Analysis.updated_at < older_than)
-                .order_by(Analysis.updated_at)
+                select(Job)
+                .where(_NOT_TERMINAL, Job.updated_at < older_than)
+                .order_by(Job.updated_at)
                 .limit(limit)
             )
             return list(session.scalars(query))
@@ -107,13 +108,13 @@ class Lifecycle:
         """Mean duration of the `last` successful runs on `queue` (None before the first one)."""
         with self.database.session() as session:
             recent = (
-                select(Analysis.attempt_started_at, Analysis.finished_at)
+                select(Job.attempt_started_at, Job.finished_at)
                 .where(
-                    Analysis.queue == queue,
-                    Analysis.status == AnalysisStatus.FINISHED,
-                    Analysis.attempt_started_at.is_not(None),
+                    Job.queue == queue,
+                    Job.status == JobStatus.FINISHED,
+                    Job.attempt_started_at.is_not(None),
                 )
-                .order_by(Analysis.finished_at.desc())
+                .order_by(Job.finished_at.desc())
                 .limit(last)
             )
             runs = [(end - start).total_seconds() for start, end in session.execute(recent) if start and end]
@@ -123,9 +124,9 @@ class Lifecycle:
         """Ended analyses whose callback is still pending, the ones the reconciler looked at least recently first."""
         with self.database.session() as session:
             query = (
-                select(Analysis.id)
-                .where(_CALLBACK_PENDING, Analysis.finished_at < ended_before)
-                .order_by(func.coalesce(Analysis.callback_checked_at, Analysis.finished_at), Analysis.id)
+                select(Job.id)
+                .where(_CALLBACK_PENDING, Job.finished_at < ended_before)
+                .order_by(func.coalesce(Job.callback_checked_at, Job.finished_at), Job.id)
                 .limit(limit)
             )
             return list(session.scalars(query))
@@ -134,7 +135,7 @@ class Lifecycle:
 
     def _change(
         self,
-        analysis_id: str,
+        job_id: str,
         values: dict[str, Any],
         *,
         where: Iterable[Any] = (),
@@ -143,118 +144,122 @@ class Lifecycle:
         """One compare-and-set; the changed row's facts, or None when the condition did not hold."""
         with self.database.session() as session:
             query = (
-                update(Analysis)
-                .where(Analysis.id == analysis_id, *where)
+                update(Job)
+                .where(Job.id == job_id, *where)
                 .values(updated_at=utcnow(), **values)
-                .returning(Analysis.queue, Analysis.attempts, Analysis.created_at, Analysis.attempt_started_at)
+                .returning(Job.queue, Job.attempts, Job.created_at, Job.attempt_started_at)
             )
             row = session.execute(query).one_or_none()
             if row is not None and log:
-                _append_log(session, analysis_id, log)
+                _append_log(session, job_id, log)
         if row is None:
             return None
-        self.notifier.changed(analysis_id)
+        self.notifier.changed(job_id)
         return _Changed(row.queue, row.attempts, row.created_at, row.attempt_started_at)
 
-    def accept(self, analysis: Analysis) -> Analysis:
-        """Commits a new analysis: from here on the upload is acknowledged."""
+    def accept(self, job: Job, *rows: Base, log: str = "accepted") -> Job:
+        """Commits a new job (and its domain rows, e.g. an upload's): from here on it is acknowledged."""
         with self.database.session() as session:
-            session.add(analysis)
+            session.add(job)
             session.flush()
-            _append_log(session, analysis.id, "upload stored")
-        return self.require(analysis.id)
+            session.add_all(rows)
+            _append_log(session, job.id, log)
+        return self.require(job.id)
 
-    def discard(self, analysis_id: str) -> None:
-        """Deletes a row that was never acknowledged (its upload is answered with an error)."""
+    def discard(self, job_id: str, *dependents: type[Base]) -> None:
+        """Deletes a job that was never acknowledged (its request is answered with an error), and the rows
+        of `dependents` (domain tables whose `id` is the job's) first."""
         with self.database.session() as session:
-            session.execute(delete(Analysis).where(Analysis.id == analysis_id))
+            for model in dependents:
+                session.execute(delete(model).where(model.id == job_id))  # type: ignore[attr-defined]
+            session.execute(delete(Job).where(Job.id == job_id))
 
     def mark_dispatched(
         self,
-        analysis_id: str,
+        job_id: str,
         *,
         mode: DispatchMode,
         queue: str,
-        status: AnalysisStatus,
-        from_statuses: Iterable[AnalysisStatus] = (AnalysisStatus.PENDING,),
+        status: JobStatus,
+        from_statuses: Iterable[JobStatus] = (JobStatus.PENDING,),
     ) -> bool:
         """Records that the job is on a queue (or scheduled); loses to a worker that already started it."""
-        where = [Analysis.status.in_(list(from_statuses))]
+        where = [Job.status.in_(list(from_statuses))]
         changed = self._change(
-            analysis_id,
+            job_id,
             {"status": status, "mode": mode, "queue": queue},
             where=where,
             log=f"{status.value} ({mode.value}, {queue})",
         )
         return changed is not None
 
-    def begin_attempt(self, analysis_id: str) -> Analysis | None:
-        """Marks a run as started and counts the attempt; None when the analysis must not run."""
+    def begin_attempt(self, job_id: str) -> Job | None:
+        """Marks a run as started and counts the attempt; None when the job must not run."""
         now = utcnow()
         changed = self._change(
-            analysis_id,
+            job_id,
             {
-                "status": AnalysisStatus.STARTED,
-                "attempts": Analysis.attempts + 1,
-                "started_at": func.coalesce(Analysis.started_at, now),
+                "status": JobStatus.STARTED,
+                "attempts": Job.attempts + 1,
+                "started_at": func.coalesce(Job.started_at, now),
                 "attempt_started_at": now,
                 "progress": 0,
             },
-            where=[_NOT_TERMINAL, Analysis.cancel_requested.is_(False)],
+            where=[_NOT_TERMINAL, Job.cancel_requested.is_(False)],
             log="attempt started",
         )
         if changed is None:
-            analysis = self.get(analysis_id)
-            if analysis is not None and analysis.cancel_requested:
-                self.mark_canceled(analysis_id, "canceled before it started")
+            job = self.get(job_id)
+            if job is not None and job.cancel_requested:
+                self.mark_canceled(job_id, "canceled before it started")
             return None
         first = changed.attempts == 1
         self.metrics.started(
             changed.queue, changed.attempts, changed.seconds_since(changed.created_at) if first else None
         )
-        return self.require(analysis_id)
+        return self.require(job_id)
 
-    def report_progress(self, analysis_id: str, percent: int, message: str | None = None) -> None:
+    def report_progress(self, job_id: str, percent: int, message: str | None = None) -> None:
         """Stores progress (0-100) and a log line.
 
         Raises:
-            JobCanceled: a cancel was requested, or another run already ended this analysis.
+            JobCanceled: a cancel was requested, or another run already ended this job.
         """
         with self.database.session() as session:
             row = session.execute(
-                select(Analysis.status, Analysis.cancel_requested).where(Analysis.id == analysis_id)
+                select(Job.status, Job.cancel_requested).where(Job.id == job_id)
             ).one_or_none()
             if row is None:
-                raise JobCanceled("the analysis no longer exists")
+                raise JobCanceled("the job no longer exists")
             if row.cancel_requested:
                 raise JobCanceled("canceled on request")
-            if row.status != AnalysisStatus.STARTED:
-                raise JobCanceled(f"the analysis is {row.status.value} already")
+            if row.status != JobStatus.STARTED:
+                raise JobCanceled(f"the job is {row.status.value} already")
             session.execute(
-                update(Analysis)
-                .where(Analysis.id == analysis_id)
+                update(Job)
+                .where(Job.id == job_id)
                 .values(progress=max(0, min(99, int(percent))), updated_at=utcnow())
             )
             if message:
-                _append_log(session, analysis_id, message)
-        self.notifier.changed(analysis_id)
+                _append_log(session, job_id, message)
+        self.notifier.changed(job_id)
 
-    def log(self, analysis_id: str, message: str) -> None:
-        self._change(analysis_id, {}, log=message)
+    def log(self, job_id: str, message: str) -> None:
+        self._change(job_id, {}, log=message)
 
-    def complete(self, analysis_id: str, result: dict[str, Any]) -> bool:
+    def complete(self, job_id: str, result: dict[str, Any]) -> bool:
         """The final write of a successful run; False when another run (or a cancel) got there first."""
         changed = self._change(
-            analysis_id,
+            job_id,
             {
-                "status": AnalysisStatus.FINISHED,
+                "status": JobStatus.FINISHED,
                 "result": result,
                 "progress": 100,
                 "error": None,
                 "finished_at": utcnow(),
                 "callback_status": _CALLBACK_OWED,
             },
-            where=[Analysis.status == AnalysisStatus.STARTED],
+            where=[Job.status == JobStatus.STARTED],
             log="finished",
         )
         if changed is None:
@@ -262,12 +267,12 @@ class Lifecycle:
         self.metrics.finished(changed.queue, changed.seconds_since(changed.attempt_started_at))
         return True
 
-    def settle_finished(self, analysis_id: str, result: dict[str, Any]) -> bool:
+    def settle_finished(self, job_id: str, result: dict[str, Any]) -> bool:
         """Records a result RQ holds but the database missed (the reconciler's repair)."""
         changed = self._change(
-            analysis_id,
+            job_id,
             {
-                "status": AnalysisStatus.FINISHED,
+                "status": JobStatus.FINISHED,
                 "result": result,
                 "progress": 100,
                 "finished_at": utcnow(),
@@ -281,22 +286,22 @@ class Lifecycle:
         self.metrics.finished(changed.queue, None)
         return True
 
-    def record_failure(self, analysis_id: str, error: str, *, retry_in_s: int | None) -> bool:
+    def record_failure(self, job_id: str, error: str, *, retry_in_s: int | None) -> bool:
         """Records a failed run: waiting for a retry when `retry_in_s` is given, else failed for good."""
         error = _clip(error)
         if retry_in_s is None:
             values: dict[str, Any] = {
-                "status": AnalysisStatus.FAILED,
+                "status": JobStatus.FAILED,
                 "error": error,
                 "finished_at": utcnow(),
                 "callback_status": _CALLBACK_OWED,
             }
             log = f"failed: {error}"
         else:
-            status = AnalysisStatus.SCHEDULED if retry_in_s > 0 else AnalysisStatus.QUEUED
+            status = JobStatus.SCHEDULED if retry_in_s > 0 else JobStatus.QUEUED
             values = {"status": status, "error": error}
             log = f"attempt failed, retrying in {retry_in_s}s: {error}"
-        changed = self._change(analysis_id, values, where=[_NOT_TERMINAL], log=log)
+        changed = self._change(job_id, values, where=[_NOT_TERMINAL], log=log)
         if changed is None:
             return False
         if retry_in_s is None:
@@ -305,10 +310,10 @@ class Lifecycle:
             self.metrics.retried(changed.queue)
         return True
 
-    def mark_canceled(self, analysis_id: str, reason: str = "canceled") -> bool:
+    def mark_canceled(self, job_id: str, reason: str = "canceled") -> bool:
         changed = self._change(
-            analysis_id,
-            {"status": AnalysisStatus.CANCELED, "finished_at": utcnow(), "cancel_requested": True},
+            job_id,
+            {"status": JobStatus.CANCELED, "finished_at": utcnow(), "cancel_requested": True},
             where=[_NOT_TERMINAL],
             log=reason,
         )
@@ -317,58 +322,58 @@ class Lifecycle:
         self.metrics.canceled(changed.queue)
         return True
 
-    def request_cancel(self, analysis_id: str) -> Analysis:
-        """Flags a running or waiting analysis for cancellation; the run stops at its next checkpoint.
+    def request_cancel(self, job_id: str) -> Job:
+        """Flags a running or waiting job for cancellation; the run stops at its next checkpoint.
 
         Raises:
             NotFound: unknown id.
-            InvalidTransition: the analysis has ended already.
+            InvalidTransition: the job has ended already.
         """
-        if self._change(analysis_id, {"cancel_requested": True}, where=[_NOT_TERMINAL], log="cancel requested") is None:
-            analysis = self.require(analysis_id)
-            raise InvalidTransition(f"analysis is {analysis.status.value}; only unfinished ones can be canceled")
-        return self.require(analysis_id)
+        if self._change(job_id, {"cancel_requested": True}, where=[_NOT_TERMINAL], log="cancel requested") is None:
+            job = self.require(job_id)
+            raise InvalidTransition(f"job is {job.status.value}; only unfinished ones can be canceled")
+        return self.require(job_id)
 
-    def reset_for_retry(self, analysis_id: str) -> bool:
-        """A failed analysis goes back to `queued`, keeping its attempt count and logs."""
+    def reset_for_retry(self, job_id: str) -> bool:
+        """A failed job goes back to `queued`, keeping its attempt count and logs."""
         changed = self._change(
-            analysis_id,
-            {"status": AnalysisStatus.QUEUED, "finished_at": None, "cancel_requested": False, "progress": 0},
-            where=[Analysis.status == AnalysisStatus.FAILED],
+            job_id,
+            {"status": JobStatus.QUEUED, "finished_at": None, "cancel_requested": False, "progress": 0},
+            where=[Job.status == JobStatus.FAILED],
             log="retry requested",
         )
         return changed is not None
 
-    def touch(self, analysis_ids: Iterable[str]) -> None:
+    def touch(self, job_ids: Iterable[str]) -> None:
         """Heartbeat for in-process jobs, so the reconciler knows they are alive."""
-        ids = list(analysis_ids)
+        ids = list(job_ids)
         if ids:
             with self.database.session() as session:
-                session.execute(update(Analysis).where(Analysis.id.in_(ids), _NOT_TERMINAL).values(updated_at=utcnow()))
+                session.execute(update(Job).where(Job.id.in_(ids), _NOT_TERMINAL).values(updated_at=utcnow()))
 
-    # --- callbacks (delivered by `tasks.callbacks`) ---------------------------------------
+    # --- callbacks (delivered by `jobs.callbacks`) ---------------------------------------
 
-    def _callback_change(self, analysis_id: str, values: dict[str, Any]) -> int | None:
+    def _callback_change(self, job_id: str, values: dict[str, Any]) -> int | None:
         """One compare-and-set on a pending callback; its attempt count, or None when it is not pending."""
         with self.database.session() as session:
             query = (
-                update(Analysis)
-                .where(Analysis.id == analysis_id, _CALLBACK_PENDING)
+                update(Job)
+                .where(Job.id == job_id, _CALLBACK_PENDING)
                 .values(**values)
-                .returning(Analysis.callback_attempts)
+                .returning(Job.callback_attempts)
             )
             attempts: int | None = session.execute(query).scalar_one_or_none()
         return attempts
 
-    def begin_callback_attempt(self, analysis_id: str) -> int | None:
+    def begin_callback_attempt(self, job_id: str) -> int | None:
         """Counts an attempt to deliver the callback; its number, or None when the callback is not pending."""
         return self._callback_change(
-            analysis_id, {"callback_attempts": Analysis.callback_attempts + 1, "callback_attempted_at": utcnow()}
+            job_id, {"callback_attempts": Job.callback_attempts + 1, "callback_attempted_at": utcnow()}
         )
 
-    def mark_callback_delivered(self, analysis_id: str) -> bool:
+    def mark_callback_delivered(self, job_id: str) -> bool:
         changed = self._callback_change(
-            analysis_id,
+            job_id,
             {"callback_status": CallbackStatus.DELIVERED, "callback_sent_at": utcnow(), "callback_error": None},
         )
         if changed is None:
@@ -376,22 +381,22 @@ class Lifecycle:
         self.metrics.callback(CallbackOutcome.DELIVERED)
         return True
 
-    def record_callback_failure(self, analysis_id: str, error: str, *, final: bool) -> bool:
+    def record_callback_failure(self, job_id: str, error: str, *, final: bool) -> bool:
         """Records a failed attempt; `final`: no attempt is left, the callback is undeliverable."""
         values: dict[str, Any] = {"callback_error": _clip(error)}
         if final:
             values["callback_status"] = CallbackStatus.UNDELIVERABLE
-        if self._callback_change(analysis_id, values) is None:
+        if self._callback_change(job_id, values) is None:
             return False
         self.metrics.callback(CallbackOutcome.UNDELIVERABLE if final else CallbackOutcome.RETRIED)
         return True
 
-    def mark_callbacks_checked(self, analysis_ids: Iterable[str]) -> None:
+    def mark_callbacks_checked(self, job_ids: Iterable[str]) -> None:
         """The reconciler looked at these pending callbacks now (it takes the least recent first)."""
-        ids = list(analysis_ids)
+        ids = list(job_ids)
         if ids:
             with self.database.session() as session:
-                session.execute(update(Analysis).where(Analysis.id.in_(ids)).values(callback_checked_at=utcnow()))
+                session.execute(update(Job).where(Job.id.in_(ids)).values(callback_checked_at=utcnow()))
 
 
 def grace_cutoff(grace_s: int) -> datetime:

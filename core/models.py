@@ -1,4 +1,4 @@
-"""The analysis row: what a client uploaded and what became of it.
+"""The job row: what runs in the background, for any task, and what became of it.
 
 The database is the source of truth for a client: its commit is the
 acknowledgment, and every state change is written here (Redis only carries
@@ -15,10 +15,10 @@ from sqlalchemy import JSON, Boolean, DateTime, Enum, Index, Integer, String, Te
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-LOG_LINES_KEPT = 100  # recent log lines stored per analysis; older ones are dropped
+LOG_LINES_KEPT = 100  # recent log lines stored per job; older ones are dropped
 
 
-class AnalysisStatus(enum.StrEnum):
+class JobStatus(enum.StrEnum):
     PENDING = "pending"  # stored and acknowledged, not on a queue yet (e.g. Redis was down)
     QUEUED = "queued"
     SCHEDULED = "scheduled"  # waits for `scheduled_at` or for a retry's backoff
@@ -32,12 +32,12 @@ class AnalysisStatus(enum.StrEnum):
         return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES = frozenset({AnalysisStatus.FINISHED, AnalysisStatus.FAILED, AnalysisStatus.CANCELED})
-WAITING_STATUSES = frozenset({AnalysisStatus.PENDING, AnalysisStatus.QUEUED, AnalysisStatus.SCHEDULED})
+TERMINAL_STATUSES = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED})
+WAITING_STATUSES = frozenset({JobStatus.PENDING, JobStatus.QUEUED, JobStatus.SCHEDULED})
 
 
 class CallbackStatus(enum.StrEnum):
-    """Where the callback of an ended analysis stands (None: no callback_url, or not ended yet)."""
+    """Where the callback of an ended job stands (None: no callback_url, or not ended yet)."""
 
     PENDING = "pending"  # owed: being delivered, or waiting for its next attempt
     DELIVERED = "delivered"  # the receiver answered 2xx
@@ -83,30 +83,38 @@ class Base(DeclarativeBase):
     pass
 
 
-class Analysis(Base):
-    __tablename__ = "analyses"
+class Job(Base):
+    """One background job of any task: what to run, where it stands, what came of it.
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    status: Mapped[AnalysisStatus] = mapped_column(_enum(AnalysisStatus, 16))
-    # The client's file name, kept as metadata only: it never becomes a path.
-    filename: Mapped[str] = mapped_column(String(255))
-    size_bytes: Mapped[int] = mapped_column(Integer)
-    content_type: Mapped[str | None] = mapped_column(String(127))
-    audio_format: Mapped[str] = mapped_column(String(32))
-    sha256: Mapped[str] = mapped_column(String(64))
-    storage_key: Mapped[str] = mapped_column(String(255))
-    priority: Mapped[Priority] = mapped_column(_enum(Priority, 16))
-    queue: Mapped[str] = mapped_column(String(32))
+    The commit of this row is the acknowledgment; RQ (or the in-process runner) only carries the
+    work. A domain row (e.g. an upload's `analyses` row) may point at its job with the same id.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The registered task name (`jobs.registry`); workers run nothing that is not registered.
+    task: Mapped[str] = mapped_column(String(255))
+    args: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    kwargs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, 16))
+    queue: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[str] = mapped_column(String(16), default=Priority.NORMAL.value)
     mode: Mapped[DispatchMode] = mapped_column(_enum(DispatchMode, 16))
+    # The task's policy, fixed when the job is accepted: a re-dispatch needs no registry lookup.
+    timeout_s: Mapped[int] = mapped_column(Integer)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    retry_intervals: Mapped[list[int]] = mapped_column(JSON, default=list)
     callback_url: Mapped[str | None] = mapped_column(String(2048))
     scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     progress: Mapped[int] = mapped_column(Integer, default=0)
     logs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    result: Mapped[Any] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # Unique per task: the same key sent to two tasks names two jobs.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Touched by every state change and progress report; the reconciler's notion of "recently alive".
@@ -115,7 +123,7 @@ class Analysis(Base):
     attempt_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # start of the latest run
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     callback_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # delivered at
-    # Set to `pending` by the final write when a callback_url is given; see `tasks.callbacks`.
+    # Set to `pending` by the final write when a callback_url is given; see `jobs.callbacks`.
     callback_status: Mapped[CallbackStatus | None] = mapped_column(_enum(CallbackStatus, 16))
     callback_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     callback_error: Mapped[str | None] = mapped_column(Text)  # why the latest attempt failed
@@ -124,9 +132,11 @@ class Analysis(Base):
     callback_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
-        Index("ix_analyses_status_updated_at", "status", "updated_at"),
-        Index("ix_analyses_callback_status", "callback_status"),
+        Index("ix_jobs_status_updated_at", "status", "updated_at"),
+        Index("ix_jobs_callback_status", "callback_status"),
+        Index("ix_jobs_task_status", "task", "status"),
+        Index("ux_jobs_task_idempotency_key", "task", "idempotency_key", unique=True),
     )
 
     def __repr__(self) -> str:
-        return f"<Analysis {self.id} {self.status.value}>"
+        return f"<Job {self.id} {self.task} {self.status.value}>"

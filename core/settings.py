@@ -11,6 +11,7 @@ import binascii
 import ipaddress
 import os
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +31,9 @@ QUEUE_NORMAL = "audio_analysis"
 QUEUES_BY_PRIORITY = (QUEUE_HIGH, QUEUE_NORMAL)
 # Callback deliveries have a queue of their own, served by their own workers (`-q callbacks`).
 QUEUE_CALLBACKS = "callbacks"
+
+# The service's own tasks; a team adds its modules (`TASK_MODULES`).
+DEFAULT_TASK_MODULES = ("tasks.audio_analysis", "tasks.waveform")
 
 # Between the end of an upload and its row: sniffing the file, a busy database. Bounds the sweep's age.
 ORPHAN_MARGIN_S = 60
@@ -91,18 +95,46 @@ def check_network_or_host(item: str) -> str:
     return item.lower().rstrip(".")
 
 
-def parse_queue_names(value: Any, known: tuple[str, ...] = (*QUEUES_BY_PRIORITY, QUEUE_CALLBACKS)) -> tuple[str, ...]:
+_QUEUE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+_MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def parse_queue_names(value: Any) -> tuple[str, ...]:
     """Parses `"high_priority,audio_analysis"` into queue names, highest priority first.
 
     Raises:
-        ValueError: a name is not one of our queues (`known`), or none is given.
+        ValueError: a name is not a queue name (letters, digits, `_.:-`, at most 64), or none is given.
     """
     items = value.split(",") if isinstance(value, str) else list(value)
     names = tuple(str(item).strip() for item in items if str(item).strip())
-    unknown = [name for name in names if name not in known]
-    if not names or unknown:
-        raise ValueError(f"expected a comma-separated subset of {','.join(known)}")
+    bad = [name for name in names if not _QUEUE_NAME_RE.fullmatch(name)]
+    if not names or bad:
+        raise ValueError(f"expected comma-separated queue names such as {','.join(QUEUES_BY_PRIORITY)}")
     return names
+
+
+def parse_module_names(value: Any) -> tuple[str, ...]:
+    """Parses `"tasks.audio_analysis,myapp.tasks"` into dotted module names.
+
+    Raises:
+        ValueError: an item is not a dotted Python module name.
+    """
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = tuple(str(item).strip() for item in items if str(item).strip())
+    bad = [name for name in names if not _MODULE_RE.fullmatch(name)]
+    if bad:
+        raise ValueError(f"not a module name: {', '.join(bad)} (expected e.g. tasks.audio_analysis,myapp.tasks)")
+    return names
+
+
+def intervals_for(retries: int, intervals: Sequence[int]) -> tuple[int, ...]:
+    """One backoff per retry: `intervals` cut to length, or padded with its last value.
+
+    RQ repeats the *first* value when the list is shorter than `max`, and takes the list's tail when
+    it is longer; given exactly one per retry, retry n waits intervals[n-1].
+    """
+    values = tuple(intervals[:retries]) or (0,)
+    return values + values[-1:] * (retries - len(values)) if retries > 0 else ()
 
 
 class Settings(BaseSettings):
@@ -157,6 +189,9 @@ class Settings(BaseSettings):
     rq_result_ttl: Annotated[int, NoDecode] = 24 * 3600
     rq_failure_ttl: Annotated[int, NoDecode] = 7 * 24 * 3600
 
+    # Modules that declare tasks (`@task`): workers, the scheduler and the API import them at start-up.
+    task_modules: Annotated[tuple[str, ...], NoDecode] = DEFAULT_TASK_MODULES
+
     # --- workers ------------------------------------------------------------------
     worker_count: int = Field(2, ge=1, le=64)
     worker_queues: Annotated[tuple[str, ...], NoDecode] = QUEUES_BY_PRIORITY
@@ -178,7 +213,7 @@ class Settings(BaseSettings):
     # --- security -----------------------------------------------------------------
     admin_api_key: SecretStr | None = None
 
-    # --- callbacks (tasks.callbacks) ------------------------------------------------
+    # --- callbacks (jobs.callbacks) ------------------------------------------------
     # Standard Webhooks secret (`whsec_` + base64); empty: uploads with a callback_url are refused.
     callback_signing_secret: SecretStr | None = None
     # Exceptions to the SSRF guard: CIDRs (10.0.0.0/8) and/or host names (hooks.internal).
@@ -259,6 +294,11 @@ class Settings(BaseSettings):
     def _queues(cls, value: Any) -> tuple[str, ...]:
         return parse_queue_names(value)
 
+    @field_validator("task_modules", mode="before")
+    @classmethod
+    def _task_modules(cls, value: Any) -> tuple[str, ...]:
+        return parse_module_names(value)
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
@@ -308,12 +348,8 @@ class Settings(BaseSettings):
 
     @property
     def retry_intervals_s(self) -> tuple[int, ...]:
-        """One backoff per retry (`RQ_RETRY_MAX` of them): `RQ_RETRY_INTERVALS` cut to length, or padded
-        with its last value. RQ repeats the *first* value when the list is shorter than `max`, and
-        takes the list's tail when it is longer; given exactly one per retry, retry n waits intervals[n-1].
-        """
-        intervals = self.rq_retry_intervals[: self.rq_retry_max]
-        return intervals + intervals[-1:] * (self.rq_retry_max - len(intervals))
+        """One backoff per retry (`RQ_RETRY_MAX` of them), see `intervals_for`."""
+        return intervals_for(self.rq_retry_max, self.rq_retry_intervals)
 
     @property
     def base_url(self) -> str:

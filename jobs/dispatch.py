@@ -1,6 +1,6 @@
-"""The flag switch: one call that runs a task on RQ or in-process (`USE_RQ_QUEUE`).
+"""The flag switch: one call that runs a job on RQ or in-process (`USE_RQ_QUEUE`).
 
-Endpoints commit their row first (the acknowledgment), then call `dispatch`.
+Producers commit the job's row first (the acknowledgment, `jobs.submit`), then call `dispatch`.
 When Redis cannot take the job, the row stays `pending` and the reconciler
 enqueues it later; the caller still answers 202. No web framework here: the
 reconciler dispatches from workers too (always onto RQ, with no runner).
@@ -17,11 +17,9 @@ import redis
 
 from core.errors import ConfigurationError, QueueFull, QueueUnavailable
 from core.lifecycle import Lifecycle
-from core.models import AnalysisStatus, DispatchMode, utcnow
+from core.models import DispatchMode, Job, JobStatus, utcnow
 from core.settings import Settings
-from redis_client import enqueue
-from tasks.registry import ON_FAILURE, ON_STOPPED
-from tasks.spec import TaskSpec
+from redis_client import ON_FAILURE, ON_STOPPED, RUN_JOB, enqueue
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +31,9 @@ class TaskAdder(Protocol):
 
 
 class InProcess(Protocol):
-    """Runs tasks inside this process (the API's `app.inprocess.InProcessRunner`)."""
+    """Runs tasks inside this process (`jobs.inprocess.InProcessRunner`)."""
 
-    def submit(self, task: TaskSpec, job_id: str, at: datetime | None = None) -> int | None:
+    def submit(self, job: Job, at: datetime | None = None) -> int | None:
         """Takes the job in now (it joins the line); returns its place among waiting jobs, None if scheduled."""
         ...
 
@@ -48,7 +46,7 @@ class Dispatched:
 
     mode: DispatchMode
     queue: str
-    status: AnalysisStatus
+    status: JobStatus
     position: int | None = None
 
 
@@ -70,61 +68,60 @@ class Dispatcher:
     def dispatch(
         self,
         background_tasks: TaskAdder | None,
-        task: TaskSpec,
-        job_id: str,
+        job: Job,
         *,
-        queue: str,
-        at: datetime | None = None,
-        from_statuses: tuple[AnalysisStatus, ...] = (AnalysisStatus.PENDING,),
+        from_statuses: tuple[JobStatus, ...] = (JobStatus.PENDING,),
     ) -> Dispatched:
-        """Runs `task(job_id)` in the background and records where it went.
+        """Runs the committed `job` in the background and records where it went.
 
         Args:
             background_tasks: the request's tasks; None outside a request (the job then starts on the loop).
-            task: the task to run.
-            job_id: the job id, also the analysis id (deterministic: a re-enqueue replaces, never duplicates).
-            queue: the RQ queue (recorded in background mode too).
-            at: run no earlier than this time.
+            job: the job's row, as committed (its id is also the RQ job id: a re-enqueue replaces, never
+                duplicates; its queue, timeout, retries and schedule say how it runs).
             from_statuses: row states this dispatch may move on from (the reconciler passes more).
 
         Raises:
             QueueFull: Redis refuses writes (out of memory); nothing was enqueued.
         """
-        at = at if at is not None and at > utcnow() else None
-        status = AnalysisStatus.SCHEDULED if at else AnalysisStatus.QUEUED
+        at = job.scheduled_at if job.scheduled_at is not None and job.scheduled_at > utcnow() else None
+        status = JobStatus.SCHEDULED if at else JobStatus.QUEUED
         if self.mode is DispatchMode.RQ:
             try:
-                job = enqueue(
+                enqueued = enqueue(
                     self.connection,
                     self.settings,
-                    task.name,
-                    job_id,
-                    job_id=job_id,
-                    queue_name=queue,
+                    RUN_JOB,
+                    job.id,
+                    job_id=job.id,
+                    queue_name=job.queue,
                     at=at,
+                    description=f"{job.task.rsplit('.', 1)[-1]}({job.id})",
                     on_failure=ON_FAILURE,
                     on_stopped=ON_STOPPED,
+                    job_timeout=job.timeout_s,
+                    retries=job.retries,
+                    retry_intervals=job.retry_intervals,
                 )
             except QueueFull:
                 raise  # Redis is up but refuses writes: the caller answers 503 and keeps nothing
             except QueueUnavailable as exc:
-                log.warning("job %s stays pending, Redis unreachable: %s", job_id, exc)
-                return Dispatched(DispatchMode.RQ, queue, AnalysisStatus.PENDING)
+                log.warning("job %s stays pending, Redis unreachable: %s", job.id, exc)
+                return Dispatched(DispatchMode.RQ, job.queue, JobStatus.PENDING)
             self.lifecycle.mark_dispatched(
-                job_id, mode=DispatchMode.RQ, queue=queue, status=status, from_statuses=from_statuses
+                job.id, mode=DispatchMode.RQ, queue=job.queue, status=status, from_statuses=from_statuses
             )
-            return Dispatched(DispatchMode.RQ, queue, status, self._rq_position(job) if not at else None)
+            return Dispatched(DispatchMode.RQ, job.queue, status, self._rq_position(enqueued) if not at else None)
 
         if self.runner is None:
             raise ConfigurationError("USE_RQ_QUEUE is false but this process cannot run jobs in-process")
         self.lifecycle.mark_dispatched(
-            job_id, mode=DispatchMode.BACKGROUND, queue=queue, status=status, from_statuses=from_statuses
+            job.id, mode=DispatchMode.BACKGROUND, queue=job.queue, status=status, from_statuses=from_statuses
         )
         # The job joins the line before the answer is written, so its position is its own, as on RQ.
-        position = self.runner.submit(task, job_id, at)
+        position = self.runner.submit(job, at)
         if background_tasks is not None:
-            background_tasks.add_task(self.runner.wait, job_id)  # graceful shutdown waits for it, as for RQ work
-        return Dispatched(DispatchMode.BACKGROUND, queue, status, position)
+            background_tasks.add_task(self.runner.wait, job.id)  # graceful shutdown waits for it, as for RQ work
+        return Dispatched(DispatchMode.BACKGROUND, job.queue, status, position)
 
     def _rq_position(self, job: Any) -> int | None:
         try:

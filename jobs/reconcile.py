@@ -1,7 +1,7 @@
 """The reconciler: the one mechanism that makes "acknowledged" mean "done eventually".
 
-Periodically it compares the database with Redis. Every unfinished analysis
-left untouched for a grace period is looked up in RQ:
+Periodically it compares the database with Redis. Every unfinished job, of
+any task, left untouched for a grace period is looked up in RQ:
 
 - waiting or running there: fine (RQ's own maintenance retries a job whose
   worker died) — unless this process runs jobs in-process and no live worker
@@ -32,14 +32,13 @@ import redis
 from rq.results import Result
 
 from core.lifecycle import Lifecycle, grace_cutoff
-from core.models import Analysis, AnalysisStatus, DispatchMode
+from core.models import DispatchMode, Job, JobStatus
 from core.settings import Settings
+from jobs import callbacks
 from jobs.dispatch import Dispatcher
 from jobs.reconcile_status import note_failure, note_success
 from jobs.rq_state import JobPlace, locate, served_queues, take_back
-from redis_client import AnalysisJob
-from tasks import callbacks
-from tasks.audio_analysis import TASK
+from redis_client import KitJob
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +52,10 @@ CALLBACK_BATCH = 200
 LOCK_KEY = "audiokit:reconciler:lock"
 SUSPECT_KEY = "audiokit:reconciler:suspect:{}"
 _REDISPATCH_FROM = (
-    AnalysisStatus.PENDING,
-    AnalysisStatus.QUEUED,
-    AnalysisStatus.SCHEDULED,
-    AnalysisStatus.STARTED,
+    JobStatus.PENDING,
+    JobStatus.QUEUED,
+    JobStatus.SCHEDULED,
+    JobStatus.STARTED,
 )
 
 
@@ -85,12 +84,12 @@ class ReconcileReport:
 
 
 class LocalCallbacks(Protocol):
-    """The API's in-process callback deliverer (`app.callbacks`), for in-process mode."""
+    """The API's in-process callback deliverer (`jobs.local_callbacks`), for in-process mode."""
 
     @property
     def active_ids(self) -> set[str]: ...
 
-    def submit(self, analysis_id: str) -> None: ...
+    def submit(self, job_id: str) -> None: ...
 
 
 class Reconciler:
@@ -146,96 +145,94 @@ class Reconciler:
 
     def _pass_without_redis(self, report: ReconcileReport) -> None:
         local = self.local_jobs()
-        for analysis in self.lifecycle.stale(grace_cutoff(self.settings.reconcile_grace_s)):
-            if analysis.mode is DispatchMode.BACKGROUND and analysis.id not in local:
+        for job in self.lifecycle.stale(grace_cutoff(self.settings.reconcile_grace_s)):
+            if job.mode is DispatchMode.BACKGROUND and job.id not in local:
                 report.examined += 1
-                self._redispatch(analysis, report.redispatched)
+                self._redispatch(job, report.redispatched)
         self._schedule_callbacks(report)
 
     def _pass(self, report: ReconcileReport) -> None:
         cutoff = grace_cutoff(self.settings.reconcile_grace_s)
         served: set[str] | None = None
         local = self.local_jobs()
-        for analysis in self.lifecycle.stale(cutoff):
-            if analysis.id in local:
+        for job in self.lifecycle.stale(cutoff):
+            if job.id in local:
                 continue  # running in this very process
             report.examined += 1
-            located = locate(self.connection, analysis.id)
+            located = locate(self.connection, job.id)
             if located.place is JobPlace.ENDED:
-                self._settle(analysis, located.job, report)
+                self._settle(job, located.job, report)
             elif located.place in (JobPlace.WAITING, JobPlace.RUNNING):
                 if self.dispatcher.mode is DispatchMode.BACKGROUND and located.place is JobPlace.WAITING:
                     served = (
                         served if served is not None else served_queues(self.connection, self.settings.worker_ttl_s)
                     )
-                    if analysis.queue not in served and located.job and take_back(self.connection, located.job):
-                        self._redispatch(analysis, report.taken_back)
+                    if job.queue not in served and located.job and take_back(self.connection, located.job):
+                        self._redispatch(job, report.taken_back)
                         continue
-                if analysis.status is AnalysisStatus.PENDING:
+                if job.status is JobStatus.PENDING:
                     # Enqueued, but the API died before recording it.
                     self.lifecycle.mark_dispatched(
-                        analysis.id, mode=DispatchMode.RQ, queue=analysis.queue, status=AnalysisStatus.QUEUED
+                        job.id, mode=DispatchMode.RQ, queue=job.queue, status=JobStatus.QUEUED
                     )
-                    report.settled.append(analysis.id)
+                    report.settled.append(job.id)
             elif located.place is JobPlace.LOST:
                 # A worker may be between BLPOP and start right now: act only if still lost on the next pass.
-                first_seen = self.connection.set(SUSPECT_KEY.format(analysis.id), 1, nx=True, ex=3600)
+                first_seen = self.connection.set(SUSPECT_KEY.format(job.id), 1, nx=True, ex=3600)
                 if first_seen:
-                    report.suspected.append(analysis.id)
+                    report.suspected.append(job.id)
                 else:
-                    self._redispatch(analysis, report.redispatched)
+                    self._redispatch(job, report.redispatched)
             else:
-                self._redispatch(analysis, report.redispatched)
+                self._redispatch(job, report.redispatched)
         self._schedule_callbacks(report)
 
-    def _redispatch(self, analysis: Analysis, bucket: list[str]) -> None:
-        self.connection.delete(SUSPECT_KEY.format(analysis.id))
-        at = analysis.scheduled_at if analysis.status is not AnalysisStatus.STARTED else None
-        self.lifecycle.log(analysis.id, f"recovered by the reconciler (was {analysis.status.value})")
-        dispatched = self.dispatcher.dispatch(
-            None, TASK, analysis.id, queue=analysis.queue, at=at, from_statuses=_REDISPATCH_FROM
-        )
-        if dispatched.status is not AnalysisStatus.PENDING:
-            bucket.append(analysis.id)
+    def _redispatch(self, job: Job, bucket: list[str]) -> None:
+        self.connection.delete(SUSPECT_KEY.format(job.id))
+        self.lifecycle.log(job.id, f"recovered by the reconciler (was {job.status.value})")
+        dispatched = self.dispatcher.dispatch(None, job, from_statuses=_REDISPATCH_FROM)
+        if dispatched.status is not JobStatus.PENDING:
+            bucket.append(job.id)
 
-    def _settle(self, analysis: Analysis, job: AnalysisJob | None, report: ReconcileReport) -> None:
+    def _settle(self, row: Job, job: KitJob | None, report: ReconcileReport) -> None:
         """RQ says the job ended but the database does not know: record what RQ knows."""
         assert job is not None
         status = job.get_status(refresh=False).value
         if status == "finished":
             result = job.return_value()
-            if isinstance(result, dict) and self.lifecycle.settle_finished(analysis.id, result):
-                report.settled.append(analysis.id)
+            if result is not None and self.lifecycle.settle_finished(row.id, result):
+                report.settled.append(row.id)
                 return
-            # Finished without a result (a run that found the row not runnable): run it again.
-            self._redispatch(analysis, report.redispatched)
+            # Finished without a result (a run that found the row not runnable, or a task that returns
+            # nothing and whose final write was lost): run it again; tasks are idempotent.
+            self._redispatch(row, report.redispatched)
             return
         if status in ("stopped", "canceled"):
-            changed = self.lifecycle.mark_canceled(analysis.id, f"{status} in RQ")
+            changed = self.lifecycle.mark_canceled(row.id, f"{status} in RQ")
         else:
             latest = job.latest_result()
             reason = "the job failed on a worker"
             if latest is not None and latest.type == Result.Type.FAILED and latest.exc_string:
                 reason = latest.exc_string.strip().splitlines()[-1]
-            changed = self.lifecycle.record_failure(analysis.id, reason, retry_in_s=None)
+            changed = self.lifecycle.record_failure(row.id, reason, retry_in_s=None)
         if changed:
-            report.settled.append(analysis.id)
+            report.settled.append(row.id)
 
     def _schedule_callbacks(self, report: ReconcileReport) -> None:
         """Gives every pending callback of a batch a delivery job (RQ) or an in-process delivery."""
         batch = self.lifecycle.callbacks_owed(grace_cutoff(self.settings.reconcile_grace_s), CALLBACK_BATCH)
-        for analysis_id in batch:
+        for job_id in batch:
             try:
                 if self.dispatcher.mode is DispatchMode.RQ:
-                    scheduled = callbacks.ensure_job(self.connection, self.settings, analysis_id)
-                elif self.local_callbacks is not None and analysis_id not in self.local_callbacks.active_ids:
-                    self.local_callbacks.submit(analysis_id)
+                    scheduled = callbacks.ensure_job(self.connection, self.settings, job_id)
+                elif self.local_callbacks is not None and job_id not in self.local_callbacks.active_ids:
+                    self.local_callbacks.submit(job_id)
                     scheduled = True
                 else:
                     scheduled = False
                 if scheduled:
-                    report.callbacks_enqueued.append(analysis_id)
+                    report.callbacks_enqueued.append(job_id)
             except Exception as exc:
-                log.warning("reconciler: callback of %s not scheduled: %s", analysis_id, exc)
-                report.errors.append(f"callback {analysis_id}: {type(exc).__name__}: {exc}")
+                log.warning("reconciler: callback of %s not scheduled: %s", job_id, exc)
+                report.errors.append(f"callback {job_id}: {type(exc).__name__}: {exc}")
         self.lifecycle.mark_callbacks_checked(batch)

@@ -15,7 +15,7 @@ from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
 
 from core.models import utcnow
-from redis_client import AnalysisJob, AnalysisQueue, fetch_job, get_queue
+from redis_client import KitJob, KitQueue, fetch_job, get_queue
 
 
 class JobPlace(enum.StrEnum):
@@ -31,11 +31,11 @@ class JobPlace(enum.StrEnum):
 @dataclass(frozen=True)
 class Located:
     place: JobPlace
-    job: AnalysisJob | None
+    job: KitJob | None
 
 
-def _in_started_registry(connection: redis.Redis, job: AnalysisJob) -> bool:
-    registry = StartedJobRegistry(job.origin, connection=connection, job_class=AnalysisJob)
+def _in_started_registry(connection: redis.Redis, job: KitJob) -> bool:
+    registry = StartedJobRegistry(job.origin, connection=connection, job_class=KitJob)
     return job.id in registry.get_job_ids(cleanup=False)
 
 
@@ -68,7 +68,7 @@ def locate(connection: redis.Redis, job_id: str) -> Located:
     return Located(JobPlace.LOST, job)
 
 
-def take_back(connection: redis.Redis, job: AnalysisJob) -> bool:
+def take_back(connection: redis.Redis, job: KitJob) -> bool:
     """Claims a waiting job away from RQ (for the in-process path); True when no worker can get it now."""
     queue = get_queue(job.origin, connection)
     scheduled_key = queue.scheduled_job_registry.key
@@ -94,7 +94,7 @@ def workers(connection: redis.Redis, worker_ttl_s: int) -> list[WorkerInfo]:
     """Every registered worker; `alive` when its heartbeat is within `worker_ttl_s`."""
     cutoff = utcnow() - timedelta(seconds=worker_ttl_s)
     found = []
-    for worker in Worker.all(connection=connection, job_class=AnalysisJob, queue_class=AnalysisQueue):
+    for worker in Worker.all(connection=connection, job_class=KitJob, queue_class=KitQueue):
         heartbeat = worker.last_heartbeat
         found.append(
             WorkerInfo(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import app.models  # noqa: F401  (the analyses table; core.models holds the jobs table)
 from core.db import make_engine
 from core.models import Base
 from core.settings import get_settings

@@ -13,7 +13,7 @@ import redis
 from core.db import migrate
 from core.settings import Settings, load_settings
 from devserver.redis import RedisServer
-from tasks.runtime import Runtime, build_runtime, install_runtime
+from jobs.runtime import Runtime, build_runtime, install_runtime
 from tests.support.black_hole import BlackHole
 from tests.support.fake_services import FakeServices
 from tests.support.processes import ApiServer, ManagedProcess, start_workers

@@ -16,22 +16,24 @@ import sys
 from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
-import tasks.analyzers.local
-import tasks.audio_analysis
-import tasks.callbacks
-import tasks.maintenance
+import jobs.callbacks
+import jobs.execute
+import jobs.maintenance
+import jobs.outcomes
 from core.errors import ConfigurationError
 from core.settings import Settings, parse_queue_names
 from core.startup import EXIT_CONFIGURATION, configure_logging, settings_or_exit
-from redis_client import AnalysisJob, AnalysisQueue, check_redis_policy, make_redis
+from jobs.registry import import_task_modules
+from redis_client import KitJob, KitQueue, check_redis_policy, make_redis
 from workers.wait import wait_for_redis
-from workers.worker import AnalysisWorker
+from workers.worker import KitWorker
 
 log = logging.getLogger("workers")
 
-# Imported before the pool forks workers and each worker forks a work-horse per job; otherwise
-# every job pays ~240 ms importing numpy, soundfile and SQLAlchemy again (measured by bench/).
-PRELOADED_JOB_MODULES = (tasks.analyzers.local, tasks.audio_analysis, tasks.callbacks, tasks.maintenance)
+# Imported before the pool forks workers and each worker forks a work-horse per job (with the task
+# modules, `TASK_MODULES`); otherwise every job pays ~240 ms importing numpy, soundfile and SQLAlchemy
+# again (measured by bench/).
+PRELOADED_JOB_MODULES = (jobs.callbacks, jobs.execute, jobs.maintenance, jobs.outcomes)
 
 
 def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace:
@@ -56,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"start_worker: --queues: {exc}", file=sys.stderr)
         return EXIT_CONFIGURATION
     configure_logging(settings)
+    try:
+        import_task_modules(settings.task_modules)
+    except ImportError as exc:
+        print(f"start_worker: TASK_MODULES: {exc}", file=sys.stderr)
+        return EXIT_CONFIGURATION
     connection = make_redis(settings, role="worker")
     wait_for_redis(connection)
     try:
@@ -69,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         list(queues),
         connection=connection,
         num_workers=args.count,
-        worker_class=AnalysisWorker,
+        worker_class=KitWorker,
         serializer=JSONSerializer,
-        job_class=AnalysisJob,
-        queue_class=AnalysisQueue,
+        job_class=KitJob,
+        queue_class=KitQueue,
     )
     pool.start(burst=args.burst, logging_level=settings.log_level)
     return 0

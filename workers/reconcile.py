@@ -13,8 +13,8 @@ import json
 import sys
 
 from core.startup import configure_logging, settings_or_exit
+from jobs.maintenance import reconcile
 from jobs.reconcile import SKIPPED_REDIS_DOWN
-from tasks.maintenance import reconcile
 
 
 def main() -> int:

@@ -19,8 +19,7 @@ from rq_scheduler import Scheduler
 from core.models import utcnow
 from core.settings import QUEUE_HIGH, get_settings
 from core.startup import configure_logging, settings_or_exit
-from redis_client import AnalysisJob, AnalysisQueue, make_redis
-from tasks.registry import RECONCILE
+from redis_client import RECONCILE, KitJob, KitQueue, make_redis
 from workers.wait import wait_for_redis
 
 log = logging.getLogger("workers.scheduler")
@@ -31,17 +30,17 @@ RECONCILE_TIMEOUT_S = 300
 RECONCILE_RESULT_TTL_S = 600  # keep the last passes' reports for a while (visible in rq-dashboard)
 
 
-class AnalysisScheduler(Scheduler):  # type: ignore[misc]
-    job_class = AnalysisJob
-    queue_class = AnalysisQueue
+class KitScheduler(Scheduler):  # type: ignore[misc]
+    job_class = KitJob
+    queue_class = KitQueue
 
 
-def build_scheduler() -> AnalysisScheduler:
+def build_scheduler() -> KitScheduler:
     settings = get_settings()
     connection = make_redis(settings, role="worker")
     wait_for_redis(connection)
     # A fresh name each time: a scheduler that died with Redis never registered its death.
-    scheduler = AnalysisScheduler(queue_name=QUEUE_HIGH, connection=connection, interval=SCHEDULER_POLL_S)
+    scheduler = KitScheduler(queue_name=QUEUE_HIGH, connection=connection, interval=SCHEDULER_POLL_S)
     # Re-register on every start, so a changed RECONCILE_INTERVAL_S takes effect.
     scheduler.cancel(RECONCILE_JOB_ID)
     scheduler.schedule(

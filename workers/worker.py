@@ -11,12 +11,12 @@ from rq.serializers import JSONSerializer
 
 from core.errors import AudioKitError
 from core.settings import get_settings
-from redis_client import AnalysisJob, AnalysisQueue, make_redis
-from tasks.spec import describe_error
+from jobs.policy import describe_error
+from redis_client import KitJob, KitQueue, make_redis
 from workers.wait import wait_for_redis
 
 
-class AnalysisWorker(Worker):
+class KitWorker(Worker):
     """An RQ `Worker` whose defaults come from the settings.
 
     With RQ's defaults a SIGKILLed worker's job is retried after ~11 minutes
@@ -31,8 +31,8 @@ class AnalysisWorker(Worker):
         settings = get_settings()
         self.lease_margin_s = settings.worker_lease_margin_s
         kwargs.setdefault("serializer", JSONSerializer)
-        kwargs.setdefault("job_class", AnalysisJob)
-        kwargs.setdefault("queue_class", AnalysisQueue)
+        kwargs.setdefault("job_class", KitJob)
+        kwargs.setdefault("queue_class", KitQueue)
         kwargs.setdefault("maintenance_interval", settings.worker_maintenance_interval_s)
         kwargs.setdefault("job_monitoring_interval", settings.worker_job_monitoring_interval_s)
         kwargs.setdefault("worker_ttl", settings.worker_ttl_s)

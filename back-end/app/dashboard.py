@@ -10,7 +10,7 @@ middleware) and served through a2wsgi, so that:
 - every client-side `<%= %>` insertion is rewritten to the escaping `<%- %>`,
   and a nonce-based Content-Security-Policy keeps injected markup inert;
 - nothing may frame it, and deleting jobs is off (see docs/dashboard.md);
-- it reads and requeues jobs as `AnalysisJob`s (JSON): out of the box it would
+- it reads and requeues jobs as `KitJob`s (JSON): out of the box it would
   unpickle job metadata from Redis in the API process.
 
 API only: workers and tasks never import this module.
@@ -43,9 +43,9 @@ from starlette.types import ASGIApp
 from werkzeug.exceptions import HTTPException as RoutingHTTPException
 from werkzeug.routing import Map
 
-from app.auth import BASIC_CHALLENGE, check_admin
 from core.settings import QUEUES_BY_PRIORITY, Settings
-from redis_client import AnalysisJob, AnalysisQueue
+from jobs.web.auth import BASIC_CHALLENGE, check_admin
+from redis_client import KitJob, KitQueue
 
 MOUNT_PATH = "/rq"
 _NONCE_ENVIRON_KEY = "audiokit.csp_nonce"
@@ -152,7 +152,7 @@ def _dashboard_redis_url(settings: Settings) -> str:
 
 
 class _JsonWorker(Worker):
-    """Workers as the dashboard lists them: a busy worker's current job is fetched as an `AnalysisJob`."""
+    """Workers as the dashboard lists them: a busy worker's current job is fetched as an `KitJob`."""
 
     @classmethod
     def all(
@@ -163,7 +163,7 @@ class _JsonWorker(Worker):
         queue: Queue | None = None,
         serializer: Any = None,
     ) -> list[BaseWorker]:
-        return super().all(connection, job_class or AnalysisJob, queue_class, queue, serializer or JSONSerializer)
+        return super().all(connection, job_class or KitJob, queue_class, queue, serializer or JSONSerializer)
 
 
 def _json_error(status: int, detail: str) -> NoReturn:
@@ -173,7 +173,7 @@ def _json_error(status: int, detail: str) -> NoReturn:
 
 def _requeue_job(job_id: str, connection: redis.Redis) -> Job:
     try:
-        return AnalysisJob.fetch(job_id, connection=connection).requeue()
+        return KitJob.fetch(job_id, connection=connection).requeue()
     except NoSuchJobError:
         _json_error(404, f"no job with id {job_id!r}")
     except InvalidJobOperation:
@@ -186,8 +186,8 @@ def _compact_queue(queue_name: str) -> ResponseReturnValue:
     RQ's `Queue.compact` RENAMEs the queue's list, and Redis keeps no empty list: RENAME fails.
     """
     connection: redis.Redis = current_app.redis_conn  # type: ignore[attr-defined]
-    queue = AnalysisQueue(queue_name, connection=connection)
-    known = queue_name in QUEUES_BY_PRIORITY or connection.sismember(AnalysisQueue.redis_queues_keys, queue.key)
+    queue = KitQueue(queue_name, connection=connection)
+    known = queue_name in QUEUES_BY_PRIORITY or connection.sismember(KitQueue.redis_queues_keys, queue.key)
     if not known:
         _json_error(404, f"no queue named {queue_name!r}")
     try:
@@ -205,7 +205,7 @@ def _read_jobs_as_json() -> None:
     These are rq-dashboard module globals, shared by every app in the process; all of ours want the same.
     """
     web.config.serializer = JSONSerializer
-    web.Job = AnalysisJob  # job page, delete
+    web.Job = KitJob  # job page, delete
     web.Worker = _JsonWorker  # workers page
     web.requeue_job = _requeue_job  # requeue one, requeue all
 

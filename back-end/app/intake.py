@@ -1,9 +1,10 @@
-"""Taking in an upload: receive, check, store, acknowledge (commit), dispatch.
+"""Taking in an upload: receive, check, store, then submit its analysis job.
 
-The database commit is the acknowledgment: only after it is the job handed
-to a queue, and a failure to enqueue leaves the row `pending` for the
-reconciler. Only a Redis that refuses writes (out of memory) makes the upload
-fail, and then nothing of it is kept.
+The upload's row and its job's row are committed together (the
+acknowledgment, `jobs.submit`); only then is the job handed to a queue, and a
+failure to enqueue leaves the job `pending` for the reconciler. Only a Redis
+that refuses writes (out of memory) makes the upload fail, and then nothing of
+it is kept.
 """
 
 from __future__ import annotations
@@ -14,33 +15,23 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 import soundfile
 from fastapi import BackgroundTasks
-from sqlalchemy.exc import IntegrityError
 
+from app.models import Analysis
 from app.upload import ReceivedUpload, UploadLimits, receive_upload
-from core.errors import (
-    CallbackRefused,
-    IdempotencyConflict,
-    IdempotencyMismatch,
-    MalformedUpload,
-    QueueFull,
-    UnsupportedAudio,
-)
-from core.lifecycle import Lifecycle
-from core.models import Analysis, AnalysisStatus, Priority
-from core.settings import Settings
+from core.errors import IdempotencyConflict, MalformedUpload, QueueFull, UnsupportedAudio
+from core.models import Priority
+from core.settings import QUEUE_HIGH, QUEUE_NORMAL, Settings
 from core.storage import Storage
-from jobs.dispatch import Dispatched, Dispatcher
-from redis_client import queue_for
-from tasks.audio_analysis import TASK
-from tasks.callback_target import TargetPolicy, parse_callback_url
+from jobs.submit import Submitted, Submitter, check_callback_url, check_idempotency_key
+from tasks.audio_analysis import process_audio_analysis
 
 # Formats libsndfile reports for the files we analyse, and the extension each is stored under.
 ACCEPTED_FORMATS = {"WAV": "wav", "WAVEX": "wav", "RF64": "wav", "FLAC": "flac", "OGG": "ogg", "MP3": "mp3"}
-IDEMPOTENCY_KEY_MAX_CHARS = 255
 
 
 @dataclass(frozen=True)
@@ -48,6 +39,11 @@ class UploadOptions:
     priority: Priority
     callback_url: str | None
     scheduled_at: datetime | None
+
+    @property
+    def queue(self) -> str:
+        """The queue a priority maps to: `high` → high_priority, `normal` → audio_analysis."""
+        return QUEUE_HIGH if self.priority is Priority.HIGH else QUEUE_NORMAL
 
     def fingerprint(self, content_sha256: str) -> str:
         """Identifies the request for `Idempotency-Key`: same content and options, same fingerprint."""
@@ -59,23 +55,11 @@ class UploadOptions:
 @dataclass(frozen=True)
 class Accepted:
     analysis: Analysis
-    dispatched: Dispatched | None  # None for a repeat of an earlier request
-    replayed: bool = False
+    submitted: Submitted
 
-
-def check_callback_url(text: str, settings: Settings) -> str:
-    """A callback URL we can send to and sign, with the parser that sends it; literal IPs meet the SSRF guard now.
-
-    Raises:
-        MalformedUpload: not an http(s) URL we can send to, a refused address, or no signing secret.
-    """
-    if settings.callback_signing_secret is None:
-        raise MalformedUpload("callbacks are not configured on this server (CALLBACK_SIGNING_SECRET is not set)")
-    try:
-        TargetPolicy.from_entries(settings.callback_allowed_networks).check_literal(parse_callback_url(text))
-    except CallbackRefused as exc:
-        raise MalformedUpload(str(exc)) from None
-    return text
+    @property
+    def replayed(self) -> bool:
+        return self.submitted.replayed
 
 
 def parse_options(fields: dict[str, str], settings: Settings) -> UploadOptions:
@@ -105,14 +89,6 @@ def parse_options(fields: dict[str, str], settings: Settings) -> UploadOptions:
         scheduled_at = scheduled_at.replace(tzinfo=UTC) if scheduled_at.tzinfo is None else scheduled_at
         scheduled_at = scheduled_at.astimezone(UTC)
     return UploadOptions(priority, callback_url, scheduled_at)
-
-
-def check_idempotency_key(key: str | None) -> str | None:
-    if key is None:
-        return None
-    if not key or len(key) > IDEMPOTENCY_KEY_MAX_CHARS or not key.isprintable():
-        raise MalformedUpload(f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX_CHARS} printable characters")
-    return key
 
 
 def _container_of(path: Path) -> str | None:
@@ -151,11 +127,10 @@ def sniff_audio(path: Path) -> str:
 class Intake:
     """Accepts uploads."""
 
-    def __init__(self, settings: Settings, lifecycle: Lifecycle, storage: Storage, dispatcher: Dispatcher) -> None:
+    def __init__(self, settings: Settings, storage: Storage, submitter: Submitter) -> None:
         self.settings = settings
-        self.lifecycle = lifecycle
         self.storage = storage
-        self.dispatcher = dispatcher
+        self.submitter = submitter
         # Keys of requests being received by this process: a concurrent duplicate gets 409.
         self._keys_in_flight: set[str] = set()
 
@@ -166,7 +141,7 @@ class Intake:
         background_tasks: BackgroundTasks,
         idempotency_key: str | None = None,
     ) -> Accepted:
-        """Receives, checks and stores an upload, then dispatches its analysis.
+        """Receives, checks and stores an upload, then submits its analysis.
 
         Raises:
             UploadTooLarge, MalformedUpload, UnsupportedAudio, UploadTimedOut: the client's mistakes
@@ -184,64 +159,63 @@ class Intake:
             incoming = self.storage.incoming_path()
             upload = await receive_upload(content_type, body, incoming, UploadLimits.from_settings(self.settings))
             try:
-                return await self._store_and_dispatch(upload, incoming, key, background_tasks)
+                return await self._store_and_submit(upload, incoming, key, background_tasks)
             finally:
                 incoming.unlink(missing_ok=True)
         finally:
             if key is not None:
                 self._keys_in_flight.discard(key)
 
-    async def _store_and_dispatch(
+    async def _store_and_submit(
         self, upload: ReceivedUpload, incoming: Path, key: str | None, background_tasks: BackgroundTasks
     ) -> Accepted:
         options = parse_options(upload.fields, self.settings)
-        fingerprint = options.fingerprint(upload.sha256)
-        if key is not None:
-            earlier = await anyio.to_thread.run_sync(self.lifecycle.find_by_key, key)
-            if earlier is not None:
-                if earlier.request_hash != fingerprint:
-                    raise IdempotencyMismatch("this Idempotency-Key was used with a different request")
-                return Accepted(earlier, None, replayed=True)
+        analysis_id = uuid.uuid4().hex
+        storage_key = Storage.key_for(analysis_id, "audio")  # replaced below, once the format is known
+        job = self.submitter.build(
+            process_audio_analysis,
+            [storage_key],
+            queue=options.queue,
+            priority=options.priority,
+            at=options.scheduled_at,
+            idempotency_key=key,
+            request_hash=options.fingerprint(upload.sha256) if key is not None else None,
+            callback_url=options.callback_url,
+            job_id=analysis_id,
+        )
+        earlier = await anyio.to_thread.run_sync(self.submitter.earlier, job)
+        if earlier is not None:
+            analysis = await anyio.to_thread.run_sync(self._analysis, earlier.job.id)
+            return Accepted(analysis, earlier)
         if upload.size == 0:
             raise MalformedUpload("the file is empty")
         extension = await anyio.to_thread.run_sync(sniff_audio, incoming)
 
-        analysis_id = uuid.uuid4().hex
         storage_key = Storage.key_for(analysis_id, extension)
+        job.args = [storage_key]
         self.storage.commit(incoming, storage_key)
         analysis = Analysis(
             id=analysis_id,
-            status=AnalysisStatus.PENDING,
             filename=upload.filename,
             size_bytes=upload.size,
             content_type=upload.content_type,
             audio_format=extension,
             sha256=upload.sha256,
             storage_key=storage_key,
-            priority=options.priority,
-            queue=queue_for(options.priority.value),
-            mode=self.dispatcher.mode,
-            callback_url=options.callback_url,
-            scheduled_at=options.scheduled_at,
-            idempotency_key=key,
-            request_hash=fingerprint if key is not None else None,
-            logs=[],
         )
         try:
-            analysis = await anyio.to_thread.run_sync(self.lifecycle.accept, analysis)
-        except IntegrityError:
-            # Another API process committed the same key between our lookup and insert.
-            self.storage.delete(storage_key)
-            raise IdempotencyConflict("a request with this Idempotency-Key is in progress") from None
-        try:
-            dispatched = await anyio.to_thread.run_sync(self._dispatch, background_tasks, analysis)
-        except QueueFull:
-            await anyio.to_thread.run_sync(self.lifecycle.discard, analysis_id)
+            submitted = await anyio.to_thread.run_sync(self._submit, job, analysis, background_tasks)
+        except (IdempotencyConflict, QueueFull):
             self.storage.delete(storage_key)
             raise
-        return Accepted(analysis, dispatched)
+        return Accepted(await anyio.to_thread.run_sync(self._analysis, analysis_id), submitted)
 
-    def _dispatch(self, background_tasks: BackgroundTasks, analysis: Analysis) -> Dispatched:
-        return self.dispatcher.dispatch(
-            background_tasks, TASK, analysis.id, queue=analysis.queue, at=analysis.scheduled_at
-        )
+    def _submit(self, job: Any, analysis: Analysis, background_tasks: BackgroundTasks) -> Submitted:
+        return self.submitter.submit(job, analysis, background_tasks=background_tasks, log="upload stored")
+
+    def _analysis(self, analysis_id: str) -> Analysis:
+        with self.submitter.lifecycle.database.session() as session:
+            analysis = session.get(Analysis, analysis_id)
+        if analysis is None:
+            raise IdempotencyConflict("the earlier request with this Idempotency-Key is not stored")
+        return analysis

@@ -11,17 +11,15 @@ import redis
 from fastapi import FastAPI
 
 from app.dashboard import mount_dashboard
-from app.errors import install_error_handlers
 from app.malloc import return_large_blocks
 from app.metrics import install_metrics
-from app.routes import audio, health, jobs, queue
+from app.routes import audio, health, queue
 from app.services import Services, build_services
+from app.sweep import sweep_forever
 from core.db import migrate
 from core.settings import Settings, get_settings
-from core.sweep import sweep_forever
-from jobs.reconcile import Reconciler
+from jobs.web import install, run_jobs
 from redis_client import check_redis_policy
-from tasks.runtime import install_runtime
 
 log = logging.getLogger(__name__)
 
@@ -41,24 +39,6 @@ def check_redis(services: Services) -> None:
         log.warning(warning)
 
 
-async def reconcile_forever(services: Services) -> None:
-    """Runs the reconciler every `RECONCILE_INTERVAL_S`, recovering in-process jobs of dead API processes."""
-    reconciler = Reconciler(
-        services.settings,
-        services.lifecycle,
-        services.redis,
-        services.dispatcher,
-        local_jobs=lambda: services.runner.active_ids,
-        local_callbacks=services.callbacks,
-    )
-    while True:
-        try:
-            await asyncio.to_thread(reconciler.run_once)
-        except Exception:
-            log.exception("reconciler pass failed")
-        await asyncio.sleep(services.settings.reconcile_interval_s)
-
-
 def create_app(settings: Settings | None = None, *, apply_migrations: bool = False) -> FastAPI:
     """Builds the API for `settings` (default: the environment's)."""
     settings = settings or get_settings()
@@ -67,29 +47,19 @@ def create_app(settings: Settings | None = None, *, apply_migrations: bool = Fal
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if apply_migrations:
             await asyncio.to_thread(migrate, settings.database_url)
-        services = build_services(settings)
+        services = await asyncio.to_thread(build_services, settings)
         await asyncio.to_thread(check_redis, services)
         app.state.services = services
-        install_runtime(services.runtime)
-        services.runner.bind(asyncio.get_running_loop())
-        services.callbacks.bind(asyncio.get_running_loop())
-        background = [asyncio.create_task(services.runner.heartbeat(), name="in-process-heartbeat")]
-        background.append(
-            asyncio.create_task(sweep_forever(services.storage, services.database, settings), name="upload-sweep")
-        )
+        sweep = asyncio.create_task(sweep_forever(services.storage, services.database, settings), name="upload-sweep")
         if not settings.use_rq_queue:
             return_large_blocks()  # analyses run in this process: what they free must go back (app/malloc.py)
-            # In-process mode has no scheduler process: the API reconciles its own jobs.
-            background.append(asyncio.create_task(reconcile_forever(services), name="reconciler"))
         log.info("API ready: USE_RQ_QUEUE=%s, new jobs run %s", settings.use_rq_queue, services.dispatcher.mode)
         try:
-            yield
+            async with run_jobs(app, services):
+                yield
         finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            install_runtime(None)
-            await services.aclose()
+            sweep.cancel()
+            await asyncio.gather(sweep, return_exceptions=True)
 
     app = FastAPI(
         title="Audio analysis service",
@@ -97,10 +67,9 @@ def create_app(settings: Settings | None = None, *, apply_migrations: bool = Fal
         version="0.1.0",
         lifespan=lifespan,
     )
-    install_error_handlers(app)
+    install(app)  # the kit: /jobs and its error answers
     install_metrics(app)
     app.include_router(audio.router)
-    app.include_router(jobs.router)
     app.include_router(queue.router)
     app.include_router(health.router)
     mount_dashboard(app, settings)

@@ -35,11 +35,11 @@ from prometheus_client.metrics_core import (
 from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth import AdminDep
 from app.services import Services
 from core.metrics import HistogramSnapshot, JobEvent, RedisJobMetrics
 from core.settings import QUEUES_BY_PRIORITY
 from jobs.rq_state import registry_counts, workers
+from jobs.web.auth import AdminDep
 
 log = logging.getLogger(__name__)
 

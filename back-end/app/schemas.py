@@ -7,14 +7,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from core.models import Analysis, AnalysisStatus, CallbackStatus, DispatchMode
+from app.models import Analysis
+from core.models import DispatchMode, JobStatus
+from jobs.web.schemas import CallbackOut
 
 
 class AcceptedAnalysis(BaseModel):
     """The answer to an upload: where to follow the analysis."""
 
     id: str
-    status: AnalysisStatus
+    status: JobStatus
     mode: DispatchMode
     queue: str
     position: int | None
@@ -22,31 +24,11 @@ class AcceptedAnalysis(BaseModel):
     events_url: str
 
 
-class CallbackOut(BaseModel):
-    """Where the callback stands; `status` is null until the analysis ends (and for a canceled one)."""
-
-    status: CallbackStatus | None
-    attempts: int
-    last_error: str | None
-    delivered_at: datetime | None
-
-    @classmethod
-    def of(cls, analysis: Analysis) -> CallbackOut | None:
-        if not analysis.callback_url:
-            return None
-        return cls(
-            status=analysis.callback_status,
-            attempts=analysis.callback_attempts or 0,
-            last_error=analysis.callback_error,
-            delivered_at=analysis.callback_sent_at,
-        )
-
-
 class AnalysisOut(BaseModel):
     """An analysis as a client sees it."""
 
     id: str
-    status: AnalysisStatus
+    status: JobStatus
     filename: str
     size_bytes: int
     audio_format: str
@@ -65,57 +47,26 @@ class AnalysisOut(BaseModel):
 
     @classmethod
     def of(cls, analysis: Analysis) -> AnalysisOut:
+        job = analysis.job
         return cls(
             id=analysis.id,
-            status=analysis.status,
+            status=job.status,
             filename=analysis.filename,
             size_bytes=analysis.size_bytes,
             audio_format=analysis.audio_format,
-            priority=analysis.priority.value,
-            queue=analysis.queue,
-            mode=analysis.mode,
-            created_at=analysis.created_at,
-            scheduled_at=analysis.scheduled_at,
-            started_at=analysis.started_at,
-            finished_at=analysis.finished_at,
-            attempts=analysis.attempts,
-            progress=analysis.progress,
-            result=analysis.result,
-            error=analysis.error,
-            callback=CallbackOut.of(analysis),
+            priority=job.priority,
+            queue=job.queue,
+            mode=job.mode,
+            created_at=job.created_at,
+            scheduled_at=job.scheduled_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            attempts=job.attempts,
+            progress=job.progress,
+            result=job.result,
+            error=job.error,
+            callback=CallbackOut.of(job),
         )
-
-
-class JobOut(BaseModel):
-    """A job as operators see it: the analysis row plus what RQ knows."""
-
-    id: str
-    status: AnalysisStatus | None
-    mode: DispatchMode | None
-    queue: str | None
-    position: int | None
-    estimated_wait_s: float | None
-    progress: int | None
-    logs: list[dict[str, Any]]
-    attempts: int | None
-    created_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    result: dict[str, Any] | None
-    error: str | None
-    rq: dict[str, Any] | None
-    callback: CallbackOut | None = None  # null without a callback_url
-
-
-class CancelOut(BaseModel):
-    id: str
-    status: AnalysisStatus
-    stopping: bool
-
-
-class RetryOut(BaseModel):
-    id: str
-    status: AnalysisStatus
 
 
 class LiveOut(BaseModel):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.models import utcnow
-from redis_client import AnalysisQueue, get_queue
+from redis_client import KitQueue, get_queue
 from tests.faults.cluster import Cluster, Tally, assert_nothing_lost
 from tests.support.processes import wait_for
 
@@ -44,7 +44,7 @@ def _plant(cluster: Cluster, job_id: str, data: bytes) -> None:
     connection.rpush(queue.key, job_id)
 
 
-def _failure(queue: AnalysisQueue, job_id: str) -> str:
+def _failure(queue: KitQueue, job_id: str) -> str:
     job = queue.fetch_job(job_id)
     result = job.latest_result() if job else None
     return (result.exc_string or "") if result else ""

@@ -7,7 +7,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from core.models import AnalysisStatus
+from core.models import JobStatus
 from tests.faults.cluster import Cluster, Tally, assert_nothing_lost
 from tests.support.processes import wait_for
 
@@ -79,7 +79,7 @@ def test_sigterm_lets_the_current_job_finish(cluster: Callable[..., Cluster], re
 
     row = deployment.lifecycle.get(running)
     assert row is not None
-    assert (row.status, row.attempts) == (AnalysisStatus.FINISHED, 1)  # finished, not interrupted
+    assert (row.status, row.attempts) == (JobStatus.FINISHED, 1)  # finished, not interrupted
     deployment.start_workers()
     deployment.drain(ids)
 
@@ -124,6 +124,6 @@ def test_a_poison_job_fails_after_all_its_attempts_and_other_queues_keep_going(
     assert_nothing_lost(tally, failed=1)
     row = deployment.rows(poison)[poison[0]]
     assert row is not None
-    assert (row.status, row.attempts) == (AnalysisStatus.FAILED, 4)  # 1 + RQ_RETRY_MAX
+    assert (row.status, row.attempts) == (JobStatus.FAILED, 4)  # 1 + RQ_RETRY_MAX
     assert row.error == "analysis server failed (HTTP 500)"
     assert deployment.fake.requests[poison[0]] == 4

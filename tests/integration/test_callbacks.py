@@ -17,7 +17,7 @@ from standardwebhooks import Webhook
 from core.settings import Settings
 from jobs.dispatch import Dispatcher
 from jobs.reconcile import Reconciler
-from tasks.runtime import build_runtime
+from jobs.runtime import build_runtime
 from tests.conftest import ADMIN_KEY, SIGNING_SECRET, SettingsFactory
 from tests.support.audio import wav_bytes
 from tests.support.black_hole import BlackHole

@@ -10,8 +10,8 @@ import sys
 from core.db import get_database
 from core.lifecycle import Lifecycle
 from core.notify import NullNotifier
+from jobs.runtime import build_runtime
 from redis_client import get_queue
-from tasks.runtime import build_runtime
 from tests.conftest import SettingsFactory
 from tests.support.analyses import age_row, store_upload
 from tests.support.audio import wav_bytes

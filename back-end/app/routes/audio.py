@@ -11,10 +11,13 @@ from sse_starlette import EventSourceResponse
 from starlette.requests import ClientDisconnect
 
 from app.deps import ServicesDep
-from app.events import analysis_events
+from app.models import Analysis
 from app.schemas import AcceptedAnalysis, AnalysisOut
+from app.services import Services
 from core.errors import MalformedUpload, NotFound
-from core.settings import Settings
+from core.models import Job
+from jobs.web.deps import links_base
+from jobs.web.events import job_events
 
 router = APIRouter(prefix="/audio", tags=["audio"])
 
@@ -46,10 +49,19 @@ _UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-def _links_base(request: Request, settings: Settings) -> str:
-    """Where absolute links point: `PUBLIC_URL` when set; else the request's own base URL, built from
-    its `Host` header, which the client chooses (README: set `PUBLIC_URL` behind a proxy or on a network)."""
-    return settings.public_url.rstrip("/") if settings.public_url else str(request.base_url).rstrip("/")
+def load_analysis(services: Services, analysis_id: str) -> Analysis | None:
+    with services.database.session() as session:
+        return session.get(Analysis, analysis_id)
+
+
+def require_analysis(services: Services, analysis_id: str) -> Analysis:
+    """Raises:
+    NotFound: no analysis has this id (404).
+    """
+    analysis = load_analysis(services, analysis_id)
+    if analysis is None:
+        raise NotFound(f"no analysis with id {analysis_id!r}")
+    return analysis
 
 
 @router.post(
@@ -83,14 +95,14 @@ async def upload_audio(
         )
     except ClientDisconnect:
         raise MalformedUpload("the client disconnected during the upload") from None
-    analysis, dispatched = accepted.analysis, accepted.dispatched
-    base = _links_base(request, services.settings)
+    analysis, submitted = accepted.analysis, accepted.submitted
+    base = links_base(request, services)
     body = AcceptedAnalysis(
         id=analysis.id,
-        status=dispatched.status if dispatched else analysis.status,
-        mode=dispatched.mode if dispatched else analysis.mode,
-        queue=analysis.queue,
-        position=dispatched.position if dispatched else None,
+        status=submitted.status,
+        mode=submitted.dispatched.mode if submitted.dispatched else analysis.job.mode,
+        queue=analysis.job.queue,
+        position=submitted.position,
         status_url=f"{base}/audio/{analysis.id}",
         events_url=f"{base}/audio/{analysis.id}/events",
     )
@@ -104,7 +116,7 @@ async def upload_audio(
 @router.get("/{analysis_id}", response_model=AnalysisOut, responses={404: {"description": "Unknown id"}})
 def get_analysis(analysis_id: AnalysisId, services: ServicesDep) -> AnalysisOut:
     """Read an analysis: its status, attempts, result or error."""
-    return AnalysisOut.of(services.lifecycle.require(analysis_id))
+    return AnalysisOut.of(require_analysis(services, analysis_id))
 
 
 @router.get(
@@ -113,9 +125,11 @@ def get_analysis(analysis_id: AnalysisId, services: ServicesDep) -> AnalysisOut:
 )
 async def analysis_event_stream(analysis_id: AnalysisId, services: ServicesDep) -> EventSourceResponse:
     """Follow an analysis: `status`, `progress` and `log` events until it ends."""
-    if await anyio.to_thread.run_sync(services.lifecycle.get, analysis_id) is None:
-        raise NotFound(f"no analysis with id {analysis_id!r}")
-    events = analysis_events(
-        analysis_id, services.lifecycle.get, services.async_redis, services.settings.sse_poll_interval_s
-    )
+    await anyio.to_thread.run_sync(require_analysis, services, analysis_id)
+
+    def view(wanted: str) -> tuple[Job, str] | None:
+        analysis = load_analysis(services, wanted)
+        return (analysis.job, AnalysisOut.of(analysis).model_dump_json()) if analysis is not None else None
+
+    events = job_events(analysis_id, view, services.async_redis, services.settings.sse_poll_interval_s)
     return EventSourceResponse(events, ping=SSE_PING_S)

@@ -10,10 +10,10 @@ from fastapi import APIRouter
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
-from app.auth import AdminDep
 from app.deps import ServicesDep
 from core.settings import QUEUES_BY_PRIORITY
 from jobs.rq_state import registry_counts, workers
+from jobs.web.auth import AdminDep
 
 router = APIRouter(prefix="/queue", tags=["operations"])
 

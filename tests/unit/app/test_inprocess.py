@@ -14,15 +14,15 @@ import anyio.to_thread
 import fakeredis
 import pytest
 
-from app.inprocess import InProcessRunner
 from core.db import get_database, migrate
 from core.errors import CorruptAudio, JobCanceled
 from core.lifecycle import Lifecycle
-from core.models import Analysis, AnalysisStatus, DispatchMode, Priority
+from core.models import Analysis, DispatchMode, JobStatus, Priority
 from core.notify import NullNotifier
 from core.settings import load_settings
 from jobs.dispatch import Dispatcher
-from tasks.spec import TaskSpec, retry_interval_s
+from jobs.inprocess import InProcessRunner
+from jobs.policy import TaskSpec, retry_interval_s
 
 
 @dataclass
@@ -61,7 +61,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         recorded.append(delay)
         await real_sleep(0)
 
-    monkeypatch.setattr("app.inprocess.asyncio.sleep", fake_sleep)
+    monkeypatch.setattr("jobs.inprocess.asyncio.sleep", fake_sleep)
     return recorded
 
 
@@ -259,7 +259,7 @@ def _pending(lifecycle: Lifecycle) -> str:
     lifecycle.accept(
         Analysis(
             id=analysis_id,
-            status=AnalysisStatus.PENDING,
+            status=JobStatus.PENDING,
             filename="a.wav",
             size_bytes=1,
             content_type="audio/wav",

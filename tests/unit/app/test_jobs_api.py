@@ -10,8 +10,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from core.settings import Settings
-from redis_client import get_queue
-from tasks.registry import RECONCILE
+from redis_client import RECONCILE, get_queue
 from tests.conftest import ADMIN_KEY
 from tests.support.audio import wav_bytes
 from workers.scheduler import RECONCILE_JOB_ID

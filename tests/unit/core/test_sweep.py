@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from app.sweep import sweep_uploads
 from core.db import get_database
 from core.errors import ConfigurationError
-from core.models import Analysis, AnalysisStatus, DispatchMode, Priority
+from core.models import Analysis, DispatchMode, JobStatus, Priority
 from core.settings import Settings, load_settings
 from core.storage import Storage
-from core.sweep import sweep_uploads
 
 AGE_S = 3600
 
@@ -41,7 +41,7 @@ def _partial(storage: Storage, age_s: float) -> Path:
 def _row_for(settings: Settings, key: str) -> None:
     analysis = Analysis(
         id=key.split(".")[0],
-        status=AnalysisStatus.PENDING,
+        status=JobStatus.PENDING,
         filename="a.wav",
         size_bytes=4,
         audio_format="wav",

@@ -17,14 +17,13 @@ import pytest
 from core.db import get_database, migrate
 from core.errors import QueueFull
 from core.lifecycle import Lifecycle
-from core.models import Analysis, AnalysisStatus, DispatchMode, Priority, utcnow
+from core.models import Analysis, DispatchMode, JobStatus, Priority, utcnow
 from core.notify import NullNotifier
 from core.settings import Settings, load_settings
 from jobs.dispatch import Dispatcher
-from redis_client import AnalysisJob, get_queue
+from jobs.policy import TaskSpec
+from redis_client import ON_FAILURE, ON_STOPPED, PROCESS_AUDIO_ANALYSIS, KitJob, get_queue
 from tasks.audio_analysis import TASK
-from tasks.registry import ON_FAILURE, ON_STOPPED, PROCESS_AUDIO_ANALYSIS
-from tasks.spec import TaskSpec
 
 
 @dataclass
@@ -71,7 +70,7 @@ def _pending(lifecycle: Lifecycle, queue: str = "audio_analysis") -> Analysis:
     return lifecycle.accept(
         Analysis(
             id=analysis_id,
-            status=AnalysisStatus.PENDING,
+            status=JobStatus.PENDING,
             filename="a.wav",
             size_bytes=1,
             content_type="audio/wav",
@@ -97,11 +96,11 @@ def test_rq_mode_enqueues_with_the_analysis_id_timeout_retry_and_ttls(unit_setti
 
     assert (outcome.mode, outcome.status, outcome.queue, outcome.position) == (
         DispatchMode.RQ,
-        AnalysisStatus.QUEUED,
+        JobStatus.QUEUED,
         "high_priority",
         0,
     )
-    job = AnalysisJob.fetch(analysis.id, connection=connection)
+    job = KitJob.fetch(analysis.id, connection=connection)
     assert job.func_name == PROCESS_AUDIO_ANALYSIS
     assert list(job.args) == [analysis.id]
     assert (job.timeout, job.result_ttl, job.failure_ttl) == (900, 3600, 172800)
@@ -113,7 +112,7 @@ def test_rq_mode_enqueues_with_the_analysis_id_timeout_retry_and_ttls(unit_setti
     assert isinstance(raw, bytes)
     assert json.loads(zlib.decompress(raw))[0] == PROCESS_AUDIO_ANALYSIS
     row = lifecycle.require(analysis.id)
-    assert (row.status, row.mode, row.queue) == (AnalysisStatus.QUEUED, DispatchMode.RQ, "high_priority")
+    assert (row.status, row.mode, row.queue) == (JobStatus.QUEUED, DispatchMode.RQ, "high_priority")
 
 
 def test_rq_retries_wait_each_interval_in_turn_and_the_last_one_repeats(
@@ -126,7 +125,7 @@ def test_rq_retries_wait_each_interval_in_turn_and_the_last_one_repeats(
 
     Dispatcher(settings, connection, None, lifecycle).dispatch(None, TASK, analysis.id, queue="audio_analysis")
 
-    job = AnalysisJob.fetch(analysis.id, connection=connection)
+    job = KitJob.fetch(analysis.id, connection=connection)
     assert (job.retries_left, job.retry_intervals) == (5, [10, 30, 60, 60, 60])
     waits = []
     for left in (5, 4, 3, 2, 1):  # what RQ's worker reads before each retry
@@ -146,11 +145,11 @@ def test_rq_mode_schedules_a_future_run_with_enqueue_at(unit_settings: Callable[
         None, TASK, analysis.id, queue="audio_analysis", at=at
     )
 
-    assert outcome.status is AnalysisStatus.SCHEDULED
+    assert outcome.status is JobStatus.SCHEDULED
     queue = get_queue("audio_analysis", connection)
     assert queue.scheduled_job_registry.get_job_ids() == [analysis.id]
     assert queue.job_ids == []
-    assert lifecycle.require(analysis.id).status is AnalysisStatus.SCHEDULED
+    assert lifecycle.require(analysis.id).status is JobStatus.SCHEDULED
 
 
 def test_rq_mode_leaves_the_row_pending_when_redis_is_down(unit_settings: Callable[..., Settings]) -> None:
@@ -164,8 +163,8 @@ def test_rq_mode_leaves_the_row_pending_when_redis_is_down(unit_settings: Callab
         None, TASK, analysis.id, queue="audio_analysis"
     )
 
-    assert (outcome.mode, outcome.status) == (DispatchMode.RQ, AnalysisStatus.PENDING)
-    assert lifecycle.require(analysis.id).status is AnalysisStatus.PENDING
+    assert (outcome.mode, outcome.status) == (DispatchMode.RQ, JobStatus.PENDING)
+    assert lifecycle.require(analysis.id).status is JobStatus.PENDING
 
 
 def test_rq_mode_reports_a_full_redis_as_queue_full(
@@ -197,12 +196,12 @@ def test_background_mode_runs_the_task_through_background_tasks(unit_settings: C
         tasks, TASK, analysis.id, queue="audio_analysis"
     )
 
-    assert (outcome.mode, outcome.status, outcome.position) == (DispatchMode.BACKGROUND, AnalysisStatus.QUEUED, 3)
+    assert (outcome.mode, outcome.status, outcome.position) == (DispatchMode.BACKGROUND, JobStatus.QUEUED, 3)
     assert runner.submitted == [(analysis.id, None)]  # in line before the answer, so the position is its own
     assert tasks.added == [(runner.wait, (analysis.id,))]
     assert connection.keys("rq:*") == []  # nothing went to Redis
     row = lifecycle.require(analysis.id)
-    assert (row.status, row.mode) == (AnalysisStatus.QUEUED, DispatchMode.BACKGROUND)
+    assert (row.status, row.mode) == (JobStatus.QUEUED, DispatchMode.BACKGROUND)
 
 
 def test_background_mode_outside_a_request_submits_to_the_runner(unit_settings: Callable[..., Settings]) -> None:
@@ -230,4 +229,4 @@ def test_a_worker_that_started_first_is_not_overwritten_by_the_late_queued_recor
         None, TASK, analysis.id, queue="audio_analysis"
     )
 
-    assert lifecycle.require(analysis.id).status is AnalysisStatus.STARTED
+    assert lifecycle.require(analysis.id).status is JobStatus.STARTED

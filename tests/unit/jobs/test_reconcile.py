@@ -10,14 +10,14 @@ import pytest
 from rq.job import JobStatus
 from sqlalchemy import update
 
-from core.models import Analysis, AnalysisStatus, CallbackStatus, DispatchMode, utcnow
+from core.models import Analysis, CallbackStatus, DispatchMode, JobStatus, utcnow
 from core.settings import QUEUE_CALLBACKS
 from jobs import reconcile
 from jobs.dispatch import Dispatcher
 from jobs.reconcile import LOCK_KEY, Reconciler
-from redis_client import AnalysisJob, get_queue
+from jobs.runtime import Runtime
+from redis_client import KitJob, get_queue
 from tasks import callbacks
-from tasks.runtime import Runtime
 from tests.support.analyses import age_row, drain, enqueue_upload, store_upload
 from tests.support.audio import wav_bytes
 from tests.support.black_hole import BlackHole
@@ -43,7 +43,7 @@ def test_a_pending_row_is_enqueued_once_redis_is_back(runtime: Runtime) -> None:
     assert report.redispatched == [analysis.id]
     assert get_queue("audio_analysis", runtime.redis).job_ids == [analysis.id]
     drain(runtime.redis)
-    assert runtime.lifecycle.require(analysis.id).status is AnalysisStatus.FINISHED
+    assert runtime.lifecycle.require(analysis.id).status is JobStatus.FINISHED
 
 
 def test_recent_rows_are_left_alone(runtime: Runtime) -> None:
@@ -84,7 +84,7 @@ def test_a_job_redis_lost_is_enqueued_again_with_the_same_id(runtime: Runtime) -
     report = _reconciler(runtime).run_once()
 
     assert report.redispatched == [analysis_id]
-    assert AnalysisJob.fetch(analysis_id, connection=runtime.redis).get_status() == JobStatus.QUEUED
+    assert KitJob.fetch(analysis_id, connection=runtime.redis).get_status() == JobStatus.QUEUED
 
 
 def test_a_result_rq_has_but_the_database_missed_is_recorded(runtime: Runtime) -> None:
@@ -92,7 +92,7 @@ def test_a_result_rq_has_but_the_database_missed_is_recorded(runtime: Runtime) -
     drain(runtime.redis)
     with runtime.database.session() as session:  # as if the final write had been lost
         session.execute(
-            update(Analysis).where(Analysis.id == analysis_id).values(status=AnalysisStatus.STARTED, result=None)
+            update(Analysis).where(Analysis.id == analysis_id).values(status=JobStatus.STARTED, result=None)
         )
     age_row(runtime, analysis_id)
 
@@ -100,14 +100,14 @@ def test_a_result_rq_has_but_the_database_missed_is_recorded(runtime: Runtime) -
 
     assert report.settled == [analysis_id]
     analysis = runtime.lifecycle.require(analysis_id)
-    assert analysis.status is AnalysisStatus.FINISHED
+    assert analysis.status is JobStatus.FINISHED
     assert analysis.result is not None
     assert analysis.result["sample_rate"] == 44100
 
 
 def test_a_job_rq_failed_for_good_is_recorded_as_failed(runtime: Runtime) -> None:
     analysis_id = enqueue_upload(runtime, wav_bytes(0.3))
-    job = AnalysisJob.fetch(analysis_id, connection=runtime.redis)
+    job = KitJob.fetch(analysis_id, connection=runtime.redis)
     queue = get_queue("audio_analysis", runtime.redis)
     queue.remove(job)
     with runtime.redis.pipeline() as pipeline:
@@ -120,7 +120,7 @@ def test_a_job_rq_failed_for_good_is_recorded_as_failed(runtime: Runtime) -> Non
 
     assert report.settled == [analysis_id]
     analysis = runtime.lifecycle.require(analysis_id)
-    assert (analysis.status, analysis.error) == (AnalysisStatus.FAILED, "RuntimeError: disk on fire")
+    assert (analysis.status, analysis.error) == (JobStatus.FAILED, "RuntimeError: disk on fire")
 
 
 def test_an_in_process_job_of_a_dead_api_is_enqueued_on_rq(runtime: Runtime) -> None:
@@ -133,7 +133,7 @@ def test_an_in_process_job_of_a_dead_api_is_enqueued_on_rq(runtime: Runtime) -> 
     assert report.redispatched == [analysis.id]
     drain(runtime.redis)
     finished = runtime.lifecycle.require(analysis.id)
-    assert (finished.status, finished.mode, finished.attempts) == (AnalysisStatus.FINISHED, DispatchMode.RQ, 2)
+    assert (finished.status, finished.mode, finished.attempts) == (JobStatus.FINISHED, DispatchMode.RQ, 2)
 
 
 def test_jobs_running_in_this_process_are_not_touched(runtime: Runtime) -> None:
@@ -214,7 +214,7 @@ def test_a_stored_url_that_cannot_be_sent_ends_undeliverable_without_failing_any
     assert runtime.lifecycle.require(bad).callback_status is CallbackStatus.UNDELIVERABLE
     assert "callback_url must not contain spaces" in (runtime.lifecycle.require(bad).callback_error or "")
     assert runtime.lifecycle.require(good).callback_status is CallbackStatus.DELIVERED
-    assert runtime.lifecycle.require(bad).status is AnalysisStatus.FINISHED  # the analysis is untouched
+    assert runtime.lifecycle.require(bad).status is JobStatus.FINISHED  # the analysis is untouched
 
 
 def test_a_pass_looks_at_a_bounded_batch_of_callbacks_and_sends_nothing(

@@ -10,7 +10,7 @@ from core.settings import Settings
 from jobs.dispatch import Dispatcher
 from jobs.reconcile import Reconciler
 from jobs.reconcile_status import PassRecord, late_after_s, read_passes, reconciler_problem
-from tasks.runtime import Runtime, build_runtime
+from jobs.runtime import Runtime, build_runtime
 
 INTERVAL_S = 30  # late after 90 s
 

@@ -10,10 +10,10 @@ import pytest
 from rq.job import JobStatus
 
 from core.errors import AnalysisServerUnavailable
-from core.models import AnalysisStatus
-from redis_client import AnalysisJob, get_queue
+from core.models import JobStatus
+from jobs.runtime import Runtime
+from redis_client import KitJob, get_queue
 from tasks.audio_analysis import process_audio_analysis
-from tasks.runtime import Runtime
 from tests.support.analyses import drain, enqueue_upload
 from tests.support.audio import corrupt_audio_bytes, wav_bytes
 
@@ -28,12 +28,12 @@ def test_a_wav_is_analysed_and_its_result_recorded_once(runtime: Runtime) -> Non
     drain(runtime.redis)
 
     analysis = runtime.lifecycle.require(analysis_id)
-    assert (analysis.status, analysis.attempts, analysis.progress) == (AnalysisStatus.FINISHED, 1, 100)
+    assert (analysis.status, analysis.attempts, analysis.progress) == (JobStatus.FINISHED, 1, 100)
     assert analysis.result is not None
     assert abs(analysis.result["dominant_frequency_hz"] - 1000) < 2
     assert analysis.started_at is not None
     assert analysis.finished_at is not None
-    job = AnalysisJob.fetch(analysis_id, connection=runtime.redis)
+    job = KitJob.fetch(analysis_id, connection=runtime.redis)
     assert job.get_status() == JobStatus.FINISHED
     assert job.return_value() == analysis.result
     assert job.get_meta()["progress"] == 100  # mirrored for rq-dashboard
@@ -55,7 +55,7 @@ def test_corrupt_audio_fails_once_without_retries(runtime: Runtime) -> None:
     drain(runtime.redis)
 
     analysis = runtime.lifecycle.require(analysis_id)
-    assert (analysis.status, analysis.attempts) == (AnalysisStatus.FAILED, 1)
+    assert (analysis.status, analysis.attempts) == (JobStatus.FAILED, 1)
     assert analysis.error is not None
     assert analysis.error.startswith("could not decode audio")
     assert analysis_id in get_queue("audio_analysis", runtime.redis).failed_job_registry.get_job_ids()
@@ -76,7 +76,7 @@ def test_a_transient_error_is_retried_and_retries_share_one_counter(
 
     analysis = runtime.lifecycle.require(analysis_id)
     assert len(calls) == 3  # 1 + RQ_RETRY_MAX
-    assert (analysis.status, analysis.attempts) == (AnalysisStatus.FAILED, 3)
+    assert (analysis.status, analysis.attempts) == (JobStatus.FAILED, 3)
     assert analysis.error == "analysis server answered 503"
     assert any("retrying in 0s" in line["message"] for line in analysis.logs)
 
@@ -98,7 +98,7 @@ def test_a_transient_error_then_success_finishes(runtime: Runtime, monkeypatch: 
     drain(runtime.redis)
 
     analysis = runtime.lifecycle.require(analysis_id)
-    assert (analysis.status, analysis.attempts, analysis.error) == (AnalysisStatus.FINISHED, 2, None)
+    assert (analysis.status, analysis.attempts, analysis.error) == (JobStatus.FINISHED, 2, None)
 
 
 def test_a_job_canceled_after_a_worker_took_it_never_runs(runtime: Runtime) -> None:
@@ -107,7 +107,7 @@ def test_a_job_canceled_after_a_worker_took_it_never_runs(runtime: Runtime) -> N
     drain(runtime.redis)
 
     analysis = runtime.lifecycle.require(analysis_id)
-    assert (analysis.status, analysis.attempts, analysis.result) == (AnalysisStatus.CANCELED, 0, None)
+    assert (analysis.status, analysis.attempts, analysis.result) == (JobStatus.CANCELED, 0, None)
 
 
 def test_a_cancel_requested_mid_run_stops_the_job_without_retry(
@@ -126,4 +126,4 @@ def test_a_cancel_requested_mid_run_stops_the_job_without_retry(
     drain(runtime.redis)
 
     analysis = runtime.lifecycle.require(analysis_id)
-    assert (analysis.status, analysis.attempts, analysis.result) == (AnalysisStatus.CANCELED, 1, None)
+    assert (analysis.status, analysis.attempts, analysis.result) == (JobStatus.CANCELED, 1, None)

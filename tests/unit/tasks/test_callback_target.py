@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from core.errors import CallbackRefused
-from tasks.callback_target import TargetPolicy, is_public, parse_callback_url
+from jobs.callback_target import TargetPolicy, is_public, parse_callback_url
 
 
 @pytest.mark.parametrize(

@@ -13,11 +13,11 @@ from sqlalchemy import update
 from core.metrics import CallbackOutcome, RedisJobMetrics
 from core.models import Analysis, CallbackStatus
 from core.settings import QUEUE_CALLBACKS
+from jobs.callbacks import backoff_intervals_s, deliver_callback, ensure_job, job_id_for
 from jobs.dispatch import Dispatcher
+from jobs.runtime import Runtime
 from redis_client import fetch_job, get_queue
 from tasks.audio_analysis import TASK
-from tasks.callbacks import backoff_intervals_s, deliver_callback, ensure_job, job_id_for
-from tasks.runtime import Runtime
 from tests.support.analyses import drain, enqueue_upload, store_upload
 from tests.support.audio import wav_bytes
 from tests.support.black_hole import BlackHole

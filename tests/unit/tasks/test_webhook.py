@@ -10,10 +10,10 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from core.models import Analysis, AnalysisStatus
+from core.models import Analysis, JobStatus
 from core.settings import Settings
-from tasks.runtime import Runtime
-from tasks.webhook import deliver
+from jobs.runtime import Runtime
+from jobs.webhook import deliver
 from tests.conftest import SIGNING_SECRET, SettingsFactory
 from tests.support.analyses import store_upload
 from tests.support.audio import wav_bytes
@@ -51,7 +51,7 @@ def test_a_callback_is_signed_so_that_standardwebhooks_verifies_it(runtime: Runt
     ((headers, body),) = fake.callback_requests
     verified = Webhook(SIGNING_SECRET).verify(body, headers)
     assert verified["id"] == analysis.id
-    assert verified["status"] == AnalysisStatus.FINISHED.value
+    assert verified["status"] == JobStatus.FINISHED.value
     assert headers["webhook-id"] == headers["idempotency-key"] == analysis.id
     with pytest.raises(Exception, match="No matching signature"):
         Webhook(SIGNING_SECRET).verify(body.replace(b"finished", b"failed"), headers)

@@ -10,8 +10,8 @@ import fakeredis
 import pytest
 
 from core.errors import AnalysisServerUnavailable, CorruptAudio
-from redis_client import AnalysisJob
-from workers.worker import AnalysisWorker
+from redis_client import KitJob
+from workers.worker import KitWorker
 
 
 def _exc_info(error: BaseException) -> tuple[type[BaseException], BaseException, TracebackType | None]:
@@ -28,11 +28,11 @@ def handled() -> list[BaseException]:
 
 
 @pytest.fixture
-def worker(handled: list[BaseException]) -> AnalysisWorker:
+def worker(handled: list[BaseException]) -> KitWorker:
     def record(job: Any, kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
         handled.append(value)
 
-    return AnalysisWorker(["audio_analysis"], connection=fakeredis.FakeRedis(), exception_handlers=[record])
+    return KitWorker(["audio_analysis"], connection=fakeredis.FakeRedis(), exception_handlers=[record])
 
 
 @pytest.mark.parametrize(
@@ -40,9 +40,9 @@ def worker(handled: list[BaseException]) -> AnalysisWorker:
     [CorruptAudio("could not decode audio: flac decoder lost sync"), AnalysisServerUnavailable("answered 503")],
 )
 def test_an_expected_failure_is_logged_as_one_line_without_a_traceback(
-    worker: AnalysisWorker, handled: list[BaseException], caplog: pytest.LogCaptureFixture, error: Exception
+    worker: KitWorker, handled: list[BaseException], caplog: pytest.LogCaptureFixture, error: Exception
 ) -> None:
-    job = AnalysisJob.create(
+    job = KitJob.create(
         "tasks.audio_analysis.process_audio_analysis", args=["abc"], id="abc", connection=worker.connection
     )
     with caplog.at_level(logging.DEBUG, logger="rq.worker"):
@@ -57,9 +57,9 @@ def test_an_expected_failure_is_logged_as_one_line_without_a_traceback(
 
 
 def test_an_unexpected_exception_keeps_rqs_error_line_and_traceback(
-    worker: AnalysisWorker, caplog: pytest.LogCaptureFixture
+    worker: KitWorker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    job = AnalysisJob.create(
+    job = KitJob.create(
         "tasks.audio_analysis.process_audio_analysis", args=["abc"], id="abc", connection=worker.connection
     )
     with caplog.at_level(logging.DEBUG, logger="rq.worker"):

@@ -1,19 +1,19 @@
-"""Callback delivery as its own job, off the analysis path.
+"""Callback delivery as its own job, off the path of the work it reports.
 
-When an analysis ends (finished, or failed for good) its row says the
-callback is `pending` and a delivery job `callback-<analysis id>` goes onto
+When a job ends (finished, or failed for good) its row says the
+callback is `pending` and a delivery job `callback-<job id>` goes onto
 the `callbacks` queue, served by its own workers (`./start_worker.sh -q
 callbacks`): a receiver that never answers holds a callback worker for at most
-one attempt, never an analysis worker. Each attempt is short
+one attempt, never a worker of the other queues. Each attempt is short
 (`CALLBACK_TIMEOUT_S`); a failed one is retried by RQ's `Retry` with
 exponential backoff and jitter, up to `CALLBACK_MAX_ATTEMPTS` in all (counted
 in the database, so a re-enqueued job does not start the count again); then
 the callback is `undeliverable`. A refused target or a bad URL is
 undeliverable at once. In-process mode (`USE_RQ_QUEUE=false`) runs the same
-attempts in the API (`app.callbacks`), with the same backoff and cap.
+attempts in the API (`jobs.local_callbacks`), with the same backoff and cap.
 
 At least once: a receiver may see a repeat (a worker killed after the
-receiver answered); `webhook-id` is stable per analysis for de-duplication.
+receiver answered); `webhook-id` is stable per job for de-duplication.
 """
 
 from __future__ import annotations
@@ -30,11 +30,10 @@ from rq.job import JobStatus
 
 from core.errors import CallbackNotDelivered, CallbackRefused, QueueUnavailable
 from core.settings import QUEUE_CALLBACKS, Settings
-from redis_client import enqueue_unique, fetch_job
-from tasks.registry import DELIVER_CALLBACK, ON_FAILURE
-from tasks.runtime import get_runtime
-from tasks.spec import TaskSpec, describe_error
-from tasks.webhook import deliver
+from jobs.policy import describe_error
+from jobs.runtime import get_runtime
+from jobs.webhook import deliver
+from redis_client import DELIVER_CALLBACK, ON_FAILURE, enqueue_unique, fetch_job
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +43,12 @@ JOB_TIMEOUT_EXTRA_S = 10
 _ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED})
 
 
-def job_id_for(analysis_id: str) -> str:
-    return f"{JOB_ID_PREFIX}{analysis_id}"
+def delivery_id_for(job_id: str) -> str:
+    return f"{JOB_ID_PREFIX}{job_id}"
 
 
-def analysis_id_of(job_id: str) -> str:
-    return job_id.removeprefix(JOB_ID_PREFIX)
+def job_id_of(delivery_id: str) -> str:
+    return delivery_id.removeprefix(JOB_ID_PREFIX)
 
 
 def backoff_intervals_s(settings: Settings, rng: random.Random | None = None) -> list[int]:
@@ -69,7 +68,7 @@ def job_timeout_s(settings: Settings) -> int:
     return math.ceil(2 * settings.callback_timeout_s) + JOB_TIMEOUT_EXTRA_S
 
 
-def ensure_job(connection: redis.Redis, settings: Settings, analysis_id: str) -> bool:
+def ensure_job(connection: redis.Redis, settings: Settings, job_id: str) -> bool:
     """Puts the delivery job on the callbacks queue unless it is there already; True when enqueued now.
 
     Idempotent by job id: a job waiting, scheduled for its retry or running is left alone; an ended
@@ -78,15 +77,15 @@ def ensure_job(connection: redis.Redis, settings: Settings, analysis_id: str) ->
     Raises:
         QueueUnavailable: Redis cannot be reached or refuses the write.
     """
-    job_id = job_id_for(analysis_id)
+    delivery_id = delivery_id_for(job_id)
     for _ in range(2):
         intervals = backoff_intervals_s(settings)
         try:
             enqueue_unique(
                 connection,
                 DELIVER_CALLBACK,
-                analysis_id,
-                job_id=job_id,
+                job_id,
+                job_id=delivery_id,
                 queue_name=QUEUE_CALLBACKS,
                 job_timeout=job_timeout_s(settings),
                 retry=Retry(max=len(intervals), interval=intervals) if intervals else None,
@@ -97,7 +96,7 @@ def ensure_job(connection: redis.Redis, settings: Settings, analysis_id: str) ->
             return True
         except DuplicateJobError:
             try:
-                job = fetch_job(job_id, connection)
+                job = fetch_job(delivery_id, connection)
                 if job is not None and job.get_status(refresh=False) in _ACTIVE:
                     return False
                 if job is not None:
@@ -107,21 +106,21 @@ def ensure_job(connection: redis.Redis, settings: Settings, analysis_id: str) ->
     return False
 
 
-def schedule_delivery(analysis_id: str) -> None:
-    """Hands the callback of an ended analysis to its deliverer; never raises (the reconciler catches up)."""
+def schedule_delivery(job_id: str) -> None:
+    """Hands the callback of an ended job to its deliverer; never raises (the reconciler catches up)."""
     runtime = get_runtime()
     try:
         if runtime.settings.use_rq_queue:
-            ensure_job(runtime.redis, runtime.settings, analysis_id)
+            ensure_job(runtime.redis, runtime.settings, job_id)
         elif runtime.callbacks is not None:
-            runtime.callbacks.submit(analysis_id)
+            runtime.callbacks.submit(job_id)
         else:
-            log.info("callback of %s left to the reconciler (no in-process deliverer here)", analysis_id)
+            log.info("callback of %s left to the reconciler (no in-process deliverer here)", job_id)
     except Exception as exc:
-        log.warning("callback of %s not scheduled (%s); the reconciler will", analysis_id, exc)
+        log.warning("callback of %s not scheduled (%s); the reconciler will", job_id, exc)
 
 
-def deliver_callback(analysis_id: str) -> dict[str, Any]:
+def deliver_callback(job_id: str) -> dict[str, Any]:
     """One delivery attempt (the job function); raises when it failed, so that RQ's `Retry` tries again.
 
     Raises:
@@ -130,40 +129,37 @@ def deliver_callback(analysis_id: str) -> dict[str, Any]:
     """
     runtime = get_runtime()
     lifecycle = runtime.lifecycle
-    attempt = lifecycle.begin_callback_attempt(analysis_id)
+    attempt = lifecycle.begin_callback_attempt(job_id)
     if attempt is None:
-        return {"id": analysis_id, "skipped": "the callback is not pending"}
+        return {"id": job_id, "skipped": "the callback is not pending"}
     if attempt > runtime.settings.callback_max_attempts:
         # The count lives in the database: a job enqueued again by the reconciler does not reset it.
-        lifecycle.record_callback_failure(analysis_id, "no attempt left", final=True)
-        return {"id": analysis_id, "delivered": False, "attempt": attempt}
-    analysis = lifecycle.require(analysis_id)
-    outcome = deliver(analysis, runtime.settings)
+        lifecycle.record_callback_failure(job_id, "no attempt left", final=True)
+        return {"id": job_id, "delivered": False, "attempt": attempt}
+    job = lifecycle.require(job_id)
+    outcome = deliver(job, runtime.settings)
     if outcome.delivered:
-        lifecycle.mark_callback_delivered(analysis_id)
-        return {"id": analysis_id, "delivered": True, "attempt": attempt}
+        lifecycle.mark_callback_delivered(job_id)
+        return {"id": job_id, "delivered": True, "attempt": attempt}
     error = outcome.error or "not delivered"
     if outcome.permanent:
         raise CallbackRefused(error)
     if attempt >= runtime.settings.callback_max_attempts:
-        lifecycle.record_callback_failure(analysis_id, error, final=True)
-        return {"id": analysis_id, "delivered": False, "attempt": attempt, "error": error}
+        lifecycle.record_callback_failure(job_id, error, final=True)
+        return {"id": job_id, "delivered": False, "attempt": attempt, "error": error}
     raise CallbackNotDelivered(f"attempt {attempt}: {error}")
 
 
-def record_failure(job_id: str, error: BaseException, retry_in_s: int | None) -> None:
+def record_failure(delivery_id: str, error: BaseException, retry_in_s: int | None) -> None:
     """Records a failed attempt: retried after `retry_in_s`, or (None) undeliverable for good."""
-    analysis_id = analysis_id_of(job_id)
+    job_id = job_id_of(delivery_id)
     final = retry_in_s is None
-    get_runtime().lifecycle.record_callback_failure(analysis_id, describe_error(error), final=final)
+    get_runtime().lifecycle.record_callback_failure(job_id, describe_error(error), final=final)
     if final:
-        log.warning("callback of %s undeliverable: %s", analysis_id, error)
+        log.warning("callback of %s undeliverable: %s", job_id, error)
     else:
-        log.info("callback of %s not delivered, next attempt in %ss: %s", analysis_id, retry_in_s, error)
+        log.info("callback of %s not delivered, next attempt in %ss: %s", job_id, retry_in_s, error)
 
 
-def _record_stopped(job_id: str) -> None:
-    log.info("callback job %s stopped on request", job_id)
-
-
-TASK = TaskSpec(func=deliver_callback, record_failure=record_failure, record_stopped=_record_stopped)
+def record_stopped(delivery_id: str) -> None:
+    log.info("callback job %s stopped on request", delivery_id)

@@ -14,7 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from app.deps import ServicesDep
+from jobs.web.deps import JobServicesDep
 
 BEARER_CHALLENGE = 'Bearer realm="audiokit"'
 BASIC_CHALLENGE = 'Basic realm="audiokit admin", charset="UTF-8"'
@@ -58,7 +58,7 @@ def check_admin(expected: str | None, authorization: str | None, api_key: str | 
         raise HTTPException(401, "admin key missing or wrong", headers={"WWW-Authenticate": challenge})
 
 
-def require_admin(request: Request, services: ServicesDep) -> None:
+def require_admin(request: Request, services: JobServicesDep) -> None:
     key = services.settings.admin_api_key
     check_admin(
         key.get_secret_value() if key else None,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from app.models import Analysis
 from core.db import Database
-from core.models import Analysis
 from core.settings import Settings
 from core.storage import Storage
 
@@ -42,8 +42,11 @@ def _older_than(path: Path, cutoff: float) -> bool:
 
 
 def _referenced(database: Database, keys: list[str]) -> set[str]:
+    """The keys that belong to an analysis: its upload (`<id>.<format>`) and what was made of it (`<id>.png`)."""
+    ids = {key.split(".", 1)[0] for key in keys}
     with database.session() as session:
-        return set(session.scalars(select(Analysis.storage_key).where(Analysis.storage_key.in_(keys))))
+        known = set(session.scalars(select(Analysis.id).where(Analysis.id.in_(ids))))
+    return {key for key in keys if key.split(".", 1)[0] in known}
 
 
 def sweep_uploads(

@@ -1,7 +1,7 @@
-"""One attempt to tell a client's `callback_url` that its analysis ended.
+"""One attempt to tell a client's `callback_url` that its job ended.
 
 Signed with Standard Webhooks (`webhook-id`, `webhook-timestamp`,
-`webhook-signature`; `webhook-id` and `Idempotency-Key` are the analysis id, so
+`webhook-signature`; `webhook-id` and `Idempotency-Key` are the job id, so
 receivers de-duplicate repeats). The URL is checked again here (a row written
 before validation existed may hold anything), the host is resolved and checked
 by the SSRF guard, and the request goes to the checked address with the
@@ -21,9 +21,9 @@ import httpx
 from standardwebhooks import Webhook
 
 from core.errors import CallbackRefused
-from core.models import Analysis
+from core.models import Job
 from core.settings import Settings
-from tasks.callback_target import TargetPolicy, parse_callback_url
+from jobs.callback_target import TargetPolicy, parse_callback_url
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,14 @@ class Delivery:
     permanent: bool = False  # another attempt cannot help (bad URL, refused target)
 
 
-def payload(analysis: Analysis, base_url: str) -> dict[str, Any]:
+def payload(job: Job, base_url: str) -> dict[str, Any]:
     return {
-        "id": analysis.id,
-        "status": analysis.status.value,
-        "result": analysis.result,
-        "error": analysis.error,
-        "status_url": f"{base_url}/audio/{analysis.id}",
+        "id": job.id,
+        "task": job.task,
+        "status": job.status.value,
+        "result": job.result,
+        "error": job.error,
+        "status_url": f"{base_url}/jobs/{job.id}",
     }
 
 
@@ -59,43 +60,43 @@ def signed_headers(secret: str, message_id: str, body: str, now: datetime | None
     }
 
 
-def deliver(analysis: Analysis, settings: Settings, transport: httpx.BaseTransport | None = None) -> Delivery:
-    """POSTs the outcome to the analysis' `callback_url`: delivered on a 2xx answer."""
-    if not analysis.callback_url:
+def deliver(job: Job, settings: Settings, transport: httpx.BaseTransport | None = None) -> Delivery:
+    """POSTs the outcome to the job's `callback_url`: delivered on a 2xx answer."""
+    if not job.callback_url:
         return Delivery(False, "no callback_url", permanent=True)
     secret = settings.callback_signing_secret
     if secret is None:
         return Delivery(False, "CALLBACK_SIGNING_SECRET is not set: callbacks are not sent unsigned")
     try:
-        url = parse_callback_url(analysis.callback_url)
+        url = parse_callback_url(job.callback_url)
         address = TargetPolicy.from_entries(settings.callback_allowed_networks).resolve(url)
-        return _send(analysis, url, address, secret.get_secret_value(), settings, transport)
+        return _send(job, url, address, secret.get_secret_value(), settings, transport)
     except CallbackRefused as exc:
         return Delivery(False, str(exc), permanent=True)
     except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, OSError, ValueError) as exc:
         return Delivery(False, _describe(exc))
     except Exception as exc:
         # A failed attempt, whatever happened: it must never escape into the job that asked for it.
-        log.exception("callback for %s: unexpected error", analysis.id)
+        log.exception("callback for %s: unexpected error", job.id)
         return Delivery(False, _describe(exc))
 
 
 def _send(
-    analysis: Analysis,
+    job: Job,
     url: httpx.URL,
     address: Any,
     secret: str,
     settings: Settings,
     transport: httpx.BaseTransport | None,
 ) -> Delivery:
-    body = json.dumps(payload(analysis, settings.base_url), separators=(",", ":"))
+    body = json.dumps(payload(job, settings.base_url), separators=(",", ":"))
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        "Idempotency-Key": analysis.id,
+        "Idempotency-Key": job.id,
         # The name the receiver expects, while the connection goes to the address that was checked.
         "Host": url.netloc.decode("ascii"),
-        **signed_headers(secret, analysis.id, body),
+        **signed_headers(secret, job.id, body),
     }
     extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
     target = url.copy_with(host=str(address))

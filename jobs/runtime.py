@@ -24,9 +24,9 @@ from redis_client import make_redis
 
 
 class CallbackSubmitter(Protocol):
-    """Delivers callbacks inside this process (the API's in-process mode, `app.callbacks`)."""
+    """Delivers callbacks inside this process (the API's in-process mode, `jobs.local_callbacks`)."""
 
-    def submit(self, analysis_id: str) -> None: ...
+    def submit(self, job_id: str) -> None: ...
 
 
 @dataclass(frozen=True)

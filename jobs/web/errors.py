@@ -1,4 +1,4 @@
-"""Domain errors become HTTP answers here, and only here."""
+"""The kit's errors (and the service's, which share their root) become HTTP answers here, and only here."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Runs tasks inside the API process: the `USE_RQ_QUEUE=false` path.
 
-Same contract as on RQ: the same task function, the same retry count and
-backoff (`RQ_RETRY_MAX`, `RQ_RETRY_INTERVALS`), the same outcome hooks. What
+Same contract as on RQ: the same attempt (`jobs.execute.run_job`), the job's
+own retry count and backoff, the same outcome records. `async def` tasks run
+to completion on an event loop of their own in the pool thread, as on a worker. What
 it cannot give: a hard timeout (a thread cannot be killed; the task stops at
 its next progress report instead) and survival of the API process (the
 reconciler re-runs jobs whose heartbeat stopped).
@@ -27,9 +28,10 @@ import anyio.to_thread
 
 from core.errors import JobCanceled
 from core.lifecycle import Lifecycle
-from core.models import utcnow
-from core.settings import Settings
-from tasks.spec import TaskSpec, is_permanent, retry_interval_s
+from core.models import Job, utcnow
+from core.settings import Settings, intervals_for
+from jobs import execute
+from jobs.policy import is_permanent, retry_interval_s
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +43,10 @@ THREAD_NAME_PREFIX = "in-process-job"
 class _Job:
     """A job held by this process, from its submission until its last attempt has ended."""
 
-    task: TaskSpec
     job_id: str
     at: datetime | None
     retries_left: int
+    intervals: tuple[int, ...]
     attempt: Future[int | None] | None = None  # the attempt in line or running, if any
     ended: Future[None] = field(default_factory=Future)
 
@@ -53,8 +55,6 @@ class InProcessRunner:
     """A bounded pool of in-process jobs with RQ's retry semantics."""
 
     def __init__(self, settings: Settings, lifecycle: Lifecycle) -> None:
-        self._retry_max = settings.rq_retry_max
-        self._intervals = settings.retry_intervals_s
         self._concurrency = settings.background_concurrency
         self._lifecycle = lifecycle
         # Guards what follows: jobs are submitted from request threads, started on pool threads.
@@ -92,7 +92,7 @@ class InProcessRunner:
         """The loop that follows jobs (backoff, schedule); `submit` may then be called from any thread."""
         self._loop = loop
 
-    def submit(self, task: TaskSpec, job_id: str, at: datetime | None = None) -> int | None:
+    def submit(self, row: Job, at: datetime | None = None) -> int | None:
         """Takes a job in, from any thread: it joins the line now unless it is scheduled for later.
 
         Returns:
@@ -101,11 +101,13 @@ class InProcessRunner:
         """
         if self._loop is None:
             raise RuntimeError("InProcessRunner.bind(loop) was not called")
+        job_id = row.id
         with self._lock:
             held = self._jobs.get(job_id)
             if held is not None:
                 return self._waiting.index(job_id) if job_id in self._waiting else None
-            job = _Job(task, job_id, at if at is not None and at > utcnow() else None, self._retry_max)
+            at = at if at is not None and at > utcnow() else None
+            job = _Job(job_id, at, row.retries, intervals_for(row.retries, row.retry_intervals))
             self._jobs[job_id] = job
             position = None if job.at is not None else self._line_up(job)
         self._loop.call_soon_threadsafe(self._follow, job)
@@ -118,19 +120,19 @@ class InProcessRunner:
         if job is not None:
             await asyncio.wrap_future(job.ended)
 
-    async def run(self, task: TaskSpec, job_id: str, at: datetime | None = None) -> None:
+    async def run(self, row: Job, at: datetime | None = None) -> None:
         """Submits the job and waits until it succeeds, fails for good or is canceled."""
         if self._loop is None:
             self.bind(asyncio.get_running_loop())
-        self.submit(task, job_id, at)
-        await self.wait(job_id)
+        self.submit(row, at)
+        await self.wait(row.id)
 
     def _line_up(self, job: _Job) -> int:
         """Puts the job's next attempt at the end of the line (called with the lock held); returns its place."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix=THREAD_NAME_PREFIX)
         self._waiting.append(job.job_id)
-        job.attempt = self._pool.submit(self._attempt, job.task, job.job_id, job.retries_left)
+        job.attempt = self._pool.submit(self._attempt, job)
         return len(self._waiting) - 1
 
     def _follow(self, job: _Job) -> None:
@@ -165,23 +167,24 @@ class InProcessRunner:
             if not job.ended.done():
                 job.ended.set_result(None)
 
-    def _attempt(self, task: TaskSpec, job_id: str, retries_left: int) -> int | None:
+    def _attempt(self, job: _Job) -> int | None:
         """One run, on a pool thread; returns the backoff before the next one, or None when the job is over."""
+        job_id = job.job_id
         with self._lock:
             if job_id in self._waiting:  # else its driver was canceled (shutdown) while it waited
                 self._waiting.remove(job_id)
             self._running.add(job_id)
         try:
-            task.func(job_id)
+            execute.run_job(job_id)
             return None
         except JobCanceled:
-            task.record_stopped(job_id)
+            execute.record_stopped(job_id)
             return None
         except Exception as exc:
             log.warning("in-process job %s failed: %s", job_id, exc)
-            final = is_permanent(exc) or retries_left <= 0
-            retry_in = None if final else retry_interval_s(self._intervals, retries_left)
-            task.record_failure(job_id, exc, retry_in)
+            final = is_permanent(exc) or job.retries_left <= 0
+            retry_in = None if final else retry_interval_s(job.intervals, job.retries_left)
+            execute.record_failure(job_id, exc, retry_in)
             return retry_in
         finally:
             with self._lock:

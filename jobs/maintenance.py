@@ -7,7 +7,7 @@ from typing import Any
 
 from jobs.dispatch import Dispatcher
 from jobs.reconcile import Reconciler
-from tasks.runtime import get_runtime
+from jobs.runtime import get_runtime
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Server-sent events of one analysis: status, progress and log lines, in order, to the end.
+"""Server-sent events of one job: status, progress and log lines, in order, to the end.
 
 The stream is derived from the database row, which every run updates: each
 change notification (Redis pub/sub) or, failing that, a poll timer makes it
@@ -21,8 +21,7 @@ import anyio.to_thread
 import redis.asyncio
 from sse_starlette import ServerSentEvent
 
-from app.schemas import AnalysisOut
-from core.models import Analysis
+from core.models import Job
 from core.notify import channel_for
 
 log = logging.getLogger(__name__)
@@ -37,67 +36,72 @@ class _Seen:
     events: list[ServerSentEvent] = field(default_factory=list)
 
 
-def _status_event(analysis: Analysis) -> ServerSentEvent:
-    return ServerSentEvent(AnalysisOut.of(analysis).model_dump_json(), event="status")
+# Loads a job's row and the body of its `status` event (e.g. `GET /jobs/{id}`'s or `GET /audio/{id}`'s).
+View = Callable[[str], tuple[Job, str] | None]
 
 
-def changes(analysis: Analysis, seen: _Seen) -> list[ServerSentEvent]:
-    """The events that take a client from `seen` to `analysis`; updates `seen`."""
-    status_changed = analysis.status.value != seen.status
+def _status_event(body: str) -> ServerSentEvent:
+    return ServerSentEvent(body, event="status")
+
+
+def changes(job: Job, status_body: str, seen: _Seen) -> list[ServerSentEvent]:
+    """The events that take a client from `seen` to the job `job`; updates `seen`."""
+    status_changed = job.status.value != seen.status
     logs = [
         ServerSentEvent(_json({"seq": line["seq"], "at": line["at"], "message": line["message"]}), event="log")
-        for line in analysis.logs
+        for line in job.logs
         if line["seq"] > seen.log_seq
     ]
     progress: list[ServerSentEvent] = []
-    if (analysis.attempts, analysis.progress) != (seen.attempt, seen.progress):
-        data = {"progress": analysis.progress, "attempt": analysis.attempts}
+    if (job.attempts, job.progress) != (seen.attempt, seen.progress):
+        data = {"progress": job.progress, "attempt": job.attempts}
         progress.append(ServerSentEvent(_json(data), event="progress"))
-    status = [_status_event(analysis)] if status_changed else []
-    seen.status = analysis.status.value
-    seen.attempt, seen.progress = analysis.attempts, analysis.progress
-    seen.log_seq = max([seen.log_seq, *(line["seq"] for line in analysis.logs)])
+    status = [_status_event(status_body)] if status_changed else []
+    seen.status = job.status.value
+    seen.attempt, seen.progress = job.attempts, job.progress
+    seen.log_seq = max([seen.log_seq, *(line["seq"] for line in job.logs)])
     # A terminal status closes the stream, so it comes last; any other status opens what follows.
-    return [*logs, *progress, *status] if analysis.status.is_terminal else [*status, *logs, *progress]
+    return [*logs, *progress, *status] if job.status.is_terminal else [*status, *logs, *progress]
 
 
 def _json(data: dict[str, Any]) -> str:
     return json.dumps(data)
 
 
-async def analysis_events(
-    analysis_id: str,
-    load: Callable[[str], Analysis | None],
+async def job_events(
+    job_id: str,
+    view: View,
     connection: redis.asyncio.Redis | None,
     poll_interval_s: float,
 ) -> AsyncIterator[ServerSentEvent]:
-    """Yields the analysis' events until it reaches a terminal state."""
+    """Yields the job's events until it reaches a terminal state."""
     pubsub = None
     if connection is not None:
         try:
             pubsub = connection.pubsub()
-            await pubsub.subscribe(channel_for(analysis_id))
+            await pubsub.subscribe(channel_for(job_id))
         except (redis.exceptions.RedisError, OSError) as exc:
-            log.info("events of %s fall back to polling: %s", analysis_id, exc)
+            log.info("events of %s fall back to polling: %s", job_id, exc)
             pubsub = None
     seen = _Seen()
     try:
         first = True
         while True:
-            analysis = await anyio.to_thread.run_sync(load, analysis_id)
-            if analysis is None:
+            viewed = await anyio.to_thread.run_sync(view, job_id)
+            if viewed is None:
                 return
+            job, status_body = viewed
             if first:
                 # The current state, whatever happened before the client connected; if it has ended,
                 # that is all there is to say.
-                yield _status_event(analysis)
-                if analysis.status.is_terminal:
+                yield _status_event(status_body)
+                if job.status.is_terminal:
                     return
-                seen.status = analysis.status.value
+                seen.status = job.status.value
                 first = False
-            for event in changes(analysis, seen):
+            for event in changes(job, status_body, seen):
                 yield event
-            if analysis.status.is_terminal:
+            if job.status.is_terminal:
                 return
             await _wait_for_change(pubsub, poll_interval_s)
     finally:

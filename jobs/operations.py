@@ -11,12 +11,11 @@ import redis
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation
 
-from app.services import Services
 from core.errors import InvalidTransition, NotFound
-from core.models import Analysis, AnalysisStatus, DispatchMode
+from core.models import DispatchMode, Job, JobStatus
 from jobs.rq_state import JobPlace, Located, locate, workers
-from redis_client import AnalysisJob, fetch_job
-from tasks.audio_analysis import TASK
+from jobs.services import JobServices
+from redis_client import KitJob, fetch_job
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +24,18 @@ RECENT_RUNS_FOR_ETA = 20  # finished runs averaged for the wait estimate
 
 @dataclass(frozen=True)
 class CancelOutcome:
-    status: AnalysisStatus
+    status: JobStatus
     stopping: bool  # a running job was told to stop; it ends `canceled` shortly
 
 
-def _locate(services: Services, job_id: str) -> Located:
+def _locate(services: JobServices, job_id: str) -> Located:
     try:
         return locate(services.redis, job_id)
     except (redis.exceptions.RedisError, ValueError):
         return Located(JobPlace.ABSENT, None)
 
 
-def cancel(services: Services, analysis_id: str) -> CancelOutcome:
+def cancel(services: JobServices, job_id: str) -> CancelOutcome:
     """Cancels a waiting job (it will never run) or stops a running one (not retried).
 
     Raises:
@@ -45,44 +44,44 @@ def cancel(services: Services, analysis_id: str) -> CancelOutcome:
     """
     lifecycle = services.lifecycle
     # The flag first: a worker that dequeued the job already will see it and not run it.
-    analysis = lifecycle.request_cancel(analysis_id)
-    located = _locate(services, analysis_id)
+    job = lifecycle.request_cancel(job_id)
+    located = _locate(services, job_id)
     if located.place is JobPlace.WAITING and located.job is not None:
         with contextlib.suppress(InvalidJobOperation):  # canceled already
             located.job.cancel()
     elif located.place is JobPlace.RUNNING:
         try:
-            send_stop_job_command(services.redis, analysis_id, serializer=located.job and located.job.serializer)
+            send_stop_job_command(services.redis, job_id, serializer=located.job and located.job.serializer)
         except (InvalidJobOperation, redis.exceptions.RedisError) as exc:
-            log.warning("stop command for %s not sent (%s); it stops at its next progress report", analysis_id, exc)
-        return CancelOutcome(AnalysisStatus.STARTED, stopping=True)
-    if analysis.status is AnalysisStatus.STARTED and analysis.mode is DispatchMode.BACKGROUND:
-        return CancelOutcome(AnalysisStatus.STARTED, stopping=True)  # stops at its next progress report
-    lifecycle.mark_canceled(analysis_id, "canceled on request")
-    return CancelOutcome(AnalysisStatus.CANCELED, stopping=False)
+            log.warning("stop command for %s not sent (%s); it stops at its next progress report", job_id, exc)
+        return CancelOutcome(JobStatus.STARTED, stopping=True)
+    if job.status is JobStatus.STARTED and job.mode is DispatchMode.BACKGROUND:
+        return CancelOutcome(JobStatus.STARTED, stopping=True)  # stops at its next progress report
+    lifecycle.mark_canceled(job_id, "canceled on request")
+    return CancelOutcome(JobStatus.CANCELED, stopping=False)
 
 
-def retry(services: Services, analysis_id: str) -> AnalysisStatus:
+def retry(services: JobServices, job_id: str) -> JobStatus:
     """Runs a failed job again: RQ's failed registry requeues it, else it is dispatched anew.
 
     Raises:
         NotFound: unknown id.
         InvalidTransition: the job has not failed.
     """
-    analysis = services.lifecycle.require(analysis_id)
-    if not services.lifecycle.reset_for_retry(analysis_id):
-        raise InvalidTransition(f"job is {analysis.status.value}; only failed jobs can be retried")
-    job = _failed_rq_job(services, analysis_id)
-    if job is not None and services.dispatcher.mode is DispatchMode.RQ:
-        job.requeue()
-        return AnalysisStatus.QUEUED
+    row = services.lifecycle.require(job_id)
+    if not services.lifecycle.reset_for_retry(job_id):
+        raise InvalidTransition(f"job is {row.status.value}; only failed jobs can be retried")
+    failed = _failed_rq_job(services, job_id)
+    if failed is not None and services.dispatcher.mode is DispatchMode.RQ:
+        failed.requeue()
+        return JobStatus.QUEUED
     dispatched = services.dispatcher.dispatch(
-        None, TASK, analysis_id, queue=analysis.queue, from_statuses=(AnalysisStatus.QUEUED,)
+        None, services.lifecycle.require(job_id), from_statuses=(JobStatus.QUEUED,)
     )
     return dispatched.status
 
 
-def _failed_rq_job(services: Services, job_id: str) -> AnalysisJob | None:
+def _failed_rq_job(services: JobServices, job_id: str) -> KitJob | None:
     try:
         job = fetch_job(job_id, services.redis)
         if job is not None and job_id in job.failed_job_registry.get_job_ids():
@@ -92,41 +91,41 @@ def _failed_rq_job(services: Services, job_id: str) -> AnalysisJob | None:
     return None
 
 
-def position(services: Services, analysis: Analysis) -> int | None:
+def position(services: JobServices, job: Job) -> int | None:
     """0-based place in line while waiting; None otherwise."""
-    if analysis.status is not AnalysisStatus.QUEUED:
+    if job.status is not JobStatus.QUEUED:
         return None
-    if analysis.mode is DispatchMode.BACKGROUND:
-        return services.runner.position(analysis.id)
+    if job.mode is DispatchMode.BACKGROUND:
+        return services.runner.position(job.id)
     try:
-        job = fetch_job(analysis.id, services.redis)
-        place = job.get_position() if job is not None else None
+        queued = fetch_job(job.id, services.redis)
+        place = queued.get_position() if queued is not None else None
     except redis.exceptions.RedisError:
         return None
     return int(place) if place is not None else None
 
 
-def estimated_wait_s(services: Services, analysis: Analysis, place: int | None) -> float | None:
+def estimated_wait_s(services: JobServices, job: Job, place: int | None) -> float | None:
     """Position times the recent average run time on that queue, shared among the live workers serving it."""
     if place is None:
         return None
-    average = services.lifecycle.average_run_s(analysis.queue, RECENT_RUNS_FOR_ETA)
+    average = services.lifecycle.average_run_s(job.queue, RECENT_RUNS_FOR_ETA)
     if average is None:
         return None
-    if analysis.mode is DispatchMode.BACKGROUND:
+    if job.mode is DispatchMode.BACKGROUND:
         parallel = services.settings.background_concurrency
     else:
         try:
             live = workers(services.redis, services.settings.worker_ttl_s)
         except redis.exceptions.RedisError:
             live = []
-        parallel = max(1, sum(1 for worker in live if worker.alive and analysis.queue in worker.queues))
+        parallel = max(1, sum(1 for worker in live if worker.alive and job.queue in worker.queues))
     # Jobs ahead plus this one, each taking the average, spread over the workers draining the queue.
     # Milliseconds are the clock's real resolution here; coarser rounding would break the proportion.
     return round((place + 1) * average / parallel, 3)
 
 
-def rq_view(job: AnalysisJob) -> dict[str, Any]:
+def rq_view(job: KitJob) -> dict[str, Any]:
     """The RQ side of a job: status, times, progress kept in its meta."""
     meta = job.get_meta(refresh=False)
     return {
@@ -141,18 +140,18 @@ def rq_view(job: AnalysisJob) -> dict[str, Any]:
     }
 
 
-def find(services: Services, job_id: str) -> tuple[Analysis | None, AnalysisJob | None]:
-    """The analysis and the RQ job with this id (either may be missing).
+def find(services: JobServices, job_id: str) -> tuple[Job | None, KitJob | None]:
+    """The job and the RQ job with this id (either may be missing).
 
     Raises:
         NotFound: neither exists.
     """
-    analysis = services.lifecycle.get(job_id)
-    job = None
+    row = services.lifecycle.get(job_id)
+    rq_job = None
     try:
-        job = fetch_job(job_id, services.redis)
+        rq_job = fetch_job(job_id, services.redis)
     except (redis.exceptions.RedisError, ValueError):
-        job = None
-    if analysis is None and job is None:
+        rq_job = None
+    if row is None and rq_job is None:
         raise NotFound(f"no job with id {job_id!r}")
-    return analysis, job
+    return row, rq_job

@@ -1,0 +1,83 @@
+"""Running one attempt of a job, the same way on an RQ worker and in-process.
+
+RQ's only job function is `run_job(job_id)`: the job's row says which task to call, with which
+JSON arguments. The attempt is recorded as compare-and-set writes, so a job that runs twice (a
+retry racing an abandoned run, a reconciler re-enqueue) leaves one result and one final state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from core.errors import BadJobResult, TaskNotRegistered
+from core.models import CallbackStatus
+from jobs.callbacks import schedule_delivery
+from jobs.context import RunningJob, running
+from jobs.policy import describe_error
+from jobs.registry import TaskDef, lookup
+from jobs.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+
+def call_task(definition: TaskDef, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """Calls the task function; an `async def` one runs to completion on a loop of its own."""
+    if definition.is_async:
+        return asyncio.run(definition.func(*args, **kwargs))
+    return definition.func(*args, **kwargs)
+
+
+def run_job(job_id: str) -> Any:
+    """One attempt of the job `job_id` (the RQ job function, also the in-process attempt body).
+
+    Raises:
+        TaskNotRegistered: the job's task is not registered in this process (not retried).
+        BadJobResult: the task returned something that is not JSON (not retried).
+        Exception: whatever the task raised (retried unless permanent).
+    """
+    runtime = get_runtime()
+    lifecycle = runtime.lifecycle
+    job = lifecycle.begin_attempt(job_id)
+    if job is None:
+        # Ended already (finished, failed, canceled) or unknown: never redo the work.
+        ended = lifecycle.get(job_id)
+        log.info("job %s not run: %s", job_id, ended.status.value if ended else "unknown id")
+        return ended.result if ended else None
+    definition = lookup(job.task)
+    if definition is None:
+        raise TaskNotRegistered(f"task {job.task!r} is not registered in this process (see TASK_MODULES)")
+    with running(RunningJob(job_id, lifecycle, time.monotonic() + job.timeout_s, job.timeout_s)):
+        result = call_task(definition, list(job.args), dict(job.kwargs))
+    try:
+        json.dumps(result)
+    except (TypeError, ValueError) as exc:
+        raise BadJobResult(f"task {job.task!r} returned a result that is not JSON: {exc}") from None
+    if not lifecycle.complete(job_id, result):
+        ended = lifecycle.get(job_id)
+        log.info("job %s: another run ended it first (%s)", job_id, ended and ended.status.value)
+        return ended.result if ended else None
+    notify_client(job_id)
+    return result
+
+
+def notify_client(job_id: str) -> None:
+    """After the final write: hands the callback to its own job (never delivered from here)."""
+    job = get_runtime().lifecycle.get(job_id)
+    if job is not None and job.callback_status is CallbackStatus.PENDING:
+        schedule_delivery(job_id)
+
+
+def record_failure(job_id: str, error: BaseException, retry_in_s: int | None) -> None:
+    """Records a failed attempt (waiting for its retry, or failed for good)."""
+    get_runtime().lifecycle.record_failure(job_id, describe_error(error), retry_in_s=retry_in_s)
+    if retry_in_s is None:
+        notify_client(job_id)
+
+
+def record_stopped(job_id: str) -> None:
+    """Records a run stopped on request: the job is canceled."""
+    get_runtime().lifecycle.mark_canceled(job_id, "stopped on request")

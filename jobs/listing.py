@@ -1,0 +1,68 @@
+"""Listing jobs for operators: filters and keyset pagination, newest first."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+
+from core.db import Database
+from core.errors import MalformedUpload
+from core.models import Job, JobStatus
+
+MAX_PAGE = 200
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    task: str | None = None
+    status: JobStatus | None = None
+    queue: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+def encode_cursor(job: Job) -> str:
+    return base64.urlsafe_b64encode(f"{job.created_at.isoformat()}|{job.id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Raises:
+    MalformedUpload: not a cursor this API gave out (422).
+    """
+    try:
+        created, _, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        moment = datetime.fromisoformat(created)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise MalformedUpload("cursor is not one this API gave out") from None
+    if not job_id or moment.tzinfo is None:
+        raise MalformedUpload("cursor is not one this API gave out")
+    return moment, job_id
+
+
+def list_jobs(database: Database, where: JobFilter, limit: int, cursor: str | None = None) -> Page:
+    """Jobs matching `where`, newest first, at most `limit` (≤ MAX_PAGE), after `cursor`."""
+    limit = max(1, min(limit, MAX_PAGE))
+    query = select(Job)
+    if where.task is not None:
+        query = query.where(Job.task == where.task)
+    if where.status is not None:
+        query = query.where(Job.status == where.status)
+    if where.queue is not None:
+        query = query.where(Job.queue == where.queue)
+    if cursor is not None:
+        created, job_id = decode_cursor(cursor)
+        query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    with database.session() as session:
+        jobs = list(session.scalars(query))
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    return Page(jobs, encode_cursor(jobs[-1]) if more and jobs else None)

@@ -1,0 +1,176 @@
+"""`/jobs`: every job, whatever its task: status, result, events, cancel, retry, and the list.
+
+Reading one job needs its id (ids are unguessable); changing one, listing jobs, or reading an RQ
+job that has no row (e.g. the reconciler's) needs the admin key.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+
+from core.errors import NotFound
+from core.models import Job, JobStatus
+from jobs import operations
+from jobs.listing import MAX_PAGE, JobFilter, list_jobs
+from jobs.services import JobServices
+from jobs.web.auth import AdminDep, key_matches, presented_key
+from jobs.web.deps import JobServicesDep
+from jobs.web.events import job_events
+from jobs.web.schemas import CallbackOut, CancelOut, JobOut, JobPage, JobSummary, RetryOut
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+JobId = Annotated[str, Path(min_length=1, max_length=64, description="The job id")]
+RECENT_LOG_LINES = 20
+SSE_PING_S = 15  # keeps proxies from closing an idle stream
+
+
+def _is_admin(request: Request, services: JobServicesDep) -> bool:
+    """True when the request carries the admin key; a missing or wrong key is no error here."""
+    key = services.settings.admin_api_key
+    presented = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    return key is not None and key_matches(key.get_secret_value(), presented)
+
+
+IsAdminDep = Annotated[bool, Depends(_is_admin)]
+
+
+def job_out(services: JobServices, job: Job, rq: dict[str, Any] | None = None) -> JobOut:
+    place = operations.position(services, job)
+    return JobOut(
+        id=job.id,
+        task=job.task,
+        status=job.status,
+        mode=job.mode,
+        queue=job.queue,
+        position=place,
+        estimated_wait_s=operations.estimated_wait_s(services, job, place),
+        progress=job.progress,
+        logs=job.logs[-RECENT_LOG_LINES:],
+        attempts=job.attempts,
+        created_at=job.created_at,
+        scheduled_at=job.scheduled_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        result=job.result,
+        error=job.error,
+        rq=rq,
+        callback=CallbackOut.of(job),
+    )
+
+
+@router.get(
+    "",
+    response_model=JobPage,
+    responses={401: {"description": "Admin key missing or wrong"}, 422: {"description": "Bad filter or cursor"}},
+)
+def get_jobs(
+    services: JobServicesDep,
+    _admin: AdminDep,
+    task: Annotated[str | None, Query(max_length=255, description="Only jobs of this task")] = None,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status")] = None,
+    queue: Annotated[str | None, Query(max_length=64, description="Only jobs on this queue")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page")] = None,
+) -> JobPage:
+    """Jobs of every task, newest first, filtered by task, status and queue (admin)."""
+    page = list_jobs(services.database, JobFilter(task, status, queue), limit, cursor)
+    return JobPage(items=[JobSummary.of(job) for job in page.jobs], next_cursor=page.next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut, responses={404: {"description": "Unknown id"}})
+def get_job(job_id: JobId, services: JobServicesDep, is_admin: IsAdminDep) -> JobOut:
+    """A job's status, place in line and wait estimate, progress, recent logs, times, result or error."""
+    row, rq_job = operations.find(services, job_id)
+    if row is None and not is_admin:
+        # An RQ job of the service's own (the reconciler's...): as unknown as any id, to anyone without the key.
+        raise NotFound(f"no job with id {job_id!r}")
+    rq = operations.rq_view(rq_job) if rq_job is not None else None
+    if row is None:
+        return JobOut(
+            id=job_id,
+            task=None,
+            status=None,
+            mode=None,
+            queue=rq_job.origin if rq_job else None,
+            position=None,
+            estimated_wait_s=None,
+            progress=rq.get("progress") if rq else None,
+            logs=[],
+            attempts=None,
+            created_at=None,
+            started_at=None,
+            finished_at=None,
+            result=None,
+            error=None,
+            rq=rq,
+        )
+    return job_out(services, row, rq)
+
+
+@router.get(
+    "/{job_id}/result",
+    responses={
+        200: {"description": "Finished: the result"},
+        202: {"description": "Not finished yet"},
+        404: {"description": "Unknown id"},
+        410: {"description": "Canceled: there will be no result"},
+        500: {"description": "Failed: the error"},
+    },
+)
+def get_job_result(job_id: JobId, services: JobServicesDep) -> JSONResponse:
+    """The job's result: 200 when finished, 202 while not, 500 with the error when it failed."""
+    job = services.lifecycle.require(job_id)
+    body: dict[str, Any] = {"id": job.id, "status": job.status.value}
+    if job.status is JobStatus.FINISHED:
+        return JSONResponse(body | {"result": job.result})
+    if job.status is JobStatus.FAILED:
+        return JSONResponse(body | {"detail": job.error or "the job failed"}, status_code=500)
+    if job.status is JobStatus.CANCELED:
+        return JSONResponse(body | {"detail": "the job was canceled"}, status_code=410)
+    return JSONResponse(body | {"progress": job.progress}, status_code=202)
+
+
+@router.get(
+    "/{job_id}/events",
+    responses={200: {"content": {"text/event-stream": {}}}, 404: {"description": "Unknown id"}},
+)
+async def job_event_stream(job_id: JobId, services: JobServicesDep) -> EventSourceResponse:
+    """Follow a job: `status`, `progress` and `log` events until it ends."""
+    if await anyio.to_thread.run_sync(services.lifecycle.get, job_id) is None:
+        raise NotFound(f"no job with id {job_id!r}")
+
+    def view(wanted: str) -> tuple[Job, str] | None:
+        job = services.lifecycle.get(wanted)
+        return (job, job_out(services, job).model_dump_json()) if job is not None else None
+
+    events = job_events(job_id, view, services.async_redis, services.settings.sse_poll_interval_s)
+    return EventSourceResponse(events, ping=SSE_PING_S)
+
+
+@router.delete(
+    "/{job_id}/cancel",
+    status_code=202,
+    response_model=CancelOut,
+    responses={404: {"description": "Unknown id"}, 409: {"description": "The job has ended already"}},
+)
+def cancel_job(job_id: JobId, services: JobServicesDep, _admin: AdminDep) -> CancelOut:
+    """Cancel a waiting job (it never runs) or stop a running one (not retried)."""
+    outcome = operations.cancel(services, job_id)
+    return CancelOut(id=job_id, status=outcome.status, stopping=outcome.stopping)
+
+
+@router.post(
+    "/{job_id}/retry",
+    status_code=202,
+    response_model=RetryOut,
+    responses={404: {"description": "Unknown id"}, 409: {"description": "The job has not failed"}},
+)
+def retry_job(job_id: JobId, services: JobServicesDep, _admin: AdminDep) -> RetryOut:
+    """Run a failed job again (its attempt history is kept)."""
+    return RetryOut(id=job_id, status=operations.retry(services, job_id))
