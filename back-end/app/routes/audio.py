@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, BackgroundTasks, Header, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from sse_starlette import EventSourceResponse
 from starlette.requests import ClientDisconnect
 
@@ -14,10 +14,12 @@ from app.deps import ServicesDep
 from app.models import Analysis
 from app.schemas import AcceptedAnalysis, AnalysisOut
 from app.services import Services
-from core.errors import MalformedUpload, NotFound
-from core.models import Job
-from jobs.web.deps import links_base
+from core.errors import InvalidTransition, MalformedUpload, NotFound
+from core.models import Job, JobStatus
+from core.storage import Storage
+from jobs.web.deps import QueuedTasks, links_base
 from jobs.web.events import job_events
+from tasks.waveform import render_waveform
 
 router = APIRouter(prefix="/audio", tags=["audio"])
 
@@ -133,3 +135,40 @@ async def analysis_event_stream(analysis_id: AnalysisId, services: ServicesDep) 
 
     events = job_events(analysis_id, view, services.async_redis, services.settings.sse_poll_interval_s)
     return EventSourceResponse(events, ping=SSE_PING_S)
+
+
+@router.get(
+    "/{analysis_id}/waveform.png",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "The waveform image"},
+        202: {"description": "Being drawn: follow the job at `status_url`, or ask again after `Retry-After`"},
+        404: {"description": "Unknown id"},
+        409: {"description": "The analysis has not finished"},
+        410: {"description": "Drawing was canceled, or the image was deleted"},
+        500: {"description": "Drawing failed: the error"},
+    },
+)
+def get_waveform(analysis_id: AnalysisId, services: ServicesDep, tasks: QueuedTasks) -> Response:
+    """The waveform of an analysed upload as a PNG; the first request starts drawing it (a job of its own)."""
+    analysis = require_analysis(services, analysis_id)
+    if analysis.job.status is not JobStatus.FINISHED:
+        raise InvalidTransition(f"the analysis is {analysis.job.status.value}; its waveform is drawn once it finishes")
+    image_key = Storage.key_for(analysis.id, "png")
+    # One drawing per analysis, whoever asks and however often: the key names the job.
+    handle = tasks.add_task(
+        render_waveform, analysis.storage_key, image_key, idempotency_key=f"waveform:{analysis.id}"
+    )
+    body = {"id": handle.id, "status": handle.status.value, "status_url": handle.status_url}
+    if handle.status is JobStatus.FINISHED:
+        path = services.storage.path(image_key)
+        if path.is_file():
+            return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+        return JSONResponse(body | {"detail": "the waveform image was deleted"}, status_code=410)
+    if handle.status is JobStatus.FAILED:
+        job = services.lifecycle.require(handle.id)
+        return JSONResponse(body | {"detail": job.error or "drawing the waveform failed"}, status_code=500)
+    if handle.status is JobStatus.CANCELED:
+        return JSONResponse(body | {"detail": "drawing the waveform was canceled"}, status_code=410)
+    headers = {"Retry-After": "1", "Location": handle.status_url}
+    return JSONResponse(body | {"events_url": handle.events_url}, status_code=202, headers=headers)
