@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from core.settings import QUEUE_NORMAL, parse_duration_s
+from core.settings import QUEUE_NORMAL, QUEUES_BY_PRIORITY, Settings, parse_duration_s
 
 F = TypeVar("F", bound=Callable[..., Any])
 ATTRIBUTE = "__job_task__"
@@ -162,3 +162,10 @@ def import_task_modules(modules: Iterable[str]) -> None:
     """
     for module in modules:
         importlib.import_module(module)
+
+
+def job_queues(settings: Settings) -> tuple[str, ...]:
+    """The queues jobs of this process go to and its workers serve: the service's two, the workers'
+    (`WORKER_QUEUES`), and every registered task's, in that order, each once."""
+    names = [*QUEUES_BY_PRIORITY, *settings.worker_queues, *(task.queue for task in _tasks.values())]
+    return tuple(dict.fromkeys(names))

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis
 from fastapi import FastAPI
@@ -73,4 +74,10 @@ def create_app(settings: Settings | None = None, *, apply_migrations: bool = Fal
     app.include_router(queue.router)
     app.include_router(health.router)
     mount_dashboard(app, settings)
+    openapi = app.openapi
+
+    def document() -> dict[str, Any]:
+        return audio.document_upload_limits(openapi(), settings.max_upload_bytes)
+
+    app.openapi = document  # type: ignore[method-assign]
     return app

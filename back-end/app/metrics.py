@@ -37,9 +37,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.services import Services
 from core.metrics import HistogramSnapshot, JobEvent, RedisJobMetrics
-from core.settings import QUEUES_BY_PRIORITY
+from jobs.registry import job_queues
 from jobs.rq_state import registry_counts, workers
-from jobs.web.auth import AdminDep
+from jobs.web.auth import ADMIN_RESPONSES, AdminDep
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +196,9 @@ class _JobCollector:
         in_process.add_metric(["waiting"], services.runner.waiting_count)
         yield in_process
         try:
-            counts = {name: registry_counts(services.redis, name) for name in QUEUES_BY_PRIORITY}
+            counts = {name: registry_counts(services.redis, name) for name in job_queues(services.settings)}
             found = workers(services.redis, services.settings.worker_ttl_s)
-            snapshot = RedisJobMetrics(services.redis).read(QUEUES_BY_PRIORITY)
+            snapshot = RedisJobMetrics(services.redis).read(job_queues(services.settings))
         except redis.exceptions.RedisError as exc:
             log.warning("metrics scrape without Redis: %s", exc)
             yield GaugeMetricFamily("audiokit_redis_up", "1 when this scrape could read Redis, else 0.", value=0)
@@ -221,7 +221,7 @@ class _JobCollector:
             "Live RQ workers listening on each queue (a worker may serve several).",
             labels=["queue"],
         )
-        for queue in QUEUES_BY_PRIORITY:
+        for queue in job_queues(services.settings):
             per_queue.add_metric([queue], sum(1 for worker in alive if queue in worker.queues))
         yield per_queue
         yield GaugeMetricFamily(
@@ -271,7 +271,7 @@ def install_metrics(app: FastAPI) -> None:
 
     responses: dict[int | str, dict[str, Any]] = {
         200: {"content": {CONTENT_TYPE_PLAIN_0_0_4: {}}, "description": "Prometheus text format"},
-        401: {"description": "Admin key missing or wrong"},
+        **ADMIN_RESPONSES,
     }
 
     # A sync route on purpose: the collector reads Redis with blocking calls, so it runs in the threadpool.

@@ -69,6 +69,16 @@ class AnalysisOut(BaseModel):
         )
 
 
+class WaveformJobOut(BaseModel):
+    """`GET /audio/{id}/waveform.png` while there is no image: the drawing job and where it stands."""
+
+    id: str
+    status: JobStatus
+    status_url: str
+    events_url: str | None = None
+    detail: str | None = None
+
+
 class LiveOut(BaseModel):
     """Liveness: the process answers."""
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPBasic, HTTPBearer
 
 from jobs.web.deps import JobServicesDep
+from jobs.web.schemas import ErrorOut
 
 BEARER_CHALLENGE = 'Bearer realm="audiokit"'
 BASIC_CHALLENGE = 'Basic realm="audiokit admin", charset="UTF-8"'
@@ -58,7 +60,26 @@ def check_admin(expected: str | None, authorization: str | None, api_key: str | 
         raise HTTPException(401, "admin key missing or wrong", headers={"WWW-Authenticate": challenge})
 
 
-def require_admin(request: Request, services: JobServicesDep) -> None:
+# The three ways to present the key, declared for the OpenAPI document (any one of them will do);
+# `require_admin` reads the headers itself, so a request is judged the same whichever it uses.
+BEARER = HTTPBearer(auto_error=False, scheme_name="AdminBearer", description="`Authorization: Bearer <ADMIN_API_KEY>`")
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="AdminApiKey", description="The admin key")
+BASIC = HTTPBasic(auto_error=False, scheme_name="AdminBasic", description="Any user name, the admin key as password")
+
+# What every admin route may answer besides its own statuses.
+ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "Admin key missing or wrong (`WWW-Authenticate` says how to send it)"},
+    503: {"model": ErrorOut, "description": "No ADMIN_API_KEY is configured on the server"},
+}
+
+
+def require_admin(
+    request: Request,
+    services: JobServicesDep,
+    _bearer: Annotated[Any, Security(BEARER)] = None,
+    _api_key: Annotated[Any, Security(API_KEY)] = None,
+    _basic: Annotated[Any, Security(BASIC)] = None,
+) -> None:
     key = services.settings.admin_api_key
     check_admin(
         key.get_secret_value() if key else None,

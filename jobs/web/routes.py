@@ -18,10 +18,10 @@ from core.models import Job, JobStatus
 from jobs import operations
 from jobs.listing import MAX_PAGE, JobFilter, list_jobs
 from jobs.services import JobServices
-from jobs.web.auth import AdminDep, key_matches, presented_key
+from jobs.web.auth import ADMIN_RESPONSES, AdminDep, key_matches, presented_key
 from jobs.web.deps import JobServicesDep
 from jobs.web.events import job_events
-from jobs.web.schemas import CallbackOut, CancelOut, JobOut, JobPage, JobSummary, RetryOut
+from jobs.web.schemas import CallbackOut, CancelOut, ErrorOut, JobOut, JobPage, JobSummary, ResultOut, RetryOut
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -38,6 +38,8 @@ def _is_admin(request: Request, services: JobServicesDep) -> bool:
 
 
 IsAdminDep = Annotated[bool, Depends(_is_admin)]
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "Unknown id"}}
 
 
 def job_out(services: JobServices, job: Job, rq: dict[str, Any] | None = None) -> JobOut:
@@ -67,7 +69,7 @@ def job_out(services: JobServices, job: Job, rq: dict[str, Any] | None = None) -
 @router.get(
     "",
     response_model=JobPage,
-    responses={401: {"description": "Admin key missing or wrong"}, 422: {"description": "Bad filter or cursor"}},
+    responses={**ADMIN_RESPONSES, 422: {"model": ErrorOut, "description": "Bad filter or cursor"}},
 )
 def get_jobs(
     services: JobServicesDep,
@@ -83,7 +85,7 @@ def get_jobs(
     return JobPage(items=[JobSummary.of(job) for job in page.jobs], next_cursor=page.next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses={404: {"description": "Unknown id"}})
+@router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)
 def get_job(job_id: JobId, services: JobServicesDep, is_admin: IsAdminDep) -> JobOut:
     """A job's status, place in line and wait estimate, progress, recent logs, times, result or error."""
     row, rq_job = operations.find(services, job_id)
@@ -115,12 +117,13 @@ def get_job(job_id: JobId, services: JobServicesDep, is_admin: IsAdminDep) -> Jo
 
 @router.get(
     "/{job_id}/result",
+    response_model=ResultOut,
     responses={
         200: {"description": "Finished: the result"},
-        202: {"description": "Not finished yet"},
-        404: {"description": "Unknown id"},
-        410: {"description": "Canceled: there will be no result"},
-        500: {"description": "Failed: the error"},
+        202: {"model": ResultOut, "description": "Not finished yet: its progress"},
+        **NOT_FOUND,
+        410: {"model": ResultOut, "description": "Canceled: there will be no result"},
+        500: {"model": ResultOut, "description": "Failed: the error (the job's failure, not the server's)"},
     },
 )
 def get_job_result(job_id: JobId, services: JobServicesDep) -> JSONResponse:
@@ -138,7 +141,8 @@ def get_job_result(job_id: JobId, services: JobServicesDep) -> JSONResponse:
 
 @router.get(
     "/{job_id}/events",
-    responses={200: {"content": {"text/event-stream": {}}}, 404: {"description": "Unknown id"}},
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "The job's events"}, **NOT_FOUND},
 )
 async def job_event_stream(job_id: JobId, services: JobServicesDep) -> EventSourceResponse:
     """Follow a job: `status`, `progress` and `log` events until it ends."""
@@ -157,7 +161,7 @@ async def job_event_stream(job_id: JobId, services: JobServicesDep) -> EventSour
     "/{job_id}/cancel",
     status_code=202,
     response_model=CancelOut,
-    responses={404: {"description": "Unknown id"}, 409: {"description": "The job has ended already"}},
+    responses={**ADMIN_RESPONSES, **NOT_FOUND, 409: {"model": ErrorOut, "description": "The job has ended already"}},
 )
 def cancel_job(job_id: JobId, services: JobServicesDep, _admin: AdminDep) -> CancelOut:
     """Cancel a waiting job (it never runs) or stop a running one (not retried)."""
@@ -169,7 +173,7 @@ def cancel_job(job_id: JobId, services: JobServicesDep, _admin: AdminDep) -> Can
     "/{job_id}/retry",
     status_code=202,
     response_model=RetryOut,
-    responses={404: {"description": "Unknown id"}, 409: {"description": "The job has not failed"}},
+    responses={**ADMIN_RESPONSES, **NOT_FOUND, 409: {"model": ErrorOut, "description": "The job has not failed"}},
 )
 def retry_job(job_id: JobId, services: JobServicesDep, _admin: AdminDep) -> RetryOut:
     """Run a failed job again (its attempt history is kept)."""

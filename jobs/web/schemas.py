@@ -10,6 +10,12 @@ from pydantic import BaseModel
 from core.models import CallbackStatus, DispatchMode, Job, JobStatus
 
 
+class ErrorOut(BaseModel):
+    """Every error answer: what went wrong, in words (a list of problems for a request that fails validation)."""
+
+    detail: str | list[dict[str, Any]]
+
+
 class CallbackOut(BaseModel):
     """Where the callback stands; `status` is null until the job ends (and for a canceled one)."""
 
@@ -90,6 +96,16 @@ class JobPage(BaseModel):
 
     items: list[JobSummary]
     next_cursor: str | None
+
+
+class ResultOut(BaseModel):
+    """`GET /jobs/{id}/result`: the result when finished; else where the job stands."""
+
+    id: str
+    status: JobStatus
+    result: Any = None
+    progress: int | None = None  # while not finished
+    detail: str | None = None  # why there is no result (failed, canceled)
 
 
 class CancelOut(BaseModel):

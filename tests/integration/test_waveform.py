@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable
+from typing import cast
 
 import httpx
 import numpy as np
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.slow
 def decode_png(data: bytes) -> np.ndarray:
     """The RGB pixels of an 8-bit truecolour PNG without filters (what `tasks.waveform` writes)."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    position, chunks = 8, {}
+    position, chunks = 8, dict[bytes, bytes]()
     while position < len(data):
         (length,) = struct.unpack(">I", data[position : position + 4])
         tag = data[position + 4 : position + 8]
@@ -32,7 +33,7 @@ def decode_png(data: bytes) -> np.ndarray:
     assert (depth, colour) == (8, 2)
     rows = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), dtype=np.uint8).reshape(height, 1 + width * 3)
     assert not rows[:, 0].any(), "filter type 0 on every row"
-    return rows[:, 1:].reshape(height, width, 3)
+    return cast(np.ndarray, rows[:, 1:].reshape(height, width, 3))
 
 
 def band_heights(pixels: np.ndarray) -> np.ndarray:
@@ -81,7 +82,7 @@ def test_the_waveform_is_drawn_once_by_its_own_job_and_shows_the_signal(
         assert len(jobs) == 1, jobs
         job = client.get(f"/jobs/{jobs[0]['id']}").json()
         assert (job["task"], job["status"], job["attempts"], job["mode"]) == (TASK_NAME, "finished", 1, mode)
-        assert job["result"]["width"] == WIDTH and job["result"]["height"] == HEIGHT
+        assert (job["result"]["width"], job["result"]["height"]) == (WIDTH, HEIGHT)
         assert abs(job["result"]["duration_s"] - 2.0) < 0.05
 
     pixels = decode_png(image.content)

@@ -12,43 +12,61 @@ from starlette.requests import ClientDisconnect
 
 from app.deps import ServicesDep
 from app.models import Analysis
-from app.schemas import AcceptedAnalysis, AnalysisOut
+from app.schemas import AcceptedAnalysis, AnalysisOut, WaveformJobOut
 from app.services import Services
+from app.upload import FILENAME_MAX_CHARS, MAX_FIELD_BYTES, MAX_PARTS
 from core.errors import InvalidTransition, MalformedUpload, NotFound
 from core.models import Job, JobStatus
 from core.storage import Storage
+from jobs.callback_target import CALLBACK_URL_MAX_CHARS
+from jobs.submit import IDEMPOTENCY_KEY_MAX_CHARS
 from jobs.web.deps import QueuedTasks, links_base
 from jobs.web.events import job_events
+from jobs.web.schemas import ErrorOut
 from tasks.waveform import render_waveform
 
 router = APIRouter(prefix="/audio", tags=["audio"])
 
 AnalysisId = Annotated[str, Path(min_length=1, max_length=64, description="The analysis id")]
 SSE_PING_S = 15  # keeps proxies from closing an idle stream
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "Unknown id"}}
 
-_UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "WAV, FLAC, OGG or MP3",
-                        },
-                        "priority": {"type": "string", "enum": ["normal", "high"], "default": "normal"},
-                        "callback_url": {"type": "string", "format": "uri"},
-                        "scheduled_at": {"type": "string", "format": "date-time"},
-                    },
-                }
-            }
+def upload_body_schema(max_upload_bytes: int) -> dict[str, Any]:
+    """The multipart body of `POST /audio` with the limits the server enforces (`app.upload`)."""
+    text = {"type": "string", "maxLength": MAX_FIELD_BYTES}
+    return {
+        "type": "object",
+        "required": ["file"],
+        "maxProperties": MAX_PARTS,
+        "properties": {
+            "file": {
+                "type": "string",
+                "format": "binary",
+                "x-max-bytes": max_upload_bytes,
+                "description": f"WAV, FLAC, OGG or MP3, at most {max_upload_bytes} bytes (MAX_UPLOAD_MB); "
+                f"its file name is kept as metadata, cut to {FILENAME_MAX_CHARS} characters",
+            },
+            "priority": {**text, "enum": ["normal", "high"], "default": "normal"},
+            "callback_url": {
+                **text,
+                "format": "uri",
+                "maxLength": CALLBACK_URL_MAX_CHARS,
+                "description": "http(s) URL POSTed the outcome; internal addresses are refused",
+            },
+            "scheduled_at": {**text, "format": "date-time", "description": "Run no earlier than this time"},
         },
+        "description": f"At most {MAX_PARTS} parts; each form field at most {MAX_FIELD_BYTES} bytes",
     }
-}
+
+
+def document_upload_limits(document: dict[str, Any], max_upload_bytes: int) -> dict[str, Any]:
+    """Puts the server's upload limits into its OpenAPI document (they depend on its settings)."""
+    operation = document["paths"]["/audio"]["post"]
+    operation["requestBody"] = {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": upload_body_schema(max_upload_bytes)}},
+    }
+    return document
 
 
 def load_analysis(services: Services, analysis_id: str) -> Analysis | None:
@@ -70,25 +88,32 @@ def require_analysis(services: Services, analysis_id: str) -> Analysis:
     "",
     status_code=202,
     response_model=AcceptedAnalysis,
-    openapi_extra=_UPLOAD_BODY,
     responses={
         200: {
             "model": AcceptedAnalysis,
             "description": "A repeat of an earlier request (same Idempotency-Key)",
         },
-        408: {"description": "The client stopped sending, or the upload outlasted UPLOAD_TIMEOUT_S"},
-        409: {"description": "A request with the same Idempotency-Key is in progress"},
-        413: {"description": "File over MAX_UPLOAD_MB"},
-        415: {"description": "Not audio we can read"},
-        422: {"description": "Empty file, bad field, or Idempotency-Key reused with other content"},
-        503: {"description": "The queue refuses new work (Redis out of memory)"},
+        408: {"model": ErrorOut, "description": "The client stopped sending, or the upload outlasted UPLOAD_TIMEOUT_S"},
+        409: {"model": ErrorOut, "description": "A request with the same Idempotency-Key is in progress"},
+        413: {"model": ErrorOut, "description": "File over MAX_UPLOAD_MB, or too many or too large parts"},
+        415: {"model": ErrorOut, "description": "Not audio we can read"},
+        422: {"model": ErrorOut, "description": "Empty or cut-short file, bad field, or a reused key"},
+        503: {"model": ErrorOut, "description": "The queue refuses new work (Redis out of memory)"},
     },
 )
 async def upload_audio(
     request: Request,
     background_tasks: BackgroundTasks,
     services: ServicesDep,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=IDEMPOTENCY_KEY_MAX_CHARS,
+            pattern=r"^[ -~]+$",
+            description="The same key (with the same upload) returns the same analysis; printable ASCII",
+        ),
+    ] = None,
 ) -> JSONResponse:
     """Upload an audio file; its analysis runs in the background."""
     try:
@@ -115,7 +140,7 @@ async def upload_audio(
     )
 
 
-@router.get("/{analysis_id}", response_model=AnalysisOut, responses={404: {"description": "Unknown id"}})
+@router.get("/{analysis_id}", response_model=AnalysisOut, responses=NOT_FOUND)
 def get_analysis(analysis_id: AnalysisId, services: ServicesDep) -> AnalysisOut:
     """Read an analysis: its status, attempts, result or error."""
     return AnalysisOut.of(require_analysis(services, analysis_id))
@@ -123,7 +148,8 @@ def get_analysis(analysis_id: AnalysisId, services: ServicesDep) -> AnalysisOut:
 
 @router.get(
     "/{analysis_id}/events",
-    responses={200: {"content": {"text/event-stream": {}}}, 404: {"description": "Unknown id"}},
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "The analysis' events"}, **NOT_FOUND},
 )
 async def analysis_event_stream(analysis_id: AnalysisId, services: ServicesDep) -> EventSourceResponse:
     """Follow an analysis: `status`, `progress` and `log` events until it ends."""
@@ -142,11 +168,14 @@ async def analysis_event_stream(analysis_id: AnalysisId, services: ServicesDep) 
     response_class=Response,
     responses={
         200: {"content": {"image/png": {}}, "description": "The waveform image"},
-        202: {"description": "Being drawn: follow the job at `status_url`, or ask again after `Retry-After`"},
-        404: {"description": "Unknown id"},
-        409: {"description": "The analysis has not finished"},
-        410: {"description": "Drawing was canceled, or the image was deleted"},
-        500: {"description": "Drawing failed: the error"},
+        202: {
+            "model": WaveformJobOut,
+            "description": "Being drawn: follow the job at `status_url`, or ask again after `Retry-After`",
+        },
+        **NOT_FOUND,
+        409: {"model": ErrorOut, "description": "The analysis has not finished"},
+        410: {"model": WaveformJobOut, "description": "Drawing was canceled, or the image was deleted"},
+        500: {"model": WaveformJobOut, "description": "Drawing failed: the error"},
     },
 )
 def get_waveform(analysis_id: AnalysisId, services: ServicesDep, tasks: QueuedTasks) -> Response:

@@ -11,14 +11,22 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from app.deps import ServicesDep
-from core.settings import QUEUES_BY_PRIORITY
+from jobs.registry import job_queues
 from jobs.rq_state import registry_counts, workers
-from jobs.web.auth import AdminDep
+from jobs.web.auth import ADMIN_RESPONSES, AdminDep
+from jobs.web.schemas import ErrorOut
 
 router = APIRouter(prefix="/queue", tags=["operations"])
 
 
-@router.get("/status", responses={503: {"description": "Redis is unreachable"}})
+@router.get(
+    "/status",
+    responses={
+        200: {"description": "Queues, workers, the flag and the mode"},
+        **ADMIN_RESPONSES,
+        503: {"model": ErrorOut, "description": "Redis is unreachable, or no ADMIN_API_KEY is configured"},
+    },
+)
 def queue_status(services: ServicesDep, _admin: AdminDep) -> JSONResponse:
     """Per queue: jobs in each RQ registry; the workers; the flag and the mode new jobs take."""
     body: dict[str, Any] = {
@@ -27,7 +35,7 @@ def queue_status(services: ServicesDep, _admin: AdminDep) -> JSONResponse:
         "in_process": {"running": services.runner.running_count, "waiting": services.runner.waiting_count},
     }
     try:
-        body["queues"] = {name: registry_counts(services.redis, name) for name in QUEUES_BY_PRIORITY}
+        body["queues"] = {name: registry_counts(services.redis, name) for name in job_queues(services.settings)}
         body["workers"] = [asdict(worker) for worker in workers(services.redis, services.settings.worker_ttl_s)]
     except redis.exceptions.RedisError as exc:
         body |= {"queues": None, "workers": None, "detail": f"Redis is unreachable: {exc}"}
