@@ -38,7 +38,7 @@ def decode_png(data: bytes) -> np.ndarray:
 
 def band_heights(pixels: np.ndarray) -> np.ndarray:
     """Per column, how many pixels the wave covers (its colour is the blue of `tasks.waveform.WAVE`)."""
-    return np.count_nonzero((pixels[:, :, 2] > 200) & (pixels[:, :, 0] < 100), axis=0)
+    return np.asarray(np.count_nonzero((pixels[:, :, 2] > 200) & (pixels[:, :, 0] < 100), axis=0))
 
 
 @pytest.mark.parametrize("mode", ["rq", "background"])
