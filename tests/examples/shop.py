@@ -39,6 +39,7 @@ JOURNAL_OF = {
 }
 PLACE_TASKS = (f"{_PREFIX}write_receipt", f"{_PREFIX}send_confirmation")
 SHIP_TASKS = (f"{_PREFIX}pack_parcel", f"{_PREFIX}book_courier")
+GRACEFUL_SHUTDOWN_S = 3
 _ORDER = re.compile(r"^order=(\d+)\b")
 
 
@@ -53,6 +54,9 @@ class ShopApi(ManagedProcess):
     def __init__(self, settings: Settings, log_path: Path, env: dict[str, str]) -> None:
         self.port = free_port()
         argv = [sys.executable, "-m", "uvicorn", APP, "--host", "127.0.0.1", "--port", str(self.port)]
+        # As `python -m app` does: in-process jobs still running on SIGTERM get this long, the rest are
+        # left to the reconciler (uvicorn's default waits for every one of them).
+        argv += ["--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_S)]
         super().__init__(argv, settings_env(settings) | env, log_path)
         self.url = f"http://127.0.0.1:{self.port}"
         try:
@@ -171,7 +175,9 @@ class ShopDeployment:
         return self.api
 
     def start_workers(self, **overrides: Any) -> ManagedProcess:
-        process = start_workers(self.settings_for(**overrides), self._log("shop-worker"), "-q", QUEUE, **self.env)
+        # The scheduler enqueues the reconciler on high_priority: some worker must serve it.
+        queues = f"{QUEUE},high_priority"
+        process = start_workers(self.settings_for(**overrides), self._log("shop-worker"), "-q", queues, **self.env)
         self.processes.append(process)
         return process
 
