@@ -16,7 +16,7 @@ from typing import Any
 from core.errors import BadJobResult, TaskNotRegistered
 from core.models import CallbackStatus
 from jobs.callbacks import schedule_delivery
-from jobs.context import RunningJob, running
+from jobs.context import RunningJob, mirror_to_rq, running
 from jobs.policy import describe_error
 from jobs.registry import TaskDef, lookup
 from jobs.runtime import get_runtime
@@ -56,6 +56,7 @@ def run_job(job_id: str) -> Any:
         json.dumps(result)
     except (TypeError, ValueError) as exc:
         raise BadJobResult(f"task {job.task!r} returned a result that is not JSON: {exc}") from None
+    mirror_to_rq(100, "finished")
     if not lifecycle.complete(job_id, result):
         ended = lifecycle.get(job_id)
         log.info("job %s: another run ended it first (%s)", job_id, ended and ended.status.value)
