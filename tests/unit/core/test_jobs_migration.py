@@ -73,7 +73,7 @@ def _row(index: int, status: str, callback_status: str | None) -> dict[str, Any]
 
 def _rows_of_0002() -> list[dict[str, Any]]:
     """Every status, each with every callback state (a row of 0002's schema: one analysis, one run)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for status in STATUSES:
         for callback_status in CALLBACK_STATES:
             rows.append(_row(len(rows), status, callback_status))
@@ -81,7 +81,8 @@ def _rows_of_0002() -> list[dict[str, Any]]:
 
 
 def _select(connection: sa.Connection, table: str) -> dict[str, dict[str, Any]]:
-    found = connection.execute(sa.text(f"SELECT * FROM {table} ORDER BY id")).mappings().all()
+    # Plain SQL: rows as stored (times as text), with no model's types in between. `table` is one of ours.
+    found = connection.execute(sa.text(f"SELECT * FROM {table} ORDER BY id")).mappings().all()  # noqa: S608
     return {row["id"]: dict(row) for row in found}
 
 
@@ -97,17 +98,16 @@ def _comparable(row: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def database_at_0002(tmp_path: Path) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+def database_at_0002(tmp_path: Path) -> tuple[str, list[dict[str, Any]]]:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     command.upgrade(alembic_config(url), "0002")
     rows = _rows_of_0002()
-    columns = list(rows[0])
-    insert = sa.text(f"INSERT INTO analyses ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})")
+    insert = sa.table("analyses", *(sa.column(name) for name in rows[0])).insert()
     engine = sa.create_engine(url)
     with engine.begin() as connection:
         connection.execute(insert, rows)
     engine.dispose()
-    yield url, rows
+    return url, rows
 
 
 @pytest.mark.usefixtures("migration_settings")

@@ -75,15 +75,15 @@ def unit_settings(tmp_path: Path) -> Callable[..., Settings]:
     return build
 
 
-def _pending(
-    settings: Settings, lifecycle: Lifecycle, func: Callable[..., Any] = resize, **options: Any
-) -> Job:
+def _pending(settings: Settings, lifecycle: Lifecycle, func: Callable[..., Any] = resize, **options: Any) -> Job:
     """A committed `pending` job of `func`, built as a producer would (not dispatched)."""
     submitter = Submitter(settings, lifecycle, Dispatcher(settings, fakeredis.FakeRedis(), None, lifecycle))
     return lifecycle.accept(submitter.build(func, [f"{uuid.uuid4().hex}.png"], **options))
 
 
-def test_rq_mode_enqueues_run_job_with_the_job_id_timeout_retry_and_ttls(unit_settings: Callable[..., Settings]) -> None:
+def test_rq_mode_enqueues_run_job_with_the_job_id_timeout_retry_and_ttls(
+    unit_settings: Callable[..., Settings],
+) -> None:
     settings = unit_settings(use_rq_queue=True, rq_result_ttl="1h", rq_failure_ttl="2d")
     connection = fakeredis.FakeRedis()
     lifecycle = Lifecycle(get_database(settings.database_url), NullNotifier())

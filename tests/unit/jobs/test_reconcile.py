@@ -109,9 +109,7 @@ def test_a_result_rq_has_but_the_database_missed_is_recorded(runtime: Runtime) -
     analysis_id = enqueue_upload(runtime, wav_bytes(0.3))
     drain(runtime.redis)
     with runtime.database.session() as session:  # as if the final write had been lost
-        session.execute(
-            update(Job).where(Job.id == analysis_id).values(status=JobStatus.STARTED, result=None)
-        )
+        session.execute(update(Job).where(Job.id == analysis_id).values(status=JobStatus.STARTED, result=None))
     age_row(runtime, analysis_id)
 
     report = _reconciler(runtime).run_once()
@@ -174,9 +172,7 @@ def _ended_long_ago(runtime: Runtime, callback_url: str) -> str:
     runtime.lifecycle.begin_attempt(analysis.id)
     runtime.lifecycle.complete(analysis.id, {"ok": True})
     with runtime.database.session() as session:
-        session.execute(
-            update(Job).where(Job.id == analysis.id).values(finished_at=utcnow() - timedelta(seconds=600))
-        )
+        session.execute(update(Job).where(Job.id == analysis.id).values(finished_at=utcnow() - timedelta(seconds=600)))
     return analysis.id
 
 
