@@ -53,7 +53,7 @@ def run_job(job_id: str) -> Any:
     with running(RunningJob(job_id, lifecycle, time.monotonic() + job.timeout_s, job.timeout_s)):
         result = call_task(definition, list(job.args), dict(job.kwargs))
     try:
-        json.dumps(result)
+        json.dumps(result, allow_nan=False)  # strict JSON, as for arguments: NaN and infinities are refused
     except (TypeError, ValueError) as exc:
         raise BadJobResult(f"task {job.task!r} returned a result that is not JSON: {exc}") from None
     mirror_to_rq(100, "finished")
