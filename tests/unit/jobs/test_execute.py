@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +41,11 @@ async def fetch_title(url: str) -> dict[str, str]:
 @task(queue="audio_analysis")
 def returns_an_object(when: str) -> Any:
     return datetime.fromisoformat(when)
+
+
+@task(queue="audio_analysis")
+def divides(total: float, count: int) -> dict[str, float]:
+    return {"mean": total / count if count else math.nan}
 
 
 @pytest.fixture
@@ -116,6 +122,15 @@ def test_run_job_raises_bad_job_result_for_a_result_that_is_not_json(runtime: Ru
     with pytest.raises(BadJobResult, match="not JSON"):
         run_job(job.id)
     assert runtime.lifecycle.require(job.id).result is None
+
+
+def test_a_result_with_nan_fails_the_job_as_not_json(runtime: Runtime, kit: Submitter) -> None:
+    # Strict JSON has no NaN (arguments with one are refused too): a client could not read it back as sent.
+    ended = _run_on_rq(runtime, kit, kit.build(divides, [0.0, 0]))
+
+    assert (ended.status, ended.attempts, ended.result) == (JobStatus.FAILED, 1, None)
+    assert ended.error is not None
+    assert "returned a result that is not JSON" in ended.error
 
 
 def test_a_job_that_ended_is_not_run_again(runtime: Runtime, kit: Submitter) -> None:
