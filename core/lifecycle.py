@@ -51,9 +51,7 @@ def _append_log(session: Session, job_id: str, message: str) -> None:
     logs = session.scalar(select(Job.logs).where(Job.id == job_id)) or []
     seq = logs[-1]["seq"] + 1 if logs else 1
     entry = {"seq": seq, "at": utcnow().isoformat(), "message": _clip(message)}
-    session.execute(
-        update(Job).where(Job.id == job_id).values(logs=[*logs[-(LOG_LINES_KEPT - 1) :], entry])
-    )
+    session.execute(update(Job).where(Job.id == job_id).values(logs=[*logs[-(LOG_LINES_KEPT - 1) :], entry]))
 
 
 @dataclass(frozen=True)
@@ -96,12 +94,7 @@ class Lifecycle:
     def stale(self, older_than: datetime, limit: int = 500) -> list[Job]:
         """Unfinished analyses unchanged since `older_than`, oldest first (the reconciler's input)."""
         with self.database.session() as session:
-            query = (
-                select(Job)
-                .where(_NOT_TERMINAL, Job.updated_at < older_than)
-                .order_by(Job.updated_at)
-                .limit(limit)
-            )
+            query = select(Job).where(_NOT_TERMINAL, Job.updated_at < older_than).order_by(Job.updated_at).limit(limit)
             return list(session.scalars(query))
 
     def average_run_s(self, queue: str, last: int) -> float | None:
@@ -226,9 +219,7 @@ class Lifecycle:
             JobCanceled: a cancel was requested, or another run already ended this job.
         """
         with self.database.session() as session:
-            row = session.execute(
-                select(Job.status, Job.cancel_requested).where(Job.id == job_id)
-            ).one_or_none()
+            row = session.execute(select(Job.status, Job.cancel_requested).where(Job.id == job_id)).one_or_none()
             if row is None:
                 raise JobCanceled("the job no longer exists")
             if row.cancel_requested:
@@ -236,9 +227,7 @@ class Lifecycle:
             if row.status != JobStatus.STARTED:
                 raise JobCanceled(f"the job is {row.status.value} already")
             session.execute(
-                update(Job)
-                .where(Job.id == job_id)
-                .values(progress=max(0, min(99, int(percent))), updated_at=utcnow())
+                update(Job).where(Job.id == job_id).values(progress=max(0, min(99, int(percent))), updated_at=utcnow())
             )
             if message:
                 _append_log(session, job_id, message)
@@ -357,10 +346,7 @@ class Lifecycle:
         """One compare-and-set on a pending callback; its attempt count, or None when it is not pending."""
         with self.database.session() as session:
             query = (
-                update(Job)
-                .where(Job.id == job_id, _CALLBACK_PENDING)
-                .values(**values)
-                .returning(Job.callback_attempts)
+                update(Job).where(Job.id == job_id, _CALLBACK_PENDING).values(**values).returning(Job.callback_attempts)
             )
             attempts: int | None = session.execute(query).scalar_one_or_none()
         return attempts

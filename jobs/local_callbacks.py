@@ -81,9 +81,7 @@ class InProcessCallbacks:
                 except Exception as exc:
                     final = is_permanent(exc) or retries_left <= 0
                     retry_in = None if final else intervals[len(intervals) - retries_left]
-                    await anyio.to_thread.run_sync(
-                        self._record_failure, job_id, exc, retry_in, limiter=self._limiter
-                    )
+                    await anyio.to_thread.run_sync(self._record_failure, job_id, exc, retry_in, limiter=self._limiter)
                     if retry_in is None:
                         return
                     retries_left -= 1

@@ -1,6 +1,6 @@
 """The kit's FastAPI adapter: the only part of the queue layer that imports FastAPI.
 
-    from jobs.web import QueuedTasks, install, lifespan
+from jobs.web import QueuedTasks, install, lifespan
 """
 
 from jobs.web.deps import JobHandle, QueuedTasks
