@@ -68,7 +68,7 @@ def progress(percent: int, message: str | None = None) -> None:
     if time.monotonic() > job.deadline:
         raise JobTimedOut(f"ran past its timeout of {job.timeout_s}s")
     job.lifecycle.report_progress(job.job_id, percent, message)
-    _mirror_to_rq(percent, message)
+    mirror_to_rq(percent, message)
 
 
 def log_line(message: str) -> None:
@@ -78,7 +78,7 @@ def log_line(message: str) -> None:
         job.lifecycle.log(job.job_id, message)
 
 
-def _mirror_to_rq(percent: int, message: str | None) -> None:
+def mirror_to_rq(percent: int, message: str | None) -> None:
     """Copies progress into the RQ job's meta, so rq-dashboard and `GET /jobs/{id}` see it too."""
     job = get_current_job()
     if job is None:

@@ -16,7 +16,7 @@ from typing import Any
 from core.errors import BadJobResult, TaskNotRegistered
 from core.models import CallbackStatus
 from jobs.callbacks import schedule_delivery
-from jobs.context import RunningJob, running
+from jobs.context import RunningJob, mirror_to_rq, running
 from jobs.policy import describe_error
 from jobs.registry import TaskDef, lookup
 from jobs.runtime import get_runtime
@@ -53,9 +53,10 @@ def run_job(job_id: str) -> Any:
     with running(RunningJob(job_id, lifecycle, time.monotonic() + job.timeout_s, job.timeout_s)):
         result = call_task(definition, list(job.args), dict(job.kwargs))
     try:
-        json.dumps(result)
+        json.dumps(result, allow_nan=False)  # strict JSON, as for arguments: NaN and infinities are refused
     except (TypeError, ValueError) as exc:
         raise BadJobResult(f"task {job.task!r} returned a result that is not JSON: {exc}") from None
+    mirror_to_rq(100, "finished")
     if not lifecycle.complete(job_id, result):
         ended = lifecycle.get(job_id)
         log.info("job %s: another run ended it first (%s)", job_id, ended and ended.status.value)

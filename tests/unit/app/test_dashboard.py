@@ -20,7 +20,7 @@ from rq.serializers import JSONSerializer
 from app.dashboard import _dashboard_redis_url
 from app.main import create_app
 from core.settings import QUEUE_HIGH, QUEUE_NORMAL, Settings
-from redis_client import fetch_job, get_queue
+from redis_client import RUN_JOB, fetch_job, get_queue
 from tests.conftest import ADMIN_KEY, SettingsFactory
 from tests.support.analyses import fail_queued_job
 from tests.support.audio import wav_bytes
@@ -167,7 +167,7 @@ def test_a_same_origin_post_requeues_a_failed_json_job(client: TestClient, redis
     requeued = fetch_job(job.id, redis_conn)
     assert requeued is not None
     assert requeued.get_status() == JobStatus.QUEUED
-    assert (requeued.func_name, requeued.args) == ("tasks.audio_analysis.process_audio_analysis", [job.id])
+    assert (requeued.func_name, requeued.args) == (RUN_JOB, [job.id])
 
 
 def test_deleting_jobs_is_disabled(client: TestClient, redis_conn: redis.Redis) -> None:

@@ -15,7 +15,7 @@ from app.main import create_app
 from core.models import utcnow
 from core.settings import Settings
 from jobs.reconcile_status import LAST_RUN_KEY
-from redis_client import PROCESS_AUDIO_ANALYSIS, KitJob
+from redis_client import RUN_JOB, KitJob
 from tests.conftest import SettingsFactory
 from tests.support.processes import wait_for
 
@@ -33,7 +33,7 @@ def client(background_settings: Settings) -> Iterator[TestClient]:
 
 def _plant_stuck_job(connection: redis.Redis, queue: str = "audio_analysis") -> str:
     """A job RQ believes is still running an hour after it started, with a 60 s timeout (its worker never killed it)."""
-    job = KitJob.create(PROCESS_AUDIO_ANALYSIS, args=["stuck"], connection=connection, timeout=60, origin=queue)
+    job = KitJob.create(RUN_JOB, args=["stuck"], connection=connection, timeout=60, origin=queue)
     job.started_at = utcnow() - timedelta(hours=1)
     with connection.pipeline() as pipeline:
         job.save(pipeline=pipeline)

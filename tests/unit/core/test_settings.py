@@ -49,7 +49,10 @@ def test_environment_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
         ("RQ_RETRY_MAX", "three"),
         ("RQ_JOB_TIMEOUT", "15 minutes"),
         ("RQ_RETRY_INTERVALS", "10,-5"),
-        ("WORKER_QUEUES", "default"),
+        ("WORKER_QUEUES", "audio analysis"),
+        ("WORKER_QUEUES", " , "),
+        ("WORKER_QUEUES", "-leading-dash"),
+        ("TASK_MODULES", "tasks/audio_analysis"),
         ("MAX_UPLOAD_MB", "0"),
         ("PORT", "70000"),
         ("USE_RQ_QUEUE", "maybe"),
@@ -64,6 +67,14 @@ def test_a_bad_value_stops_start_up_naming_the_variable(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigurationError, match=variable):
         load_settings(env_file="")
+
+
+def test_any_valid_queue_name_and_task_module_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_QUEUES", " emails, default ,reports.v2:daily ")
+    monkeypatch.setenv("TASK_MODULES", "tasks.audio_analysis, myapp.tasks")
+    settings = load_settings(env_file="")
+    assert settings.worker_queues == ("emails", "default", "reports.v2:daily")
+    assert settings.task_modules == ("tasks.audio_analysis", "myapp.tasks")
 
 
 def test_redis_url_is_built_from_host_port_db_and_password(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,21 +7,27 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from rq.job import JobStatus
+from rq.job import JobStatus as RQJobStatus
 from sqlalchemy import update
 
-from core.models import Analysis, CallbackStatus, DispatchMode, JobStatus, utcnow
+from core.models import CallbackStatus, DispatchMode, Job, JobStatus, utcnow
 from core.settings import QUEUE_CALLBACKS
-from jobs import reconcile
+from jobs import callbacks, reconcile
 from jobs.dispatch import Dispatcher
 from jobs.reconcile import LOCK_KEY, Reconciler
+from jobs.registry import task
 from jobs.runtime import Runtime
 from redis_client import KitJob, get_queue
-from tasks import callbacks
-from tests.support.analyses import age_row, drain, enqueue_upload, store_upload
+from tests.support.analyses import age_row, drain, enqueue_upload, store_upload, submitter
 from tests.support.audio import wav_bytes
 from tests.support.black_hole import BlackHole
 from tests.support.fake_services import FakeServices
+
+
+@task(queue="audio_analysis")
+def label(text: str, *, upper: bool = False) -> dict[str, str]:
+    """A task of its own, not the audio analysis: the reconciler must run it as itself."""
+    return {"label": text.upper() if upper else text}
 
 
 @pytest.fixture
@@ -44,6 +50,18 @@ def test_a_pending_row_is_enqueued_once_redis_is_back(runtime: Runtime) -> None:
     assert get_queue("audio_analysis", runtime.redis).job_ids == [analysis.id]
     drain(runtime.redis)
     assert runtime.lifecycle.require(analysis.id).status is JobStatus.FINISHED
+
+
+def test_a_pending_job_of_another_task_is_enqueued_and_runs_as_that_task(runtime: Runtime) -> None:
+    job = runtime.lifecycle.accept(submitter(runtime).build(label, ["kit"], {"upper": True}))
+    age_row(runtime, job.id)
+
+    report = _reconciler(runtime).run_once()
+
+    assert report.redispatched == [job.id]
+    drain(runtime.redis)
+    ended = runtime.lifecycle.require(job.id)
+    assert (ended.status, ended.task, ended.result) == (JobStatus.FINISHED, job.task, {"label": "KIT"})
 
 
 def test_recent_rows_are_left_alone(runtime: Runtime) -> None:
@@ -84,16 +102,14 @@ def test_a_job_redis_lost_is_enqueued_again_with_the_same_id(runtime: Runtime) -
     report = _reconciler(runtime).run_once()
 
     assert report.redispatched == [analysis_id]
-    assert KitJob.fetch(analysis_id, connection=runtime.redis).get_status() == JobStatus.QUEUED
+    assert KitJob.fetch(analysis_id, connection=runtime.redis).get_status() == RQJobStatus.QUEUED
 
 
 def test_a_result_rq_has_but_the_database_missed_is_recorded(runtime: Runtime) -> None:
     analysis_id = enqueue_upload(runtime, wav_bytes(0.3))
     drain(runtime.redis)
     with runtime.database.session() as session:  # as if the final write had been lost
-        session.execute(
-            update(Analysis).where(Analysis.id == analysis_id).values(status=JobStatus.STARTED, result=None)
-        )
+        session.execute(update(Job).where(Job.id == analysis_id).values(status=JobStatus.STARTED, result=None))
     age_row(runtime, analysis_id)
 
     report = _reconciler(runtime).run_once()
@@ -111,7 +127,7 @@ def test_a_job_rq_failed_for_good_is_recorded_as_failed(runtime: Runtime) -> Non
     queue = get_queue("audio_analysis", runtime.redis)
     queue.remove(job)
     with runtime.redis.pipeline() as pipeline:
-        job.set_status(JobStatus.FAILED, pipeline=pipeline)  # what a worker records when retries ran out
+        job.set_status(RQJobStatus.FAILED, pipeline=pipeline)  # what a worker records when retries ran out
         job._handle_failure("Traceback...\nRuntimeError: disk on fire", pipeline=pipeline)
         pipeline.execute()
     age_row(runtime, analysis_id)
@@ -156,9 +172,7 @@ def _ended_long_ago(runtime: Runtime, callback_url: str) -> str:
     runtime.lifecycle.begin_attempt(analysis.id)
     runtime.lifecycle.complete(analysis.id, {"ok": True})
     with runtime.database.session() as session:
-        session.execute(
-            update(Analysis).where(Analysis.id == analysis.id).values(finished_at=utcnow() - timedelta(seconds=600))
-        )
+        session.execute(update(Job).where(Job.id == analysis.id).values(finished_at=utcnow() - timedelta(seconds=600)))
     return analysis.id
 
 

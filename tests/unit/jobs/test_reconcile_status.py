@@ -46,13 +46,13 @@ def test_no_successful_pass_past_the_start_up_grace_is_a_problem() -> None:
 
 
 def test_a_stale_success_is_a_problem_that_says_why_the_later_passes_failed() -> None:
-    record = PassRecord(400, 12, "OperationalError: no such table: analyses")
+    record = PassRecord(400, 12, "OperationalError: no such table: jobs")
 
     problem = reconciler_problem(record, interval_s=INTERVAL_S, uptime_s=3600)
 
     assert problem == (
         "last successful pass 400 s ago (expected every 30 s); "
-        "last pass failed 12 s ago: OperationalError: no such table: analyses"
+        "last pass failed 12 s ago: OperationalError: no such table: jobs"
     )
 
 
@@ -83,4 +83,4 @@ def test_a_pass_that_fails_records_why_and_still_raises(make_runtime: Callable[.
     assert record.failed_s_ago is not None
     assert record.succeeded_s_ago is not None
     assert record.failed_s_ago <= record.succeeded_s_ago
-    assert record.error == "OperationalError: (sqlite3.OperationalError) no such table: analyses"  # first line only
+    assert record.error == "OperationalError: (sqlite3.OperationalError) no such table: jobs"  # first line only

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rq.job import JobStatus
+from rq.job import JobStatus as RQJobStatus
 
 from core.errors import AnalysisServerUnavailable
 from core.models import JobStatus
+from jobs.execute import run_job
 from jobs.runtime import Runtime
 from redis_client import KitJob, get_queue
-from tasks.audio_analysis import process_audio_analysis
 from tests.support.analyses import drain, enqueue_upload
 from tests.support.audio import corrupt_audio_bytes, wav_bytes
 
@@ -34,7 +34,7 @@ def test_a_wav_is_analysed_and_its_result_recorded_once(runtime: Runtime) -> Non
     assert analysis.started_at is not None
     assert analysis.finished_at is not None
     job = KitJob.fetch(analysis_id, connection=runtime.redis)
-    assert job.get_status() == JobStatus.FINISHED
+    assert job.get_status() == RQJobStatus.FINISHED
     assert job.return_value() == analysis.result
     assert job.get_meta()["progress"] == 100  # mirrored for rq-dashboard
 
@@ -44,7 +44,7 @@ def test_running_a_finished_job_again_changes_nothing(runtime: Runtime) -> None:
     drain(runtime.redis)
     before = runtime.lifecycle.require(analysis_id)
 
-    assert process_audio_analysis(analysis_id) == before.result
+    assert run_job(analysis_id) == before.result
 
     after = runtime.lifecycle.require(analysis_id)
     assert (after.attempts, after.finished_at, after.result) == (before.attempts, before.finished_at, before.result)

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from app.models import Analysis
 from app.sweep import sweep_uploads
 from core.db import get_database
 from core.errors import ConfigurationError
-from core.models import Analysis, DispatchMode, JobStatus, Priority
+from core.models import DispatchMode, Job, JobStatus
 from core.settings import Settings, load_settings
 from core.storage import Storage
 
@@ -39,20 +40,22 @@ def _partial(storage: Storage, age_s: float) -> Path:
 
 
 def _row_for(settings: Settings, key: str) -> None:
-    analysis = Analysis(
-        id=key.split(".")[0],
+    analysis_id = key.split(".")[0]
+    job = Job(
+        id=analysis_id,
+        task="tasks.audio_analysis.process_audio_analysis",
+        args=[key],
         status=JobStatus.PENDING,
-        filename="a.wav",
-        size_bytes=4,
-        audio_format="wav",
-        sha256="0" * 64,
-        storage_key=key,
-        priority=Priority.NORMAL,
         queue="audio_analysis",
         mode=DispatchMode.RQ,
-        logs=[],
+        timeout_s=60,
+    )
+    analysis = Analysis(
+        id=analysis_id, filename="a.wav", size_bytes=4, audio_format="wav", sha256="0" * 64, storage_key=key
     )
     with get_database(settings.database_url).session() as session:
+        session.add(job)
+        session.flush()
         session.add(analysis)
 
 
@@ -65,11 +68,14 @@ def test_old_part_files_go_and_fresh_ones_stay(settings: Settings) -> None:
     assert (report.partial_files, old.exists(), fresh.exists()) == (1, False, True)
 
 
-def test_old_stored_files_without_a_row_go_and_files_with_a_row_stay(settings: Settings) -> None:
+def test_old_stored_files_without_a_row_go_and_files_of_an_analysis_stay(settings: Settings) -> None:
     storage = Storage(settings.storage_dir)
     storage.ensure()
     orphan, recent_orphan, kept = _stored(storage, AGE_S + 60), _stored(storage, 5), _stored(storage, AGE_S + 60)
     _row_for(settings, kept)
+    image = Storage.key_for(kept.split(".")[0], "png")  # its waveform, rendered from it
+    storage.path(image).write_bytes(b"PNG")
+    _aged(storage.path(image), AGE_S + 60)
     other = settings.storage_dir / "README.txt"  # not a storage key: never ours to delete
     other.write_text("x")
     _aged(other, AGE_S + 60)
@@ -78,7 +84,7 @@ def test_old_stored_files_without_a_row_go_and_files_with_a_row_stay(settings: S
 
     assert report.unreferenced_files == 1
     assert sorted(path.name for path in settings.storage_dir.iterdir() if path.is_file()) == sorted(
-        [recent_orphan, kept, "README.txt"]
+        [recent_orphan, kept, image, "README.txt"]
     )
     assert not storage.path(orphan).exists()
 

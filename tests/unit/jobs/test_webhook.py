@@ -10,7 +10,7 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from core.models import Analysis, JobStatus
+from core.models import Job, JobStatus
 from core.settings import Settings
 from jobs.runtime import Runtime
 from jobs.webhook import deliver
@@ -26,7 +26,7 @@ def runtime(make_runtime: Callable[..., Runtime]) -> Runtime:
     return make_runtime()
 
 
-def _finished(runtime: Runtime, callback_url: str) -> Analysis:
+def _finished(runtime: Runtime, callback_url: str) -> Job:
     analysis = store_upload(runtime, wav_bytes(0.2), callback_url=callback_url)
     runtime.lifecycle.begin_attempt(analysis.id)
     runtime.lifecycle.complete(analysis.id, {"duration_s": 0.2})
@@ -50,8 +50,14 @@ def test_a_callback_is_signed_so_that_standardwebhooks_verifies_it(runtime: Runt
 
     ((headers, body),) = fake.callback_requests
     verified = Webhook(SIGNING_SECRET).verify(body, headers)
-    assert verified["id"] == analysis.id
-    assert verified["status"] == JobStatus.FINISHED.value
+    assert verified == {
+        "id": analysis.id,
+        "task": "tasks.audio_analysis.process_audio_analysis",
+        "status": JobStatus.FINISHED.value,
+        "result": {"duration_s": 0.2},
+        "error": None,
+        "status_url": f"{runtime.settings.base_url}/jobs/{analysis.id}",
+    }
     assert headers["webhook-id"] == headers["idempotency-key"] == analysis.id
     with pytest.raises(Exception, match="No matching signature"):
         Webhook(SIGNING_SECRET).verify(body.replace(b"finished", b"failed"), headers)

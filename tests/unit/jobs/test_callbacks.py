@@ -1,4 +1,4 @@
-"""Callback delivery jobs: their own queue, one per analysis, RQ's Retry with jittered backoff, a cap."""
+"""Callback delivery jobs: their own queue, one per job, RQ's Retry with jittered backoff, a cap."""
 
 from __future__ import annotations
 
@@ -11,17 +11,22 @@ from rq.job import JobStatus
 from sqlalchemy import update
 
 from core.metrics import CallbackOutcome, RedisJobMetrics
-from core.models import Analysis, CallbackStatus
+from core.models import CallbackStatus, Job
 from core.settings import QUEUE_CALLBACKS
-from jobs.callbacks import backoff_intervals_s, deliver_callback, ensure_job, job_id_for
+from jobs.callbacks import backoff_intervals_s, deliver_callback, delivery_id_for, ensure_job
 from jobs.dispatch import Dispatcher
+from jobs.registry import task
 from jobs.runtime import Runtime
 from redis_client import fetch_job, get_queue
-from tasks.audio_analysis import TASK
-from tests.support.analyses import drain, enqueue_upload, store_upload
+from tests.support.analyses import drain, enqueue_upload, store_upload, submitter
 from tests.support.audio import wav_bytes
 from tests.support.black_hole import BlackHole
 from tests.support.fake_services import FakeServices
+
+
+@task(queue="audio_analysis")
+def greet(name: str) -> dict[str, str]:
+    return {"greeting": f"hello {name}"}
 
 
 @pytest.fixture
@@ -54,15 +59,23 @@ def test_an_analysis_that_ends_enqueues_one_delivery_job_on_the_callbacks_queue(
     runtime: Runtime, fake: FakeServices
 ) -> None:
     analysis = store_upload(runtime, wav_bytes(0.2), callback_url=fake.callback_url)
-    Dispatcher(runtime.settings, runtime.redis, None, runtime.lifecycle).dispatch(
-        None, TASK, analysis.id, queue=analysis.queue
-    )
+    Dispatcher(runtime.settings, runtime.redis, None, runtime.lifecycle).dispatch(None, analysis)
     drain(runtime.redis)
 
     assert fake.callbacks[analysis.id] == 1
     row = runtime.lifecycle.require(analysis.id)
     assert (row.callback_status, row.callback_attempts, row.callback_error) == (CallbackStatus.DELIVERED, 1, None)
     assert RedisJobMetrics(runtime.redis).read().callbacks[CallbackOutcome.DELIVERED] == 1
+
+
+def test_a_job_of_any_task_that_ends_gets_its_callback_delivered(runtime: Runtime, fake: FakeServices) -> None:
+    job = runtime.lifecycle.accept(submitter(runtime).build(greet, ["kit"], callback_url=fake.callback_url))
+    Dispatcher(runtime.settings, runtime.redis, None, runtime.lifecycle).dispatch(None, job)
+    drain(runtime.redis)
+
+    assert fake.callbacks[job.id] == 1
+    row = runtime.lifecycle.require(job.id)
+    assert (row.result, row.callback_status) == ({"greeting": "hello kit"}, CallbackStatus.DELIVERED)
 
 
 def test_an_analysis_without_a_callback_enqueues_nothing(runtime: Runtime) -> None:
@@ -78,8 +91,8 @@ def test_the_delivery_job_is_enqueued_once_whoever_asks(runtime: Runtime, fake: 
     assert ensure_job(runtime.redis, runtime.settings, analysis_id) is True
     assert ensure_job(runtime.redis, runtime.settings, analysis_id) is False
 
-    assert get_queue(QUEUE_CALLBACKS, runtime.redis).job_ids == [job_id_for(analysis_id)]
-    job = fetch_job(job_id_for(analysis_id), runtime.redis)
+    assert get_queue(QUEUE_CALLBACKS, runtime.redis).job_ids == [delivery_id_for(analysis_id)]
+    job = fetch_job(delivery_id_for(analysis_id), runtime.redis)
     assert job is not None
     assert job.retries_left == 2  # 3 attempts in all
     assert len(job.retry_intervals or []) == 2
@@ -88,7 +101,7 @@ def test_the_delivery_job_is_enqueued_once_whoever_asks(runtime: Runtime, fake: 
 def test_an_ended_job_of_a_still_pending_callback_is_replaced(runtime: Runtime, fake: FakeServices) -> None:
     analysis_id = _finished(runtime, fake.callback_url)
     ensure_job(runtime.redis, runtime.settings, analysis_id)
-    job = fetch_job(job_id_for(analysis_id), runtime.redis)
+    job = fetch_job(delivery_id_for(analysis_id), runtime.redis)
     assert job is not None
     get_queue(QUEUE_CALLBACKS, runtime.redis).remove(job)
     job.set_status(JobStatus.FAILED)  # its worker died on the last attempt
@@ -106,7 +119,7 @@ def test_failed_attempts_are_retried_by_rq_and_the_last_one_makes_the_callback_u
 
     drain(runtime.redis)  # attempt 1 times out: RQ schedules the retry after its backoff
 
-    job = fetch_job(job_id_for(analysis_id), runtime.redis)
+    job = fetch_job(delivery_id_for(analysis_id), runtime.redis)
     assert job is not None
     assert job.get_status() == JobStatus.SCHEDULED
     row = runtime.lifecycle.require(analysis_id)
@@ -129,7 +142,7 @@ def test_failed_attempts_are_retried_by_rq_and_the_last_one_makes_the_callback_u
 def test_the_attempt_count_survives_a_new_job(runtime: Runtime, black_hole: BlackHole) -> None:
     analysis_id = _finished(runtime, black_hole.url)
     with runtime.database.session() as session:
-        session.execute(update(Analysis).where(Analysis.id == analysis_id).values(callback_attempts=3))
+        session.execute(update(Job).where(Job.id == analysis_id).values(callback_attempts=3))
 
     deliver_callback(analysis_id)  # e.g. enqueued again by the reconciler after Redis lost the first job
 
