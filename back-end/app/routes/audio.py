@@ -31,6 +31,7 @@ AnalysisId = Annotated[str, Path(min_length=1, max_length=64, description="The a
 SSE_PING_S = 15  # keeps proxies from closing an idle stream
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "Unknown id"}}
 
+
 def upload_body_schema(max_upload_bytes: int) -> dict[str, Any]:
     """The multipart body of `POST /audio` with the limits the server enforces (`app.upload`)."""
     text = {"type": "string", "maxLength": MAX_FIELD_BYTES}
@@ -185,9 +186,7 @@ def get_waveform(analysis_id: AnalysisId, services: ServicesDep, tasks: QueuedTa
         raise InvalidTransition(f"the analysis is {analysis.job.status.value}; its waveform is drawn once it finishes")
     image_key = Storage.key_for(analysis.id, "png")
     # One drawing per analysis, whoever asks and however often: the key names the job.
-    handle = tasks.add_task(
-        render_waveform, analysis.storage_key, image_key, idempotency_key=f"waveform:{analysis.id}"
-    )
+    handle = tasks.add_task(render_waveform, analysis.storage_key, image_key, idempotency_key=f"waveform:{analysis.id}")
     body = {"id": handle.id, "status": handle.status.value, "status_url": handle.status_url}
     if handle.status is JobStatus.FINISHED:
         path = services.storage.path(image_key)
