@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rq import Worker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.job import Job
 from rq.job_lifecycle import call_exception_handlers
 from rq.serializers import JSONSerializer
@@ -13,6 +14,7 @@ from core.errors import AudioKitError
 from core.settings import get_settings
 from jobs.policy import describe_error
 from redis_client import KitJob, KitQueue, make_redis
+from workers.scheduler_process import WorkerBoundScheduler
 from workers.wait import wait_for_redis
 
 
@@ -24,7 +26,7 @@ class KitWorker(Worker):
     `WORKER_JOB_MONITORING_INTERVAL_S + WORKER_LEASE_MARGIN_S +
     WORKER_MAINTENANCE_INTERVAL_S` (10 + 60 + 30 s by default) once any worker
     is idle. `WorkerPool` builds workers from the class alone, so the defaults
-    live here.
+    live here. The scheduler it forks stops when it dies (`WorkerBoundScheduler`).
     """
 
     def __init__(self, queues: Any, *args: Any, **kwargs: Any) -> None:
@@ -62,3 +64,32 @@ class KitWorker(Worker):
         if job.timeout and job.timeout > 0:
             return int(min(job.timeout - working_time, interval)) + self.lease_margin_s
         return int(interval) + self.lease_margin_s
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        """RQ 3.0's own `Worker._start_scheduler`, building our scheduler class (RQ names `RQScheduler` in it)."""
+        self.scheduler = WorkerBoundScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks()  # type: ignore[no-untyped-call]
+        if not self.scheduler.acquired_locks:
+            return  # another worker's scheduler holds them; maintenance tries again (RQ's own loop)
+        if burst:
+            try:
+                self.scheduler.register_birth()
+                self.scheduler.enqueue_scheduled_jobs()
+            finally:
+                self.scheduler.release_locks()  # type: ignore[no-untyped-call]
+                self.scheduler.register_death()
+        else:
+            self.scheduler.start()
