@@ -125,3 +125,7 @@ class TaskNotRegistered(PermanentJobError):
 
 class BadJobResult(PermanentJobError):
     """A task returned something that is not JSON; the job cannot record it."""
+
+
+class WorkHorseDied(TransientJobError):
+    """The process running the job died (killed by a signal, out of memory) before the job ended."""

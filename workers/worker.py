@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 from rq import Worker
+from rq.callbacks import execute_failure_callback
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.job import Job
 from rq.job_lifecycle import call_exception_handlers
 from rq.serializers import JSONSerializer
 
-from core.errors import AudioKitError
+from core.errors import AudioKitError, WorkHorseDied
 from core.settings import get_settings
 from jobs.policy import describe_error
 from redis_client import KitJob, KitQueue, make_redis
@@ -57,6 +60,24 @@ class KitWorker(Worker):
             return
         self.log.warning("Worker %s: job %s failed: %s", self.name, job.id, describe_error(error))
         call_exception_handlers(self._exc_handlers, job, *exc_info)
+
+    def handle_work_horse_killed(self, job: Job, retpid: int, ret_val: int, rusage: Any) -> None:
+        """Records a work-horse that died mid-job (SIGKILL, out of memory) as a failed attempt.
+
+        RQ retries such a job but calls no failure callback on this path (it does for a job abandoned by
+        a dead worker, and for an exception), so the job's row would say `started` through the backoff and
+        the retry would go uncounted. The failure callback runs here, before RQ decides, as it would there.
+        """
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)  # type: ignore[no-untyped-call]
+        how = f"exit status {ret_val}"
+        if ret_val and os.WIFSIGNALED(ret_val):
+            number = os.WTERMSIG(ret_val)
+            how = f"killed by {signal.Signals(number).name}" if number in signal.valid_signals() else f"signal {number}"
+        error = WorkHorseDied(f"the process running the job died ({how})")
+        try:
+            execute_failure_callback(job, self.death_penalty_class, WorkHorseDied, error, None)
+        except Exception:  # e.g. the database is down: the reconciler repairs the row later
+            self.log.exception("Worker %s: failure of job %s not recorded", self.name, job.id)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """RQ's lease arithmetic with our margin instead of its fixed 60 s."""
