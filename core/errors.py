@@ -129,3 +129,7 @@ class BadJobResult(PermanentJobError):
 
 class WorkHorseDied(TransientJobError):
     """The process running the job died (killed by a signal, out of memory) before the job ended."""
+
+
+class JobInterrupted(JobError):
+    """Raised inside an in-process job at a checkpoint while its process stops: the job goes to the next process."""

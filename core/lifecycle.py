@@ -333,6 +333,30 @@ class Lifecycle:
         )
         return changed is not None
 
+    def release(self, job_ids: Iterable[str], due_at: datetime) -> list[str]:
+        """Hands unfinished in-process jobs of a stopping process to the next one: each goes back to
+        `pending` with `updated_at` = `due_at` (past the reconciler's grace, so its next pass takes it).
+
+        Returns:
+            The ids released (jobs that ended meanwhile are left alone).
+        """
+        ids = list(job_ids)
+        if not ids:
+            return []
+        with self.database.session() as session:
+            query = (
+                update(Job)
+                .where(Job.id.in_(ids), _NOT_TERMINAL, Job.mode == DispatchMode.BACKGROUND)
+                .values(status=JobStatus.PENDING, updated_at=due_at)
+                .returning(Job.id)
+            )
+            released = list(session.scalars(query))
+            for job_id in released:
+                _append_log(session, job_id, "left by a stopping API process; the next one takes it up")
+        for job_id in released:
+            self.notifier.changed(job_id)
+        return released
+
     def touch(self, job_ids: Iterable[str]) -> None:
         """Heartbeat for in-process jobs, so the reconciler knows they are alive."""
         ids = list(job_ids)

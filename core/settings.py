@@ -236,7 +236,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     public_url: str | None = None
     sse_poll_interval_s: float = Field(2.0, gt=0)
-    # `make run`: how long processes get to stop on Ctrl-C before they are killed (jobs left are retried).
+    # `make run`: how long processes get to stop on Ctrl-C before they are killed (jobs left are retried);
+    # the API gives running in-process jobs half of it to reach a checkpoint.
     shutdown_grace_s: int = Field(30, ge=1)
     log_level: str = "INFO"
 

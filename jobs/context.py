@@ -16,14 +16,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 import redis
 from rq import get_current_job
 
-from core.errors import JobTimedOut
+from core.errors import JobInterrupted, JobTimedOut
 from core.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,8 @@ class RunningJob:
     lifecycle: Lifecycle
     deadline: float  # time.monotonic() after which an in-process attempt stops at its next report
     timeout_s: int
+    # True once the process running it in-process is stopping: the job stops at its next report.
+    interrupted: Callable[[], bool] = lambda: False
 
 
 _current: ContextVar[RunningJob | None] = ContextVar("audiokit_running_job", default=None)
@@ -61,10 +63,13 @@ def progress(percent: int, message: str | None = None) -> None:
     Raises:
         JobCanceled: a cancel was requested, or another run already ended this job: stop now.
         JobTimedOut: the attempt ran past its timeout (in-process; RQ kills the work-horse itself).
+        JobInterrupted: the process running it in-process is stopping; the next one runs the job.
     """
     job = _current.get()
     if job is None:
         return
+    if job.interrupted():
+        raise JobInterrupted("the process running the job is stopping")
     if time.monotonic() > job.deadline:
         raise JobTimedOut(f"ran past its timeout of {job.timeout_s}s")
     job.lifecycle.report_progress(job.job_id, percent, message)

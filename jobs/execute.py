@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from core.errors import BadJobResult, TaskNotRegistered
@@ -31,7 +32,7 @@ def call_task(definition: TaskDef, args: list[Any], kwargs: dict[str, Any]) -> A
     return definition.func(*args, **kwargs)
 
 
-def run_job(job_id: str) -> Any:
+def run_job(job_id: str, interrupted: Callable[[], bool] | None = None) -> Any:
     """One attempt of the job `job_id` (the RQ job function, also the in-process attempt body).
 
     Raises:
@@ -50,7 +51,7 @@ def run_job(job_id: str) -> Any:
     definition = lookup(job.task)
     if definition is None:
         raise TaskNotRegistered(f"task {job.task!r} is not registered in this process (see TASK_MODULES)")
-    with running(RunningJob(job_id, lifecycle, time.monotonic() + job.timeout_s, job.timeout_s)):
+    with running(RunningJob(job_id, lifecycle, time.monotonic() + job.timeout_s, job.timeout_s, interrupted or _never)):
         result = call_task(definition, list(job.args), dict(job.kwargs))
     try:
         json.dumps(result, allow_nan=False)  # strict JSON, as for arguments: NaN and infinities are refused
@@ -63,6 +64,10 @@ def run_job(job_id: str) -> Any:
         return ended.result if ended else None
     notify_client(job_id)
     return result
+
+
+def _never() -> bool:
+    return False
 
 
 def notify_client(job_id: str) -> None:

@@ -20,13 +20,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 import anyio.to_thread
 
-from core.errors import JobCanceled
+from core.errors import JobCanceled, JobInterrupted
 from core.lifecycle import Lifecycle
 from core.models import Job, utcnow
 from core.settings import Settings, intervals_for
@@ -34,6 +37,9 @@ from jobs import execute
 from jobs.policy import is_permanent, retry_interval_s
 
 log = logging.getLogger(__name__)
+
+# Every runner of this process, so the server can tell them it is stopping (`stop_waiting_everywhere`).
+_RUNNERS: weakref.WeakSet[InProcessRunner] = weakref.WeakSet()
 
 HEARTBEAT_INTERVAL_S = 10.0  # in-process jobs touch their rows this often so the reconciler leaves them be
 THREAD_NAME_PREFIX = "in-process-job"
@@ -65,6 +71,11 @@ class InProcessRunner:
         self._pool: ThreadPoolExecutor | None = None
         self._drivers: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = threading.Event()  # running jobs stop at their next progress report
+        self._left: set[str] = set()  # jobs dropped because the process is stopping (for `aclose`)
+        self._released_waits = asyncio.Event()  # requests stop waiting for their jobs
+        self._reconcile_grace_s = settings.reconcile_grace_s
+        _RUNNERS.add(self)
 
     @property
     def active_ids(self) -> set[str]:
@@ -114,11 +125,30 @@ class InProcessRunner:
         return position
 
     async def wait(self, job_id: str) -> None:
-        """Returns once the job has ended here (at once when it is not held here)."""
+        """Returns once the job has ended here (at once when it is not held here), or once the server stops.
+
+        A request's `BackgroundTasks` wait here, as they would for their own tasks; when the server stops,
+        they stop waiting (`stop_waiting`, or the server cancelling them) and the runner's own shutdown
+        (`aclose`) decides what becomes of the job.
+        """
         with self._lock:
             job = self._jobs.get(job_id)
-        if job is not None:
-            await asyncio.wrap_future(job.ended)
+        if job is None or self._released_waits.is_set():
+            return
+        released: asyncio.Future[Any] = asyncio.ensure_future(self._released_waits.wait())
+        ended: asyncio.Future[Any] = asyncio.wrap_future(job.ended)
+        try:
+            await asyncio.wait({released, ended}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            return  # the server gave up waiting: the job stays with the runner, nothing to report
+        finally:
+            released.cancel()
+
+    def stop_waiting(self) -> None:
+        """The server is shutting down: requests stop waiting for their in-process jobs, no attempt starts
+        any more, and running ones stop at their next checkpoint (`aclose` then hands the jobs on)."""
+        self._stopping.set()
+        self._released_waits.set()
 
     async def run(self, row: Job, at: datetime | None = None) -> None:
         """Submits the job and waits until it succeeds, fails for good or is canceled."""
@@ -173,10 +203,17 @@ class InProcessRunner:
         with self._lock:
             if job_id in self._waiting:  # else its driver was canceled (shutdown) while it waited
                 self._waiting.remove(job_id)
+            if self._stopping.is_set():
+                self._left.add(job_id)
+                return None  # the process is stopping: the job goes to the next one untouched
             self._running.add(job_id)
         try:
-            execute.run_job(job_id)
+            execute.run_job(job_id, interrupted=self._stopping.is_set)
             return None
+        except JobInterrupted:
+            with self._lock:
+                self._left.add(job_id)
+            return None  # the process is stopping: `aclose` hands the job to the next one
         except JobCanceled:
             execute.record_stopped(job_id)
             return None
@@ -201,10 +238,47 @@ class InProcessRunner:
                 except Exception:
                     log.exception("heartbeat of in-process jobs failed")
 
-    async def aclose(self) -> None:
-        """Stops following jobs; attempts still in line are dropped (their rows stay for the reconciler)."""
+    async def aclose(self, grace_s: float = 0.0) -> None:
+        """Stops deliberately: takes no new job, lets running ones reach a checkpoint within `grace_s`, and
+        hands every unfinished job it held to the next process (its row `pending`, due at once for the
+        reconciler); logs one line with the counts.
+        """
+        self._stopping.set()
+        self._released_waits.set()
+        with self._lock:
+            held = set(self._jobs) | self._left
+            running = set(self._running)
         for driver in list(self._drivers):
-            driver.cancel()
+            driver.cancel()  # schedules and backoffs stop here
         await asyncio.gather(*self._drivers, return_exceptions=True)
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)  # attempts still in line never start
+        deadline = time.monotonic() + grace_s
+        while self._running and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        still_running = set(self._running)
+        with self._lock:
+            held |= self._left
+        released: list[str] = []
+        if held:
+            due = utcnow() - timedelta(seconds=self._reconcile_grace_s + 1)
+            try:
+                released = await anyio.to_thread.run_sync(self._lifecycle.release, held, due)
+            except Exception:
+                log.exception("in-process jobs not released; the reconciler takes them after its grace period")
+        if held:
+            log.info(
+                "in-process runner stopped: %d job(s) unfinished, %d running at the stop (%d still running after "
+                "%gs), %d handed to the next process",
+                len(held),
+                len(running),
+                len(still_running),
+                grace_s,
+                len(released),
+            )
+
+
+def stop_waiting_everywhere() -> None:
+    """The server is stopping: requests waiting for in-process jobs stop waiting, in every runner."""
+    for runner in list(_RUNNERS):
+        runner.stop_waiting()

@@ -44,7 +44,9 @@ class JobServices:
         return Runtime(self.settings, self.database, self.lifecycle, self.storage, self.redis, callbacks)
 
     async def aclose(self) -> None:
-        await self.runner.aclose()
+        # Running in-process jobs get half of SHUTDOWN_GRACE_S to reach a checkpoint; the rest is the
+        # server's (in-flight requests first, then this), so that a supervisor's SIGKILL comes after both.
+        await self.runner.aclose(grace_s=self.settings.shutdown_grace_s / 2)
         await self.callbacks.aclose()
         await self.async_redis.aclose()
         self.redis.close()

@@ -86,9 +86,9 @@ def outcomes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Outcomes]:
     seen = Outcomes()
     run_job, record_failure, record_stopped = execute.run_job, execute.record_failure, execute.record_stopped
 
-    def spy_run(job_id: str) -> Any:
+    def spy_run(job_id: str, interrupted: Callable[[], bool] | None = None) -> Any:
         seen.attempts.append(job_id)
-        return run_job(job_id)
+        return run_job(job_id, interrupted)
 
     def spy_failure(job_id: str, error: BaseException, retry_in_s: int | None) -> None:
         seen.failures.append((str(error), retry_in_s))
