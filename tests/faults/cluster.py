@@ -107,8 +107,8 @@ class Cluster:
     def _log(self, name: str) -> Path:
         return self.tmp_path / f"{name}-{len(self.processes)}.log"
 
-    def start_api(self, **overrides: Any) -> ApiServer:
-        self.api = ApiServer(self.settings_for(**overrides), self._log("api"))
+    def start_api(self, *, as_deployed: bool = False, **overrides: Any) -> ApiServer:
+        self.api = ApiServer(self.settings_for(**overrides), self._log("api"), as_deployed=as_deployed)
         self.processes.append(self.api)
         return self.api
 

@@ -116,20 +116,25 @@ def start_workers(settings: Settings, log_path: Path, *args: str, **env_override
 class ApiServer(ManagedProcess):
     """The API under uvicorn, on a free loopback port."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, *, as_deployed: bool = False) -> None:
+        """`as_deployed`: run `python -m app` (as `make run` and the deployment files do), not uvicorn's CLI."""
         self.port = free_port()
         env = settings_env(settings) | {"PORT": str(self.port), "HOST": "127.0.0.1"}
-        argv = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "app.main:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
+        argv = (
+            [sys.executable, "-m", "app"]
+            if as_deployed
+            else [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "app.main:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ]
+        )
         super().__init__(argv, env, log_path)
         self.url = f"http://127.0.0.1:{self.port}"
         try:
