@@ -16,6 +16,7 @@ from devserver.redis import RedisServer
 from tasks.runtime import Runtime, build_runtime, install_runtime
 from tests.support.black_hole import BlackHole
 from tests.support.fake_services import FakeServices
+from tests.support.postgres import PostgresServer
 from tests.support.processes import ApiServer, ManagedProcess, start_workers
 
 # Children and in-process code must never read a developer's .env.
@@ -46,6 +47,23 @@ def redis_url(redis_server: RedisServer) -> str:
         client.flushall()
         client.config_set("maxmemory", 0)
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL for the session, started on first use (Debian's postgresql-15)."""
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh PostgreSQL database at the latest migration, dropped after the test."""
+    name, url = postgres_server.fresh_database()
+    yield url
+    postgres_server.drop_database(name)
 
 
 @pytest.fixture
