@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -81,14 +82,14 @@ def test_concurrent_runs_of_one_job_count_every_attempt_and_write_one_end_on_pos
     lifecycle = runtime.lifecycle
     for _ in range(ROUNDS):
         analysis = store_upload(runtime, wav_bytes(0.1))
-        started = _race([lambda: lifecycle.begin_attempt(analysis.id) for _ in range(WRITERS)])
+        started = _race([partial(lifecycle.begin_attempt, analysis.id)] * WRITERS)
         # Every kind of final write at once: a success, a failure for good, a cancel, more successes.
+        success = partial(lifecycle.complete, analysis.id, {"rms_dbfs": -9.0})
         finals: list[Callable[[], bool]] = [
-            lambda: lifecycle.complete(analysis.id, {"rms_dbfs": -9.0}),
-            lambda: lifecycle.record_failure(analysis.id, "boom", retry_in_s=None),
-            lambda: lifecycle.mark_canceled(analysis.id),
+            partial(lifecycle.record_failure, analysis.id, "boom", retry_in_s=None),
+            partial(lifecycle.mark_canceled, analysis.id),
         ]
-        finals += [lambda: lifecycle.complete(analysis.id, {"rms_dbfs": -9.0})] * (WRITERS - len(finals))
+        finals += [success] * (WRITERS - len(finals))
         won = _race(finals)
         row = lifecycle.require(analysis.id)
         messages = [line["message"] for line in row.logs]
