@@ -146,3 +146,14 @@ def test_systemd_analyze_rates_each_service_ok_or_better(tmp_path: Path) -> None
             check=False,
         )
         assert result.returncode == 0, f"{unit.name}: {result.stdout[-600:]}{result.stderr}"
+
+
+def test_the_environment_file_example_sets_real_settings_and_the_units_read_no_dotenv() -> None:
+    known = {name.upper() for name in Settings.model_fields}
+    lines = (PROJECT_ROOT / "deploy" / "audiokit.env.example").read_text().splitlines()
+    names = {line.partition("=")[0] for line in lines if line.strip() and not line.startswith("#")}
+    assert names <= known, names - known
+    assert {"DATABASE_URL", "REDIS_URL", "STORAGE_DIR", "ADMIN_API_KEY"} <= names
+    for process in (*LONG_RUNNING, "migrate"):
+        environment = _service(process)["Environment"][0].split()
+        assert "ENV_FILE=" in environment, process  # a .env left in the checkout must not be read
