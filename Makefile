@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 
 help:
 	@echo "make run      set up, then run API + dashboard, workers + scheduler in RQ mode (Ctrl-C stops all)"
-	@echo "make test     set up, then run the whole test suite (real redis-server included)"
+	@echo "make test     set up, then run the whole test suite (real redis-server and PostgreSQL included)"
 	@echo "make faults   only the fault-injection suite"
 	@echo "make lint     ruff + mypy"
 	@echo "make bench    benchmarks: print a table, write bench/results/*.json (BENCH_ARGS=--quick)"
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) system-deps
 
 system-deps:
-	@bash scripts/ensure-system-deps.sh redis-server
+	@bash scripts/ensure-system-deps.sh redis-server postgresql
 
 browser-deps:
 	@bash scripts/ensure-system-deps.sh chromium

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # workers and the API write concurrently; wait for the lock, never fail fast
+# A server that accepts but never answers must fail health checks and jobs, not hang them.
+SERVER_CONNECT_TIMEOUT_S = 10
+# Connections older than this are replaced: firewalls and poolers drop long-idle ones silently.
+SERVER_POOL_RECYCLE_S = 1800
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
 
@@ -33,9 +37,16 @@ def _sqlite_path(url: str) -> Path | None:
 
 
 def make_engine(url: str) -> Engine:
-    """Builds an engine; SQLite gets WAL, a busy timeout and foreign keys."""
+    """Builds an engine; SQLite gets WAL, a busy timeout and foreign keys; PostgreSQL a connect timeout."""
+    if url.startswith("postgresql"):
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_recycle=SERVER_POOL_RECYCLE_S,
+            connect_args={"connect_timeout": SERVER_CONNECT_TIMEOUT_S, "application_name": "audiokit"},
+        )
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, pool_recycle=SERVER_POOL_RECYCLE_S)
     path = _sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

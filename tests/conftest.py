@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -17,6 +17,9 @@ from jobs.runtime import Runtime, build_runtime, install_runtime
 from tests.support.black_hole import BlackHole
 from tests.support.fake_services import FakeServices
 from tests.support.processes import ApiServer, ManagedProcess, start_workers
+
+if TYPE_CHECKING:
+    from tests.support.postgres import PostgresServer
 
 # Children and in-process code must never read a developer's .env.
 os.environ["ENV_FILE"] = ""
@@ -46,6 +49,29 @@ def redis_url(redis_server: RedisServer) -> str:
         client.flushall()
         client.config_set("maxmemory", 0)
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL for the session, started on first use (Debian's postgresql-15)."""
+    from tests.support.postgres import PostgresServer  # psycopg is needed by the tests that use it only
+
+    server = PostgresServer()
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh PostgreSQL database at the latest migration, dropped after the test."""
+    name, url = postgres_server.fresh_database()
+    yield url
+    postgres_server.drop_database(name)
 
 
 @pytest.fixture
