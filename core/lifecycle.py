@@ -16,9 +16,10 @@ from typing import Any
 from sqlalchemy import and_, case, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from core.callback_records import CallbackRecords, clip
 from core.db import Database
 from core.errors import InvalidTransition, JobCanceled, NotFound
-from core.metrics import CallbackOutcome, JobMetrics, NullMetrics
+from core.metrics import JobMetrics, NullMetrics
 from core.models import (
     LOG_LINES_KEPT,
     TERMINAL_STATUSES,
@@ -32,19 +33,15 @@ from core.models import (
 from core.notify import Notifier
 
 _NOT_TERMINAL = Job.status.not_in(list(TERMINAL_STATUSES))
-MESSAGE_MAX_CHARS = 500  # log lines and errors are summaries, not dumps
 
 # The final write makes a callback owed (once: a retried job that ends again is not re-announced).
 _CALLBACK_OWED = case(
     (and_(Job.callback_url.is_not(None), Job.callback_status.is_(None)), CallbackStatus.PENDING.value),
     else_=Job.callback_status,
 )
-_CALLBACK_PENDING = Job.callback_status == CallbackStatus.PENDING
 
 
-def _clip(text: str) -> str:
-    text = "".join(ch if ch.isprintable() else " " for ch in text).strip()
-    return text if len(text) <= MESSAGE_MAX_CHARS else text[: MESSAGE_MAX_CHARS - 1] + "…"
+_clip = clip
 
 
 def _append_log(session: Session, job_id: str, message: str) -> None:
@@ -67,7 +64,7 @@ class _Changed:
         return (utcnow() - moment).total_seconds() if moment is not None else None
 
 
-class Lifecycle:
+class Lifecycle(CallbackRecords):
     """State changes of analyses, each committed, then announced and counted."""
 
     def __init__(self, database: Database, notifier: Notifier, metrics: JobMetrics | None = None) -> None:
@@ -112,17 +109,6 @@ class Lifecycle:
             )
             runs = [(end - start).total_seconds() for start, end in session.execute(recent) if start and end]
         return sum(runs) / len(runs) if runs else None
-
-    def callbacks_owed(self, ended_before: datetime, limit: int) -> list[str]:
-        """Ended analyses whose callback is still pending, the ones the reconciler looked at least recently first."""
-        with self.database.session() as session:
-            query = (
-                select(Job.id)
-                .where(_CALLBACK_PENDING, Job.finished_at < ended_before)
-                .order_by(func.coalesce(Job.callback_checked_at, Job.finished_at), Job.id)
-                .limit(limit)
-            )
-            return list(session.scalars(query))
 
     # --- changes ---------------------------------------------------------------------
 
@@ -363,50 +349,6 @@ class Lifecycle:
         if ids:
             with self.database.session() as session:
                 session.execute(update(Job).where(Job.id.in_(ids), _NOT_TERMINAL).values(updated_at=utcnow()))
-
-    # --- callbacks (delivered by `jobs.callbacks`) ---------------------------------------
-
-    def _callback_change(self, job_id: str, values: dict[str, Any]) -> int | None:
-        """One compare-and-set on a pending callback; its attempt count, or None when it is not pending."""
-        with self.database.session() as session:
-            query = (
-                update(Job).where(Job.id == job_id, _CALLBACK_PENDING).values(**values).returning(Job.callback_attempts)
-            )
-            attempts: int | None = session.execute(query).scalar_one_or_none()
-        return attempts
-
-    def begin_callback_attempt(self, job_id: str) -> int | None:
-        """Counts an attempt to deliver the callback; its number, or None when the callback is not pending."""
-        return self._callback_change(
-            job_id, {"callback_attempts": Job.callback_attempts + 1, "callback_attempted_at": utcnow()}
-        )
-
-    def mark_callback_delivered(self, job_id: str) -> bool:
-        changed = self._callback_change(
-            job_id,
-            {"callback_status": CallbackStatus.DELIVERED, "callback_sent_at": utcnow(), "callback_error": None},
-        )
-        if changed is None:
-            return False
-        self.metrics.callback(CallbackOutcome.DELIVERED)
-        return True
-
-    def record_callback_failure(self, job_id: str, error: str, *, final: bool) -> bool:
-        """Records a failed attempt; `final`: no attempt is left, the callback is undeliverable."""
-        values: dict[str, Any] = {"callback_error": _clip(error)}
-        if final:
-            values["callback_status"] = CallbackStatus.UNDELIVERABLE
-        if self._callback_change(job_id, values) is None:
-            return False
-        self.metrics.callback(CallbackOutcome.UNDELIVERABLE if final else CallbackOutcome.RETRIED)
-        return True
-
-    def mark_callbacks_checked(self, job_ids: Iterable[str]) -> None:
-        """The reconciler looked at these pending callbacks now (it takes the least recent first)."""
-        ids = list(job_ids)
-        if ids:
-            with self.database.session() as session:
-                session.execute(update(Job).where(Job.id.in_(ids)).values(callback_checked_at=utcnow()))
 
 
 def grace_cutoff(grace_s: int) -> datetime:
