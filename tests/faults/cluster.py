@@ -17,7 +17,7 @@ import httpx
 
 from core.db import get_database, migrate
 from core.lifecycle import Lifecycle
-from core.models import Analysis
+from core.models import Job
 from core.notify import NullNotifier
 from core.settings import PROJECT_ROOT, Settings, load_settings
 from devserver.redis import RedisServer
@@ -150,7 +150,7 @@ class Cluster:
                     acknowledged.append(response.json()["id"])
         return count, acknowledged
 
-    def rows(self, ids: list[str]) -> dict[str, Analysis | None]:
+    def rows(self, ids: list[str]) -> dict[str, Job | None]:
         return {analysis_id: self.lifecycle.get(analysis_id) for analysis_id in ids}
 
     def wait_started(self, count: int = 1, timeout_s: float = 90) -> dict[str, int]:
