@@ -114,9 +114,9 @@ def start_workers(settings: Settings, log_path: Path, *args: str, **env_override
 
 
 class ApiServer(ManagedProcess):
-    """The API under uvicorn, on a free loopback port."""
+    """The API under uvicorn, on a free loopback port (`factory`: another app factory, e.g. a test app)."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, factory: str = "app.main:create_app") -> None:
         self.port = free_port()
         env = settings_env(settings) | {"PORT": str(self.port), "HOST": "127.0.0.1"}
         argv = [
@@ -124,7 +124,7 @@ class ApiServer(ManagedProcess):
             "-m",
             "uvicorn",
             "--factory",
-            "app.main:create_app",
+            factory,
             "--host",
             "127.0.0.1",
             "--port",
