@@ -129,6 +129,26 @@ def test_job_events_follow_a_task_that_is_not_an_analysis_to_its_end(deployment:
     assert progress[-1] == 100
 
 
+def test_a_failed_task_is_retried_as_itself_by_the_retry_endpoint(deployment: Deployment, tmp_path: Path) -> None:
+    with deployment.client() as client:
+        job_id = _start(client, "flaky", marker=str(tmp_path / "ran-once"))["id"]
+        first = _ended(client, job_id)
+        refused = client.post(f"/jobs/{job_id}/retry")
+        retried = client.post(f"/jobs/{job_id}/retry", headers=ADMIN)
+        second = _ended(client, job_id)
+        again = client.post(f"/jobs/{job_id}/retry", headers=ADMIN)
+
+    assert (first["status"], first["attempts"]) == ("failed", 1)
+    assert "first run fails" in first["error"]
+    assert refused.status_code == 401
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["status"] not in ENDED
+    assert (second["task"], second["status"], second["attempts"]) == ("samples.flaky", "finished", 2)
+    assert (second["result"], second["error"]) == ({"runs": "again"}, None)
+    assert again.status_code == 409  # a finished job is not run again
+    assert again.json()["detail"]
+
+
 def _list(client: httpx.Client, **params: Any) -> dict[str, Any]:
     answer = client.get("/jobs", params=params, headers=ADMIN)
     assert answer.status_code == 200, answer.text

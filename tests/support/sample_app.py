@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI
 
 from app.main import create_app as create_service_app
 from jobs.web.deps import JobHandle, QueuedTasks
-from tests.support.sample_tasks import add, fail, gated, greet
+from tests.support.sample_tasks import add, fail, flaky, gated, greet
 
 SAMPLE_APP = "tests.support.sample_app:create_app"
 
@@ -38,6 +38,12 @@ async def start_greet(name: str, tasks: QueuedTasks) -> dict[str, Any]:
 def start_gated(gate: str, steps: int, tasks: QueuedTasks) -> dict[str, Any]:
     """Reports `steps` progress steps once the file `gate` exists."""
     return _answer(tasks.add_task(gated, gate, steps))
+
+
+@router.post("/flaky", status_code=202)
+def start_flaky(marker: str, tasks: QueuedTasks) -> dict[str, Any]:
+    """Fails once, then succeeds when retried."""
+    return _answer(tasks.add_task(flaky, marker))
 
 
 @router.post("/fail", status_code=202)

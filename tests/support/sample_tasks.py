@@ -48,6 +48,16 @@ async def gated(gate: str, steps: int) -> dict[str, Any]:
     return {"steps": steps}
 
 
+@task(name="samples.flaky", queue=SAMPLE_QUEUE, retry=0)
+def flaky(marker: str) -> dict[str, Any]:
+    """Fails on its first run (leaving the file `marker`), succeeds on any later one."""
+    path = Path(marker)
+    if not path.exists():
+        path.touch()
+        raise RuntimeError("first run fails")
+    return {"runs": "again"}
+
+
 @task(name="samples.fail", queue=SAMPLE_QUEUE, retry=0)
 def fail(reason: str) -> None:
     """Always fails, with `reason`."""
