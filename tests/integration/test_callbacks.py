@@ -18,6 +18,7 @@ from core.settings import Settings
 from jobs.dispatch import Dispatcher
 from jobs.reconcile import Reconciler
 from jobs.runtime import build_runtime
+from tasks.audio_analysis import TASK_NAME
 from tests.conftest import ADMIN_KEY, SIGNING_SECRET, SettingsFactory
 from tests.support.audio import wav_bytes
 from tests.support.black_hole import BlackHole
@@ -115,4 +116,8 @@ def test_callbacks_are_delivered_once_and_verify_with_standardwebhooks(
     assert {body["callback"]["attempts"] for body in delivered} == {1}
     assert sorted(fake.callbacks.elements()) == sorted(ids)  # once each
     for headers, body in fake.callback_requests:
-        assert Webhook(SIGNING_SECRET).verify(body, headers)["status"] == "finished"
+        sent = Webhook(SIGNING_SECRET).verify(body, headers)
+        assert sent["id"] in ids
+        assert (sent["task"], sent["status"], sent["error"]) == (TASK_NAME, "finished", None)
+        assert sent["status_url"] == f"{settings.base_url}/jobs/{sent['id']}"
+        assert sent["result"] == next(b["result"] for b in delivered if b["id"] == sent["id"])

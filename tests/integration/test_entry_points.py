@@ -20,7 +20,7 @@ ENTRY_POINTS = {
 
 @pytest.mark.parametrize("program", sorted(ENTRY_POINTS))
 def test_a_bad_setting_stops_start_up_naming_the_variable(program: str) -> None:
-    env = os.environ | {"ENV_FILE": "", "RQ_RETRY_MAX": "three", "WORKER_QUEUES": "default"}
+    env = os.environ | {"ENV_FILE": "", "RQ_RETRY_MAX": "three", "WORKER_QUEUES": "audio analysis"}
     done = subprocess.run(ENTRY_POINTS[program], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.startswith(f"{program}: invalid configuration:")

@@ -167,6 +167,6 @@ def test_a_reconciler_failing_every_pass_makes_ready_503_naming_it(
     assert broken.status_code == 503
     reason = broken.json()["checks"]["reconciler"]
     assert reason.startswith("no successful pass recorded (expected every 1 s); last pass failed")
-    assert "no such table: analyses" in reason
+    assert "no such table: jobs" in reason
     assert (legacy.status_code, legacy.json()["problems"]) == (503, ["reconciler"])
     assert live.status_code == 200

@@ -19,8 +19,9 @@ import pytest
 from sqlalchemy import func
 from sqlalchemy import select as sql_select
 
+from app.models import Analysis
 from core.db import get_database
-from core.models import Analysis
+from core.models import Job
 from core.settings import Settings
 from core.storage import Storage
 from devserver.redis import free_port
@@ -150,9 +151,9 @@ def _status_and_detail(response: bytes) -> tuple[int, str]:
 
 
 def _kept(settings: Settings) -> tuple[int, list[str]]:
-    """Rows in the database and files under STORAGE_DIR (incoming ones included)."""
+    """Rows in the database (jobs and analyses) and files under STORAGE_DIR (incoming ones included)."""
     with get_database(settings.database_url).session() as session:
-        rows = session.scalar(sql_select(func.count()).select_from(Analysis)) or 0
+        rows = sum(session.scalar(sql_select(func.count()).select_from(table)) or 0 for table in (Job, Analysis))
     return rows, sorted(path.name for path in settings.storage_dir.rglob("*") if path.is_file())
 
 
@@ -216,7 +217,7 @@ def test_the_same_raw_body_whole_is_accepted(
     status, detail = _status_and_detail(_exchange(api, _head(length=len(body)) + body))
 
     assert status == 202, detail
-    assert _kept(settings)[0] == 1
+    assert _kept(settings)[0] == 2  # the job and its analysis row
 
 
 def test_a_client_that_disconnects_mid_upload_leaves_nothing(

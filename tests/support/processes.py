@@ -114,27 +114,17 @@ def start_workers(settings: Settings, log_path: Path, *args: str, **env_override
 
 
 class ApiServer(ManagedProcess):
-    """The API under uvicorn, on a free loopback port."""
+    """The API under uvicorn, on a free loopback port (`factory`: another app factory, e.g. a test app)."""
 
-    def __init__(self, settings: Settings, log_path: Path, *, as_deployed: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, log_path: Path, factory: str = "app.main:create_app", *, as_deployed: bool = False
+    ) -> None:
         """`as_deployed`: run `python -m app` (as `make run` and the deployment files do), not uvicorn's CLI."""
         self.port = free_port()
         env = settings_env(settings) | {"PORT": str(self.port), "HOST": "127.0.0.1"}
-        argv = (
-            [sys.executable, "-m", "app"]
-            if as_deployed
-            else [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "app.main:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ]
-        )
+        uvicorn = [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", "127.0.0.1"]
+        uvicorn += ["--port", str(self.port)]
+        argv = [sys.executable, "-m", "app"] if as_deployed else uvicorn
         super().__init__(argv, env, log_path)
         self.url = f"http://127.0.0.1:{self.port}"
         try:
