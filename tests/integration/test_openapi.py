@@ -33,7 +33,7 @@ from tests.support.processes import ApiServer, wait_for, wait_until_ended
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES_PER_OPERATION = 20
+EXAMPLES_PER_OPERATION = 12
 SEED = 20261128
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 PATH_IDS = ("job_id", "analysis_id")
