@@ -36,7 +36,7 @@ def messages(row: Job) -> list[str]:
 def test_a_killed_work_horse_is_recorded_as_a_failed_attempt_during_its_backoff(
     cluster: Callable[..., Cluster], record: Callable[[Tally], Tally]
 ) -> None:
-    deployment = cluster(rq_retry_intervals="20")  # a backoff long enough to look at
+    deployment = cluster(rq_retry_intervals="8")  # a backoff long enough to look at
     deployment.start_api()
     deployment.start_workers()
     deployment.fake.script.hold.clear()
@@ -53,7 +53,7 @@ def test_a_killed_work_horse_is_recorded_as_a_failed_attempt_during_its_backoff(
     row = wait_for(waiting, 30, "the row to say the job waits for its retry")
     assert row.error == "the process running the job died (killed by SIGKILL)", row.error
     assert (row.attempts, row.finished_at) == (1, None)
-    assert messages(row)[-1] == f"attempt failed, retrying in 20s: {row.error}", messages(row)
+    assert messages(row)[-1] == f"attempt failed, retrying in 8s: {row.error}", messages(row)
     assert retried_count(deployment) == 1
 
     deployment.fake.script.hold.set()
