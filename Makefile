@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) system-deps
 
 system-deps:
-	@bash scripts/ensure-system-deps.sh redis-server postgresql
+	@bash scripts/ensure-system-deps.sh redis-server postgresql prometheus
 
 browser-deps:
 	@bash scripts/ensure-system-deps.sh chromium
