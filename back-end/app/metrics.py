@@ -35,8 +35,10 @@ from prometheus_client.metrics_core import (
 from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.metrics_redis import backlog_families, memory_families
 from app.services import Services
 from core.metrics import HistogramSnapshot, JobEvent, RedisJobMetrics
+from jobs.backlog import read_backlog
 from jobs.registry import job_queues
 from jobs.rq_state import registry_counts, workers
 from jobs.web.auth import ADMIN_RESPONSES, AdminDep
@@ -196,9 +198,11 @@ class _JobCollector:
         in_process.add_metric(["waiting"], services.runner.waiting_count)
         yield in_process
         try:
-            counts = {name: registry_counts(services.redis, name) for name in job_queues(services.settings)}
+            queues = job_queues(services.settings)
+            counts = {name: registry_counts(services.redis, name) for name in queues}
+            backlog = read_backlog(services.redis, queues)
             found = workers(services.redis, services.settings.worker_ttl_s)
-            snapshot = RedisJobMetrics(services.redis).read(job_queues(services.settings))
+            snapshot = RedisJobMetrics(services.redis).read(queues)
         except redis.exceptions.RedisError as exc:
             log.warning("metrics scrape without Redis: %s", exc)
             yield GaugeMetricFamily("audiokit_redis_up", "1 when this scrape could read Redis, else 0.", value=0)
@@ -214,6 +218,8 @@ class _JobCollector:
             for registry, count in registries.items():
                 depth.add_metric([queue, registry], count)
         yield depth
+        yield from backlog_families(backlog)
+        yield from memory_families(services.redis)
 
         alive = [worker for worker in found if worker.alive]
         per_queue = GaugeMetricFamily(
