@@ -26,7 +26,8 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 def enqueued_at(connection: redis.Redis, job_id: str) -> float:
     job = get_queue(QUEUE_NORMAL, connection).fetch_job(job_id)
-    assert job is not None and job.enqueued_at is not None
+    assert job is not None
+    assert job.enqueued_at is not None
     return job.enqueued_at.timestamp()
 
 
@@ -89,7 +90,7 @@ def test_redis_memory_reports_use_limit_and_policy(redis_conn: redis.Redis) -> N
 @contextlib.contextmanager
 def eviction_policy(connection: redis.Redis, policy: str) -> Iterator[None]:
     """Sets a policy on the session's Redis for a while (the API refuses to start with one that evicts)."""
-    before = connection.config_get("maxmemory-policy")["maxmemory-policy"]
+    before = connection.config_get("maxmemory-policy")["maxmemory-policy"] or "noeviction"
     connection.config_set("maxmemory-policy", policy)
     try:
         yield
