@@ -56,8 +56,16 @@ def read_backlog(
     backlog = {}
     for queue, ids, scheduled in zip(queues, heads, earliest, strict=True):
         # A job on the list whose hash is gone (deleted, expired) has no age: it is skipped.
-        stamps = [stamp for stamp in (next(enqueued) for _ in ids) if stamp]
-        oldest = min((str_to_date(stamp).timestamp() for stamp in stamps), default=now)
+        stamps = [_timestamp(stamp) for stamp in (next(enqueued) for _ in ids) if stamp]
+        oldest = min((stamp for stamp in stamps if stamp is not None), default=now)
         due = scheduled[0][1] if scheduled else now
         backlog[queue.name] = QueueBacklog(max(0.0, now - oldest), max(0.0, now - due))
     return backlog
+
+
+def _timestamp(stamp: bytes) -> float | None:
+    """RQ's `enqueued_at` as a POSIX time; None for a value RQ did not write (a scrape never fails on it)."""
+    try:
+        return str_to_date(stamp).timestamp()
+    except ValueError:
+        return None

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+import app.metrics_redis
 from app.main import create_app
 from core.redis_memory import read_memory
 from core.settings import QUEUE_HIGH, QUEUE_NORMAL, QUEUES_BY_PRIORITY
@@ -60,6 +61,16 @@ def test_a_listed_job_without_its_hash_is_skipped(redis_conn: redis.Redis) -> No
     gone = queue.enqueue(RUN_JOB, "gone")
     kept = queue.enqueue(RUN_JOB, "kept")
     redis_conn.delete(gone.key)  # the id stays on the list, as after a lost write or an expiry
+    at = enqueued_at(redis_conn, kept.id)
+
+    assert read_backlog(redis_conn, (QUEUE_NORMAL,), now=at + 5)[QUEUE_NORMAL].oldest_waiting_s == pytest.approx(5)
+
+
+def test_an_enqueued_at_rq_did_not_write_is_skipped(redis_conn: redis.Redis) -> None:
+    queue = get_queue(QUEUE_NORMAL, redis_conn)
+    odd = queue.enqueue(RUN_JOB, "odd")
+    kept = queue.enqueue(RUN_JOB, "kept")
+    redis_conn.hset(odd.key, "enqueued_at", "yesterday")
     at = enqueued_at(redis_conn, kept.id)
 
     assert read_backlog(redis_conn, (QUEUE_NORMAL,), now=at + 5)[QUEUE_NORMAL].oldest_waiting_s == pytest.approx(5)
@@ -135,3 +146,20 @@ def test_metrics_report_an_upload_waiting_without_workers_and_redis_memory(
     assert [(sample.name, sample.labels["maxmemory_policy"], sample.value) for sample in info] == [
         ("audiokit_redis_info", "allkeys-lru", 1)
     ]
+
+
+def test_a_redis_that_refuses_info_leaves_out_only_the_memory_metrics(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(connection: redis.Redis) -> None:
+        raise redis.exceptions.ResponseError("unknown command 'INFO'")  # as a managed Redis that renamed it
+
+    monkeypatch.setattr(app.metrics_redis, "read_memory", refuse)
+    with TestClient(create_app(make_settings(use_rq_queue=True))) as client:
+        families = scrape(client)
+
+    assert value(families, "audiokit_redis_up") == 1
+    assert value(families, "audiokit_queue_oldest_job_age_seconds", queue=QUEUE_NORMAL) == 0
+    assert not {"audiokit_redis_memory_used_bytes", "audiokit_redis_memory_max_bytes", "audiokit_redis_info"} & set(
+        families
+    )
