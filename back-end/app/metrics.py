@@ -197,6 +197,11 @@ class _JobCollector:
         in_process.add_metric(["running"], services.runner.running_count)
         in_process.add_metric(["waiting"], services.runner.waiting_count)
         yield in_process
+        yield GaugeMetricFamily(
+            "audiokit_use_rq_queue",
+            "1 when this API process enqueues jobs on RQ (USE_RQ_QUEUE=true), 0 when it runs them itself.",
+            value=int(services.settings.use_rq_queue),
+        )
         try:
             queues = job_queues(services.settings)
             counts = {name: registry_counts(services.redis, name) for name in queues}

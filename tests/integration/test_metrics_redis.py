@@ -134,6 +134,7 @@ def test_metrics_report_an_upload_waiting_without_workers_and_redis_memory(
             families = scrape(client)
         scraped = time.time()
 
+    assert value(families, "audiokit_use_rq_queue") == 1
     oldest = "audiokit_queue_oldest_job_age_seconds"
     assert 0 <= value(families, oldest, queue=QUEUE_NORMAL) <= scraped - before
     assert value(families, oldest, queue=QUEUE_HIGH) == 0
@@ -163,3 +164,10 @@ def test_a_redis_that_refuses_info_leaves_out_only_the_memory_metrics(
     assert not {"audiokit_redis_memory_used_bytes", "audiokit_redis_memory_max_bytes", "audiokit_redis_info"} & set(
         families
     )
+
+
+def test_an_api_running_jobs_itself_says_so(make_settings: SettingsFactory) -> None:
+    with TestClient(create_app(make_settings(use_rq_queue=False))) as client:
+        families = scrape(client)
+
+    assert value(families, "audiokit_use_rq_queue") == 0  # AudiokitNoWorkers stays quiet: no worker is expected
