@@ -5,13 +5,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Test processes running at once (pytest-xdist): most tests wait on real servers and workers.
+TEST_PROCESSES ?= 3
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-deps browser-deps run worker test faults lint format bench clean
 
 help:
 	@echo "make run      set up, then run API + dashboard, workers + scheduler in RQ mode (Ctrl-C stops all)"
-	@echo "make test     set up, then run the whole test suite (real redis-server and PostgreSQL included)"
+	@echo "make test     set up, then run the whole test suite on SQLite and PostgreSQL (TEST_PROCESSES=3 at once)"
 	@echo "make faults   only the fault-injection suite"
 	@echo "make lint     ruff + mypy"
 	@echo "make bench    benchmarks: print a table, write bench/results/*.json (BENCH_ARGS=--quick)"
@@ -36,7 +38,7 @@ worker: setup
 	./start_worker.sh
 
 test: setup browser-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadgroup $(PYTEST_ARGS)
 
 faults: setup
 	$(PY) -m pytest -m faults tests/faults $(PYTEST_ARGS)

@@ -30,6 +30,9 @@ SIGNING_SECRET = "whsec_dGVzdC1zaWduaW5nLXNlY3JldC0wMTIzNDU2Nzg5"
 # Test receivers listen on loopback, which the SSRF guard refuses by default.
 LOOPBACK_ALLOWED = "127.0.0.0/8"
 SettingsFactory = Callable[..., Settings]
+# Every database-dependent test runs on each of these (`--databases` chooses).
+DATABASES = ("sqlite", "postgres")
+CHOSEN_DATABASES = pytest.StashKey[tuple[str, ...]]()
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +77,57 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     postgres_server.drop_database(name)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--databases",
+        default=",".join(DATABASES),
+        help=f"comma-separated databases the database-dependent tests run on (default: {','.join(DATABASES)})",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    chosen = [name.strip() for name in str(config.getoption("--databases")).split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(DATABASES))
+    if unknown or not chosen:
+        raise pytest.UsageError(f"--databases: expected some of {','.join(DATABASES)}, got {unknown or 'none'}")
+    config.stash[CHOSEN_DATABASES] = tuple(chosen)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leaves out the runs on databases that were not chosen (`--databases`)."""
+    chosen = config.stash[CHOSEN_DATABASES]
+    kept: list[pytest.Item] = []
+    left_out: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        database = callspec.params.get("db_backend") if callspec is not None else None
+        (kept if database is None or database in chosen else left_out).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
+@pytest.fixture(params=DATABASES)
+def db_backend(request: pytest.FixtureRequest) -> str:
+    """Which database this run of a database-dependent test uses: each such test runs on every one."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def database_url(db_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, migrated database for this test: a SQLite file, or a database on the session's PostgreSQL."""
+    if db_backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'audiokit.db'}"
+        migrate(url)
+        yield url
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name, url = server.fresh_database()
+    yield url
+    server.drop_database(name)
+
+
 @pytest.fixture
 def redis_conn(redis_url: str) -> Iterator[redis.Redis]:
     with redis.Redis.from_url(redis_url) as client:
@@ -81,13 +135,13 @@ def redis_conn(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, redis_url: str) -> SettingsFactory:
+def make_settings(tmp_path: Path, redis_url: str, database_url: str) -> SettingsFactory:
     """Builds settings for this test: its own database and storage, the session's Redis, fast retries."""
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "redis_url": redis_url,
-            "database_url": f"sqlite:///{tmp_path / 'audiokit.db'}",
+            "database_url": database_url,
             "storage_dir": tmp_path / "uploads",
             "admin_api_key": ADMIN_KEY,
             "callback_signing_secret": SIGNING_SECRET,
@@ -97,7 +151,8 @@ def make_settings(tmp_path: Path, redis_url: str) -> SettingsFactory:
             "sse_poll_interval_s": 0.5,
         }
         settings = load_settings(env_file="", **(values | overrides))
-        migrate(settings.database_url)
+        if "database_url" in overrides:  # the fixture's own database is migrated already
+            migrate(settings.database_url)
         return settings
 
     return build

@@ -94,6 +94,8 @@ def assess(services: Services) -> Readiness:
         _stuck_jobs(services, readiness)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         _redis_failed(readiness, f"unreachable: {exc}")
+    except redis.exceptions.OutOfMemoryError as exc:  # the probe's SET got in just before memory ran out
+        _redis_failed(readiness, f"not writable: {exc}")
     except redis.exceptions.RedisError as exc:
         _redis_failed(readiness, f"error: {type(exc).__name__}: {exc}")
     return readiness

@@ -6,6 +6,8 @@ Each scenario records its tally; they are printed together at the end of the run
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,6 @@ import pytest
 from devserver.redis import RedisServer
 from tests.faults.cluster import Cluster, Tally
 from tests.support.fake_services import FakeServices
-
-TALLIES: list[Tally] = []
 
 # A scenario starts Redis, an API and workers, injects its fault and drains: on a shared, loaded
 # machine that outlasts the suite's 120 s per test. Each scenario's own deadlines still apply.
@@ -32,15 +32,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(pytest.mark.timeout(FAULT_SCENARIO_TIMEOUT_S))
 
 
+def _tally_dir(config: pytest.Config) -> Path:
+    """Where each test process writes its scenarios' lines (test processes run in parallel under xdist)."""
+    return Path(str(config.rootpath)) / "test-artifacts" / "fault-tallies"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controlling process: a run starts afresh
+        shutil.rmtree(_tally_dir(session.config), ignore_errors=True)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not TALLIES:
+    config = terminalreporter.config
+    files = sorted(_tally_dir(config).glob("*.txt"))
+    lines = sorted(line for path in files for line in path.read_text().splitlines() if line)
+    if not lines:
         return
-    lines = [tally.line() for tally in TALLIES]
     terminalreporter.section("fault scenarios (Jepsen-style counts)")
     for line in lines:
         terminalreporter.write_line(line)
-    out = Path(str(terminalreporter.config.rootpath)) / "test-artifacts" / "faults.txt"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(str(config.rootpath)) / "test-artifacts" / "faults.txt"
     out.write_text("\n".join(lines) + "\n")
 
 
@@ -53,11 +64,13 @@ def fault_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, fault_redis: RedisServer, fake: FakeServices) -> Iterator[Callable[..., Cluster]]:
+def cluster(
+    tmp_path: Path, fault_redis: RedisServer, fake: FakeServices, database_url: str
+) -> Iterator[Callable[..., Cluster]]:
     built: list[Cluster] = []
 
     def build(**overrides: Any) -> Cluster:
-        instance = Cluster(tmp_path, fault_redis, fake, **overrides)
+        instance = Cluster(tmp_path, fault_redis, fake, **({"database_url": database_url} | overrides))
         built.append(instance)
         return instance
 
@@ -67,12 +80,17 @@ def cluster(tmp_path: Path, fault_redis: RedisServer, fake: FakeServices) -> Ite
 
 
 @pytest.fixture
-def record() -> Callable[[Tally], Tally]:
-    """Keeps a scenario's tally for the end-of-run summary."""
+def record(request: pytest.FixtureRequest) -> Callable[[Tally], Tally]:
+    """Keeps a scenario's tally for the end-of-run summary (written at once: a later failure keeps it)."""
+    directory = _tally_dir(request.config)
 
     def keep(tally: Tally) -> Tally:
-        TALLIES.append(tally)
-        print(tally.line())
+        params = getattr(getattr(request.node, "callspec", None), "params", {})
+        line = tally.line() + (f" database={params['db_backend']}" if "db_backend" in params else "")
+        directory.mkdir(parents=True, exist_ok=True)
+        with (directory / f"{os.getpid()}.txt").open("a") as out:
+            out.write(line + "\n")
+        print(line)
         return tally
 
     return keep

@@ -27,13 +27,13 @@ DeploymentFactory = Callable[..., ShopDeployment]
 
 
 @pytest.fixture
-def shop(tmp_path: Path, fault_redis: RedisServer) -> Iterator[DeploymentFactory]:
+def shop(tmp_path: Path, fault_redis: RedisServer, database_url: str) -> Iterator[DeploymentFactory]:
     built: list[ShopDeployment] = []
 
     def build(**overrides: Any) -> ShopDeployment:
         base = FAULT_SETTINGS | {
             "redis_url": fault_redis.url,
-            "database_url": f"sqlite:///{tmp_path / 'shop.db'}",
+            "database_url": database_url,
             "storage_dir": tmp_path / "uploads",
         }
         deployment = ShopDeployment(tmp_path, base | overrides, WORK_S)

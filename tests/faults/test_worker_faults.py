@@ -91,7 +91,8 @@ def test_sigterm_lets_the_current_job_finish(cluster: Callable[..., Cluster], re
 def test_a_job_past_its_timeout_is_killed_and_retried(
     cluster: Callable[..., Cluster], record: Callable[[Tally], Tally]
 ) -> None:
-    deployment = cluster(rq_job_timeout=2)
+    # The retry's whole run (a cold work-horse included) must fit in the timeout on a loaded machine.
+    deployment = cluster(rq_job_timeout=6)
     deployment.start_api()
     deployment.start_workers()
     deployment.fake.script.slow_first_s = 30  # each analysis' first run hangs past the timeout

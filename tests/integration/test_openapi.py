@@ -31,8 +31,8 @@ from tests.conftest import ADMIN_KEY, LOOPBACK_ALLOWED, SIGNING_SECRET
 from tests.support.audio import wav_bytes
 from tests.support.processes import ApiServer, wait_for, wait_until_ended
 
-pytestmark = pytest.mark.slow
-
+# One test process runs the module: its deployment (module-scoped) is then built once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("openapi")]
 EXAMPLES_PER_OPERATION = 12
 SEED = 20261128
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

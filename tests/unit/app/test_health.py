@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from rq.executions import Execution
 from rq.job import JobStatus
 
+from app import readiness
 from app.main import create_app
 from core.models import utcnow
 from core.settings import Settings
@@ -109,3 +110,18 @@ def test_unreachable_redis_makes_ready_503_naming_redis(make_settings: SettingsF
     assert ready.json()["problems"] == ["redis"]
     assert str(ready.json()["checks"]["redis"]).startswith("unreachable")
     assert live.status_code == 200
+
+
+def test_redis_running_out_of_memory_between_the_write_probe_and_the_reads_is_named_not_writable(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The probe's SET may get in just before memory runs out; a later read in a transaction is then refused.
+    def refused(*_: object) -> None:
+        raise redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
+
+    monkeypatch.setattr(readiness, "read_passes", refused)
+
+    ready = client.get("/health/ready")
+
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["redis"] == "not writable: command not allowed when used memory > 'maxmemory'."
