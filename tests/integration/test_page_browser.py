@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Browser, FilePayload, Locator, Page, expect
 
 from core.settings import Settings
 from tasks.audio_analysis import TASK_NAME
@@ -91,7 +91,7 @@ def _drop(page: Page, files: list[tuple[str, bytes]]) -> None:
 
 
 def _choose(page: Page, name: str, data: bytes, mime: str = "audio/wav") -> None:
-    page.locator("#file-input").set_input_files([{"name": name, "mimeType": mime, "buffer": data}])
+    page.locator("#file-input").set_input_files([FilePayload(name=name, mimeType=mime, buffer=data)])
 
 
 def _id_of(card: Locator) -> str:
@@ -130,7 +130,8 @@ def test_dropped_uploads_are_followed_live_to_their_results_and_waveforms(
     with deployment.client() as client:
         assert wait_until_ended(client, _id_of(_card(page, "tone.wav")))["status"] == "finished"
     page.screenshot(path=artifacts_dir / "upload-desktop.png", full_page=True)
-    assert watch.errors == [] and watch.dialogs == []  # CSP violations would be console errors
+    assert watch.errors == []  # CSP violations would be console errors
+    assert watch.dialogs == []
     context.close()
 
     # The same uploads' page on a phone: an upload there, nothing wider than the screen.
@@ -145,7 +146,9 @@ def test_dropped_uploads_are_followed_live_to_their_results_and_waveforms(
     phone.close()
 
 
-def test_a_scheduled_upload_is_canceled_from_the_page(deployment: Deployment, browser: Browser, artifacts_dir: Path) -> None:
+def test_a_scheduled_upload_is_canceled_from_the_page(
+    deployment: Deployment, browser: Browser, artifacts_dir: Path
+) -> None:
     context, page, watch = open_page(browser, f"{deployment.api.url}/")
     later = datetime.now(UTC) + timedelta(hours=1)  # the browser runs in UTC (open_page)
     page.get_by_label("Run at").fill(later.strftime("%Y-%m-%dT%H:%M"))
@@ -174,7 +177,9 @@ def test_a_scheduled_upload_is_canceled_from_the_page(deployment: Deployment, br
     context.close()
 
 
-def test_a_failed_upload_is_retried_from_the_page(deployment: Deployment, browser: Browser, artifacts_dir: Path) -> None:
+def test_a_failed_upload_is_retried_from_the_page(
+    deployment: Deployment, browser: Browser, artifacts_dir: Path
+) -> None:
     context, page, watch = open_page(browser, f"{deployment.api.url}/")
     _enter_key(page)
     _choose(page, "broken.flac", corrupt_audio_bytes(), "audio/flac")
@@ -201,6 +206,10 @@ def test_a_file_name_with_markup_is_shown_as_text_and_runs_no_script(
 ) -> None:
     api = api_server(make_settings(use_rq_queue=True))  # no worker: the upload waits, its name on show
     context, page, watch = open_page(browser, f"{api.url}/")
+    # The drop zone's file button is in the keyboard's path (the element before the admin-key box).
+    page.locator("#key-box > summary").focus()
+    page.keyboard.press("Shift+Tab")
+    expect(page.get_by_label("Choose audio files or drop them here")).to_be_focused()
 
     _choose(page, MARKUP_NAME, wav_bytes(0.5))
 
@@ -212,7 +221,8 @@ def test_a_file_name_with_markup_is_shown_as_text_and_runs_no_script(
     with api.client() as client:
         assert client.get(f"/audio/{_id_of(card)}").json()["filename"] == MARKUP_NAME
     page.screenshot(path=artifacts_dir / "markup-name.png", full_page=True)
-    assert watch.errors == [] and watch.dialogs == []
+    assert watch.errors == []
+    assert watch.dialogs == []
     context.close()
 
 
