@@ -26,6 +26,8 @@ from tests.support.browser import PHONE, chromium, fits_the_width, open_page
 from tests.support.processes import ApiServer, wait_until_ended
 
 WAIT_MS = 90_000  # an analysis and its waveform on a loaded machine
+EXPECT_MS = 20_000  # anything else the page shows after a request or two
+PLAYWRIGHT_EXPECT_MS = 5_000
 MARKUP_NAME = "<img src=x onerror=window.__xss=1>.wav"
 # What a drop of files on the zone looks like to the page: the same DragEvents a person's drop fires.
 _DROP = """(zone, files) => {
@@ -70,6 +72,14 @@ def deployment(
 def browser() -> Iterator[Browser]:
     with chromium() as launched:
         yield launched
+
+
+@pytest.fixture(autouse=True)
+def patient_expectations() -> Iterator[None]:
+    """Every `expect` here waits up to 20 s (Playwright's 5 s is short for a loaded machine); restored after."""
+    expect.set_options(timeout=EXPECT_MS)
+    yield
+    expect.set_options(timeout=PLAYWRIGHT_EXPECT_MS)
 
 
 def _card(page: Page, filename: str) -> Locator:
