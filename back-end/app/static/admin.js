@@ -14,9 +14,11 @@ import {
   taskName,
 } from "/static/common.js";
 
-const PAGE_SIZE = 50;
 const FILTERS = ["task", "status", "queue"];
 const byId = (id) => document.getElementById(id);
+const initial = new URLSearchParams(location.search);
+// Jobs per page: `?limit=` in the page's URL (1-200, as GET /jobs takes), else 50.
+const PAGE_SIZE = Math.min(200, Math.max(1, Number.parseInt(initial.get("limit") || "50", 10) || 50));
 
 let nextCursor = null;
 let selected = null; // {id, stop, seenLogs}
@@ -37,6 +39,7 @@ function refused(error) {
 
 // --- the summary --------------------------------------------------------------------------------
 
+/** Loads the counts; false when the admin key was refused. */
 async function loadSummary() {
   const state = byId("summary-state");
   state.textContent = "Loading…";
@@ -44,13 +47,13 @@ async function loadSummary() {
   try {
     answer = await api("/jobs/summary", { admin: true });
   } catch (error) {
-    if (!refused(error)) state.textContent = `Could not load the summary: ${error.message}`;
-    else state.textContent = "";
-    return;
+    const wasRefused = refused(error);
+    state.textContent = wasRefused ? "" : `Could not load the summary: ${error.message}`;
+    return !wasRefused;
   }
   if (answer.status !== 200) {
     state.textContent = `Could not load the summary: ${detailOf(answer.body, answer.status)}`;
-    return;
+    return true;
   }
   const counts = new Map(); // task → status → count
   for (const item of answer.body.items) {
@@ -79,6 +82,7 @@ async function loadSummary() {
   state.textContent = rows.length
     ? `${answer.body.total} jobs in all, updated ${new Date().toLocaleTimeString()}.`
     : "No jobs yet.";
+  return true;
 }
 
 // --- the list -----------------------------------------------------------------------------------
@@ -90,6 +94,7 @@ function currentFilters() {
 function applyFilters(filters) {
   for (const name of FILTERS) byId(`filter-${name}`).value = filters[name] || "";
   const query = new URLSearchParams(Object.entries(filters).filter(([, value]) => value));
+  if (initial.has("limit")) query.set("limit", String(PAGE_SIZE));
   history.replaceState(null, "", query.toString() ? `?${query}` : location.pathname);
   loadJobs(true);
 }
@@ -227,13 +232,12 @@ async function act(method, action) {
 
 // --- start --------------------------------------------------------------------------------------
 
-function reload() {
+async function reload() {
   if (!adminKey.get()) {
     refused(new KeyRefused("no key"));
     return;
   }
-  loadSummary();
-  loadJobs(true);
+  if (await loadSummary()) loadJobs(true); // a refused key is asked for again after one request, not two
 }
 
 const columns = byId("summary-columns");
@@ -241,7 +245,6 @@ for (const status of STATUSES) columns.append(el("th", { scope: "col", text: sta
 columns.append(el("th", { scope: "col", text: "total" }));
 const statusFilter = byId("filter-status");
 for (const status of STATUSES) statusFilter.append(el("option", { value: status, text: status }));
-const initial = new URLSearchParams(location.search);
 for (const name of FILTERS) byId(`filter-${name}`).value = initial.get(name) || "";
 
 byId("filters").addEventListener("submit", (event) => {
