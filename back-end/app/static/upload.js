@@ -238,7 +238,7 @@ class Upload {
       this.problem.textContent = `Could not ${what}: ${detailOf(answer.body, answer.status)}`;
     } catch (error) {
       if (error instanceof KeyRefused) {
-        this.problem.textContent = `Could not ${what}: ${error.message}. Enter the admin key above.`;
+        this.problem.textContent = `Could not ${what}: ${error.message}.`;
         keyForm.ask(`To ${what} an upload, enter the admin key.`);
       } else {
         this.problem.textContent = `Could not ${what}: ${error.message}`;
