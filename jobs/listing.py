@@ -7,7 +7,7 @@ import binascii
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 
 from core.db import Database
 from core.errors import MalformedUpload
@@ -21,6 +21,13 @@ class JobFilter:
     task: str | None = None
     status: JobStatus | None = None
     queue: str | None = None
+
+
+@dataclass(frozen=True)
+class Count:
+    task: str
+    status: JobStatus
+    count: int
 
 
 @dataclass(frozen=True)
@@ -66,3 +73,13 @@ def list_jobs(database: Database, where: JobFilter, limit: int, cursor: str | No
     more = len(jobs) > limit
     jobs = jobs[:limit]
     return Page(jobs, encode_cursor(jobs[-1]) if more and jobs else None)
+
+
+def count_jobs(database: Database) -> list[Count]:
+    """How many jobs each task has in each status (only the pairs that have any), by task then status."""
+    query = select(Job.task, Job.status, func.count()).group_by(Job.task, Job.status)
+    with database.session() as session:
+        rows = session.execute(query).all()
+    order = list(JobStatus)
+    counts = [Count(task, status, count) for task, status, count in rows]
+    return sorted(counts, key=lambda c: (c.task, order.index(c.status)))

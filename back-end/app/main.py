@@ -15,6 +15,7 @@ from app.dashboard import mount_dashboard
 from app.malloc import return_large_blocks
 from app.metrics import install_metrics
 from app.routes import audio, health, queue
+from app.routes.pages import install_pages
 from app.services import Services, build_services
 from app.sweep import sweep_forever
 from core.db import migrate
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, *, apply_migrations: bool = Fal
     app.include_router(queue.router)
     app.include_router(health.router)
     mount_dashboard(app, settings)
+    install_pages(app)  # `/` and `/admin` for people
     openapi = app.openapi
 
     def document() -> dict[str, Any]:

@@ -16,12 +16,23 @@ from sse_starlette import EventSourceResponse
 from core.errors import NotFound
 from core.models import Job, JobStatus
 from jobs import operations
-from jobs.listing import MAX_PAGE, JobFilter, list_jobs
+from jobs.listing import MAX_PAGE, JobFilter, count_jobs, list_jobs
 from jobs.services import JobServices
 from jobs.web.auth import ADMIN_RESPONSES, AdminDep, key_matches, presented_key
 from jobs.web.deps import JobServicesDep
 from jobs.web.events import job_events
-from jobs.web.schemas import CallbackOut, CancelOut, ErrorOut, JobOut, JobPage, JobSummary, ResultOut, RetryOut
+from jobs.web.schemas import (
+    CallbackOut,
+    CancelOut,
+    ErrorOut,
+    JobCount,
+    JobCounts,
+    JobOut,
+    JobPage,
+    JobSummary,
+    ResultOut,
+    RetryOut,
+)
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -83,6 +94,13 @@ def get_jobs(
     """Jobs of every task, newest first, filtered by task, status and queue (admin)."""
     page = list_jobs(services.database, JobFilter(task, status, queue), limit, cursor)
     return JobPage(items=[JobSummary.of(job) for job in page.jobs], next_cursor=page.next_cursor)
+
+
+@router.get("/summary", response_model=JobCounts, responses=ADMIN_RESPONSES)
+def get_job_counts(services: JobServicesDep, _admin: AdminDep) -> JobCounts:
+    """How many jobs each task has in each status (admin)."""
+    items = [JobCount(task=c.task, status=c.status, count=c.count) for c in count_jobs(services.database)]
+    return JobCounts(items=items, total=sum(item.count for item in items))
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)

@@ -98,6 +98,21 @@ class JobPage(BaseModel):
     next_cursor: str | None
 
 
+class JobCount(BaseModel):
+    """How many jobs of one task are in one status."""
+
+    task: str
+    status: JobStatus
+    count: int
+
+
+class JobCounts(BaseModel):
+    """`GET /jobs/summary`: job counts per task and status (pairs with no job are left out)."""
+
+    items: list[JobCount]
+    total: int
+
+
 class ResultOut(BaseModel):
     """`GET /jobs/{id}/result`: the result when finished; else where the job stands."""
 

@@ -15,7 +15,7 @@ from core.db import Database, get_database
 from core.errors import MalformedUpload
 from core.models import DispatchMode, Job, JobStatus, utcnow
 from core.settings import Settings
-from jobs.listing import MAX_PAGE, JobFilter, decode_cursor, encode_cursor, list_jobs
+from jobs.listing import MAX_PAGE, Count, JobFilter, count_jobs, decode_cursor, encode_cursor, list_jobs
 from tests.conftest import ADMIN_KEY
 
 T0 = utcnow().replace(microsecond=0) - timedelta(days=1)
@@ -117,6 +117,29 @@ def test_the_page_size_is_kept_between_one_and_the_maximum(database: Database) -
     assert len(list_jobs(database, JobFilter(), MAX_PAGE + 1000).jobs) == 3
 
 
+def test_jobs_are_counted_per_task_and_status_in_the_order_of_the_lifecycle(database: Database) -> None:
+    for task, status in [
+        ("tasks.b", JobStatus.FAILED),
+        ("tasks.a", JobStatus.FINISHED),
+        ("tasks.a", JobStatus.QUEUED),
+        ("tasks.a", JobStatus.FINISHED),
+        ("tasks.b", JobStatus.FAILED),
+        ("tasks.b", JobStatus.PENDING),
+    ]:
+        _add(database, task=task, status=status)
+
+    assert count_jobs(database) == [
+        Count("tasks.a", JobStatus.QUEUED, 1),
+        Count("tasks.a", JobStatus.FINISHED, 2),
+        Count("tasks.b", JobStatus.PENDING, 1),
+        Count("tasks.b", JobStatus.FAILED, 2),
+    ]
+
+
+def test_no_jobs_count_as_nothing(database: Database) -> None:
+    assert count_jobs(database) == []
+
+
 def _encoded(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode()
 
@@ -154,3 +177,24 @@ def test_get_jobs_answers_422_with_a_readable_detail_for_a_bad_cursor(client: Te
 
     assert answer.status_code == 422
     assert "cursor is not one this API gave out" in str(answer.json()["detail"])
+
+
+def test_the_job_summary_is_for_the_admin_and_counts_per_task_and_status(
+    client: TestClient, database: Database
+) -> None:
+    _add(database, task="tasks.a", status=JobStatus.FAILED)
+    _add(database, task="tasks.a", status=JobStatus.FAILED)
+    _add(database, task="tasks.b", status=JobStatus.SCHEDULED)
+
+    refused = [client.get("/jobs/summary"), client.get("/jobs/summary", headers={"X-API-Key": "wrong"})]
+    answer = client.get("/jobs/summary", headers={"X-API-Key": ADMIN_KEY})
+
+    assert [r.status_code for r in refused] == [401, 401]
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "items": [
+            {"task": "tasks.a", "status": "failed", "count": 2},
+            {"task": "tasks.b", "status": "scheduled", "count": 1},
+        ],
+        "total": 3,
+    }
