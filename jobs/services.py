@@ -13,7 +13,7 @@ from core.lifecycle import Lifecycle
 from core.metrics import RedisJobMetrics
 from core.notify import RedisNotifier
 from core.settings import Settings
-from core.storage import Storage
+from core.storage import Storage, build_storage
 from jobs.dispatch import Dispatcher
 from jobs.inprocess import InProcessRunner
 from jobs.local_callbacks import InProcessCallbacks
@@ -58,7 +58,7 @@ def job_services_kwargs(settings: Settings) -> dict[str, object]:
     database = get_database(settings.database_url)
     connection = make_redis(settings, role="api")
     lifecycle = Lifecycle(database, RedisNotifier(connection), metrics=RedisJobMetrics(connection))
-    storage = Storage(settings.storage_dir)
+    storage = build_storage(settings)
     storage.ensure()
     runner = InProcessRunner(settings, lifecycle)
     dispatcher = Dispatcher(settings, connection, runner, lifecycle)

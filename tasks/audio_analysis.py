@@ -28,7 +28,9 @@ def process_audio_analysis(storage_key: str) -> dict[str, Any]:
         CorruptAudio: the file is missing or not readable audio (not retried).
     """
     runtime = get_runtime()
-    path = runtime.storage.path(storage_key)
-    if not path.is_file():
-        raise CorruptAudio("the stored upload is missing")
-    return build_analyzer(runtime.settings).analyze(path, progress)
+    try:
+        # With object storage, a temporary download (removed when the analysis is done with it).
+        with runtime.storage.local_copy(storage_key) as path:
+            return build_analyzer(runtime.settings).analyze(path, progress)
+    except FileNotFoundError:
+        raise CorruptAudio("the stored upload is missing") from None
