@@ -16,7 +16,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -198,15 +198,18 @@ class S3Storage(Storage):
             raise
         return answer["Body"].read(SMALL_OBJECT_MAX_BYTES)
 
+    def local_copy(self, key: str) -> AbstractContextManager[Path]:
+        return self._download(self.object_key(key), key)
+
     @contextmanager
-    def local_copy(self, key: str) -> Iterator[Path]:
+    def _download(self, name: str, key: str) -> Iterator[Path]:
         self.scratch_dir.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(dir=self.scratch_dir, suffix=f".{key.rsplit('.', 1)[-1]}")
-        path = Path(name)
+        handle, temporary = tempfile.mkstemp(dir=self.scratch_dir, suffix=f".{key.rsplit('.', 1)[-1]}")
+        path = Path(temporary)
         try:
             with os.fdopen(handle, "wb") as file:
                 try:
-                    self.client.download_fileobj(self.bucket, self.object_key(key), file)
+                    self.client.download_fileobj(self.bucket, name, file)
                 except ClientError as exc:
                     if _missing(exc):
                         raise FileNotFoundError(f"nothing is stored under {key}") from None
