@@ -220,6 +220,17 @@ class Settings(BaseSettings):
     reconcile_interval_s: int = Field(30, ge=1)
     reconcile_grace_s: int = Field(60, ge=1)
 
+    # --- retention (jobs.retention) ------------------------------------------------
+    # Ended jobs (any task), their domain rows and stored files are deleted this many days after they
+    # ended, per status; 0 keeps them forever.
+    retention_finished_days: int = Field(30, ge=0, le=36500)
+    retention_failed_days: int = Field(30, ge=0, le=36500)
+    retention_canceled_days: int = Field(30, ge=0, le=36500)
+    # Jobs deleted per pass (one transaction); a run repeats passes until one comes back short.
+    retention_batch: int = Field(500, ge=1, le=10000)
+    # How often retention runs (the scheduler with USE_RQ_QUEUE=true, else each API process).
+    retention_interval_s: int = Field(3600, ge=1)
+
     # --- security -----------------------------------------------------------------
     admin_api_key: SecretStr | None = None
 

@@ -11,6 +11,7 @@ from redis.asyncio import Redis as AsyncRedis
 from core.db import Database, get_database
 from core.lifecycle import Lifecycle
 from core.metrics import RedisJobMetrics
+from core.models import Base
 from core.notify import RedisNotifier
 from core.settings import Settings
 from core.storage import Storage, build_storage
@@ -36,6 +37,8 @@ class JobServices:
     submitter: Submitter
     callbacks: InProcessCallbacks
     started_monotonic: float = field(default_factory=time.monotonic)  # readiness's start-up grace counts from here
+    # Domain tables whose rows (id = the job's) retention deletes with their job (`jobs.retention`).
+    retention_dependents: tuple[type[Base], ...] = ()
 
     @property
     def runtime(self) -> Runtime:

@@ -17,8 +17,10 @@ import numpy.typing as npt
 import soundfile
 
 from core.errors import CorruptAudio
+from core.models import Job
 from core.settings import QUEUE_NORMAL
 from jobs import progress, task
+from jobs.retention import stored_files
 from jobs.runtime import get_runtime
 
 TASK_NAME = "tasks.waveform.render_waveform"
@@ -48,6 +50,12 @@ def render_waveform(storage_key: str, image_key: str) -> dict[str, Any]:
     image = encode_png(draw(lows, highs))
     storage.put_bytes(image_key, image)
     return {"image_key": image_key, "width": WIDTH, "height": HEIGHT, "bytes": len(image), "duration_s": seconds}
+
+
+@stored_files(TASK_NAME)
+def _image_of(job: Job) -> list[str]:
+    """The image goes with its drawing job (retention); the upload belongs to the analysis."""
+    return [str(job.args[1])] if len(job.args) > 1 else []
 
 
 def _extremes(path: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], float]:

@@ -104,7 +104,9 @@ def test_a_large_file_streams_in_bounded_parts_and_is_committed_under_its_key(
     assert list(storage.scratch_dir.iterdir()) == [], "the temporary download was kept"
 
 
-def test_a_file_smaller_than_a_part_is_one_put(storage: S3Storage, object_store: ObjectStoreServer, bucket: str) -> None:
+def test_a_file_smaller_than_a_part_is_one_put(
+    storage: S3Storage, object_store: ObjectStoreServer, bucket: str
+) -> None:
     incoming = storage.begin()
     _receive(incoming, b"RIFF" * 10)
     assert incoming._parts == []
