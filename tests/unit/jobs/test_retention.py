@@ -99,6 +99,7 @@ def test_ended_jobs_past_their_age_go_with_their_rows_and_files_and_nothing_else
     report = _retention(runtime).run(now=NOW)
 
     assert (report.jobs, report.files) == (3, 3)
+    assert {old_finished.id, old_failed.id, drawing.id}.isdisjoint(_job_ids(runtime))
     assert _job_ids(runtime) == {job.id for job in kept_jobs}
     assert _analysis_ids(runtime) == {job.id for job in kept_jobs}
     stored = set(runtime.storage.stored_keys())
@@ -144,6 +145,7 @@ def test_the_worker_job_deletes_rows_by_cascade_and_counts_them(make_runtime: Ca
     drain(runtime.redis)
 
     assert KitJob.fetch(rq_job.id, connection=runtime.redis).return_value() == {"jobs": 1, "files": 1, "passes": 1}
+    assert old.id not in _job_ids(runtime)
     assert (_job_ids(runtime), _analysis_ids(runtime)) == ({young.id}, {young.id})
     assert set(runtime.storage.stored_keys()) == {young.args[0]}
     assert RedisJobMetrics(runtime.redis).read_retention() == {"job": 1, "file": 1}
