@@ -26,12 +26,14 @@ DAY = timedelta(days=1)
 UNFINISHED = [JobStatus.PENDING, JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED]
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "postgresql"])
 def runtime(request: pytest.FixtureRequest, make_runtime: Callable[..., Runtime]) -> Runtime:
-    """A runtime on local storage, and one on an S3 bucket (moto)."""
+    """A runtime on local storage and SQLite, one on an S3 bucket (moto), one on PostgreSQL."""
     overrides: dict[str, Any] = {"retention_failed_days": 7, "retention_canceled_days": 0}
     if request.param == "s3":
         overrides |= request.getfixturevalue("s3_settings")
+    if request.param == "postgresql":
+        overrides["database_url"] = request.getfixturevalue("postgres_url")
     return make_runtime(**overrides)
 
 
@@ -162,3 +164,19 @@ def test_the_scheduler_runs_retention_periodically(
     jobs = {job.id: job for job in scheduler.get_jobs()}
     job = jobs[workers.scheduler.RETENTION_JOB_ID]
     assert (job.func_name, job.meta.get("interval"), job.origin) == (RETENTION, 1234, QUEUE_HIGH)
+
+
+def test_a_job_being_retried_meanwhile_is_skipped_not_deleted_on_postgresql(
+    make_runtime: Callable[..., Runtime], postgres_url: str
+) -> None:
+    runtime = make_runtime(database_url=postgres_url)
+    retried, other = _upload(runtime, JobStatus.FAILED, 40), _upload(runtime, JobStatus.FAILED, 40)
+    with runtime.database.session() as session:
+        # A retry holds the row (as the lifecycle's compare-and-set does) while retention runs.
+        session.execute(select(Job).where(Job.id == retried.id).with_for_update())
+        report = _retention(runtime).run(now=NOW)
+        session.execute(update(Job).where(Job.id == retried.id).values(status=JobStatus.QUEUED, finished_at=None))
+
+    assert (report.jobs, _job_ids(runtime), _analysis_ids(runtime)) == (1, {retried.id}, {retried.id})
+    assert other.args[0] not in set(runtime.storage.stored_keys())
+    assert retried.args[0] in set(runtime.storage.stored_keys())
