@@ -77,6 +77,7 @@ EVENTS_KEY = KEY_PREFIX + "job_events"  # hash, field `<event>:<queue>` -> count
 JOB_DURATION_KEY = KEY_PREFIX + "job_duration_seconds"  # hash, see _histogram_fields
 UPLOAD_TO_START_KEY = KEY_PREFIX + "upload_to_start_seconds"
 CALLBACKS_KEY = KEY_PREFIX + "callbacks"  # hash, field `<outcome>` -> count
+RETENTION_KEY = KEY_PREFIX + "retention_deleted"  # hash, field `job` | `file` -> count (`jobs.retention`)
 
 # Analyses take from ~0.05 s (a short WAV) to minutes (long files, a slow analysis server);
 # RQ kills a job at RQ_JOB_TIMEOUT (15 min by default), so 900 s is the last finite bucket.
@@ -195,6 +196,25 @@ class RedisJobMetrics:
             self._connection.hincrby(CALLBACKS_KEY, outcome.value, 1)
         except redis.exceptions.RedisError as exc:
             log.debug("callback metric %s not recorded: %s", outcome.value, exc)
+
+    def retention_deleted(self, jobs: int, files: int) -> None:
+        """Jobs (with their domain rows) and stored files that retention removed."""
+        try:
+            pipe = self._connection.pipeline(transaction=True)
+            pipe.hincrby(RETENTION_KEY, "job", jobs)
+            pipe.hincrby(RETENTION_KEY, "file", files)
+            pipe.execute()
+        except redis.exceptions.RedisError as exc:
+            log.debug("retention metric not recorded: %s", exc)
+
+    def read_retention(self) -> dict[str, int]:
+        """`{"job": n, "file": m}`: what retention removed so far, in every process.
+
+        Raises:
+            redis.exceptions.RedisError: Redis cannot be read.
+        """
+        stored = self._connection.hgetall(RETENTION_KEY)
+        return {"job": 0, "file": 0} | {_text(kind): int(count) for kind, count in stored.items()}
 
     # --- writing ----------------------------------------------------------------------
 

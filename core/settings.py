@@ -21,6 +21,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.errors import ConfigurationError
+from core.storage import S3Location
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = PROJECT_ROOT / "var"
@@ -168,6 +169,15 @@ class Settings(BaseSettings):
     # --- storage ------------------------------------------------------------------
     database_url: str = f"sqlite:///{VAR_DIR / 'audiokit.db'}"
     storage_dir: Path = VAR_DIR / "uploads"
+    # Where uploads live: unset = the directory STORAGE_DIR; `s3://bucket/prefix` = an S3-compatible bucket
+    # (STORAGE_DIR then only holds workers' temporary downloads, under .scratch).
+    storage_url: str | None = None
+    s3_endpoint_url: str | None = None  # e.g. http://127.0.0.1:9000 (MinIO); unset = AWS
+    s3_access_key_id: str | None = None  # unset: boto3's own chain (environment, ~/.aws, instance role)
+    s3_secret_access_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+    # Uploads stream to the bucket in parts of this size (S3's minimum is 5); one part per upload in memory.
+    s3_part_size_mb: int = Field(8, ge=5, le=512)
     max_upload_mb: int = Field(50, ge=1, le=4096)
 
     # --- uploads: slow clients and what interrupted uploads leave behind ----------------
@@ -209,6 +219,17 @@ class Settings(BaseSettings):
     # --- reconciler ---------------------------------------------------------------
     reconcile_interval_s: int = Field(30, ge=1)
     reconcile_grace_s: int = Field(60, ge=1)
+
+    # --- retention (jobs.retention) ------------------------------------------------
+    # Ended jobs (any task), their domain rows and stored files are deleted this many days after they
+    # ended, per status; 0 keeps them forever.
+    retention_finished_days: int = Field(30, ge=0, le=36500)
+    retention_failed_days: int = Field(30, ge=0, le=36500)
+    retention_canceled_days: int = Field(30, ge=0, le=36500)
+    # Jobs deleted per pass (one transaction); a run repeats passes until one comes back short.
+    retention_batch: int = Field(500, ge=1, le=10000)
+    # How often retention runs (the scheduler with USE_RQ_QUEUE=true, else each API process).
+    retention_interval_s: int = Field(3600, ge=1)
 
     # --- security -----------------------------------------------------------------
     admin_api_key: SecretStr | None = None
@@ -308,7 +329,16 @@ class Settings(BaseSettings):
             raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
         return level
 
-    @field_validator("redis_url", "analysis_server_url", "public_url")
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url(cls, value: str | None) -> str | None:
+        value = value.strip() if value is not None else None
+        if not value:
+            return None
+        S3Location.parse(value)
+        return value
+
+    @field_validator("redis_url", "analysis_server_url", "public_url", "s3_endpoint_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None

@@ -19,7 +19,7 @@ from core.lifecycle import Lifecycle
 from core.metrics import RedisJobMetrics
 from core.notify import RedisNotifier
 from core.settings import Settings, get_settings
-from core.storage import Storage
+from core.storage import Storage, build_storage
 from redis_client import make_redis
 
 
@@ -47,7 +47,7 @@ def build_runtime(settings: Settings, *, role: str = "worker") -> Runtime:
         settings=settings,
         database=database,
         lifecycle=Lifecycle(database, RedisNotifier(connection), metrics=RedisJobMetrics(connection)),
-        storage=Storage(settings.storage_dir),
+        storage=build_storage(settings),
         redis=connection,
     )
 

@@ -11,9 +11,10 @@ from redis.asyncio import Redis as AsyncRedis
 from core.db import Database, get_database
 from core.lifecycle import Lifecycle
 from core.metrics import RedisJobMetrics
+from core.models import Base
 from core.notify import RedisNotifier
 from core.settings import Settings
-from core.storage import Storage
+from core.storage import Storage, build_storage
 from jobs.dispatch import Dispatcher
 from jobs.inprocess import InProcessRunner
 from jobs.local_callbacks import InProcessCallbacks
@@ -36,6 +37,8 @@ class JobServices:
     submitter: Submitter
     callbacks: InProcessCallbacks
     started_monotonic: float = field(default_factory=time.monotonic)  # readiness's start-up grace counts from here
+    # Domain tables whose rows (id = the job's) retention deletes with their job (`jobs.retention`).
+    retention_dependents: tuple[type[Base], ...] = ()
 
     @property
     def runtime(self) -> Runtime:
@@ -58,7 +61,7 @@ def job_services_kwargs(settings: Settings) -> dict[str, object]:
     database = get_database(settings.database_url)
     connection = make_redis(settings, role="api")
     lifecycle = Lifecycle(database, RedisNotifier(connection), metrics=RedisJobMetrics(connection))
-    storage = Storage(settings.storage_dir)
+    storage = build_storage(settings)
     storage.ensure()
     runner = InProcessRunner(settings, lifecycle)
     dispatcher = Dispatcher(settings, connection, runner, lifecycle)

@@ -11,8 +11,10 @@ from typing import Any
 
 import tasks.analyzers.local  # noqa: F401  (imported with the task, so a worker has it before it forks)
 from core.errors import CorruptAudio
+from core.models import Job
 from core.settings import QUEUE_NORMAL
 from jobs import progress, task
+from jobs.retention import stored_files
 from jobs.runtime import get_runtime
 from tasks.analyzers import build_analyzer
 
@@ -28,7 +30,15 @@ def process_audio_analysis(storage_key: str) -> dict[str, Any]:
         CorruptAudio: the file is missing or not readable audio (not retried).
     """
     runtime = get_runtime()
-    path = runtime.storage.path(storage_key)
-    if not path.is_file():
-        raise CorruptAudio("the stored upload is missing")
-    return build_analyzer(runtime.settings).analyze(path, progress)
+    try:
+        # With object storage, a temporary download (removed when the analysis is done with it).
+        with runtime.storage.local_copy(storage_key) as path:
+            return build_analyzer(runtime.settings).analyze(path, progress)
+    except FileNotFoundError:
+        raise CorruptAudio("the stored upload is missing") from None
+
+
+@stored_files(TASK_NAME)
+def _upload_of(job: Job) -> list[str]:
+    """The upload goes with its analysis job (retention)."""
+    return [str(job.args[0])] if job.args else []

@@ -2,8 +2,8 @@
 
 The file is read block by block (memory stays bounded whatever its length); each of the image's
 columns shows the lowest and highest sample of its stretch of time, the channels mixed to mono.
-The image is stored next to the upload (`<id>.png`) and written in one move, so a reader never sees
-half an image and a second run replaces it with the same picture.
+The image is stored next to the upload (`<id>.png`, same storage) and written in one step, so a reader
+never sees half an image and a second run replaces it with the same picture.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import numpy.typing as npt
 import soundfile
 
 from core.errors import CorruptAudio
+from core.models import Job
 from core.settings import QUEUE_NORMAL
 from jobs import progress, task
+from jobs.retention import stored_files
 from jobs.runtime import get_runtime
 
 TASK_NAME = "tasks.waveform.render_waveform"
@@ -37,19 +39,23 @@ def render_waveform(storage_key: str, image_key: str) -> dict[str, Any]:
         CorruptAudio: the upload is missing or not readable audio (not retried).
     """
     storage = get_runtime().storage
-    path = storage.path(storage_key)
-    if not path.is_file():
-        raise CorruptAudio("the stored upload is missing")
     try:
-        lows, highs, seconds = _extremes(str(path))
+        with storage.local_copy(storage_key) as path:  # with object storage, a temporary download
+            lows, highs, seconds = _extremes(str(path))
+    except FileNotFoundError:
+        raise CorruptAudio("the stored upload is missing") from None
     except (soundfile.SoundFileError, RuntimeError) as exc:
         raise CorruptAudio(f"could not decode audio: {exc}") from None
     progress(90, "drawing")
     image = encode_png(draw(lows, highs))
-    incoming = storage.incoming_path()
-    incoming.write_bytes(image)
-    storage.commit(incoming, image_key)
+    storage.put_bytes(image_key, image)
     return {"image_key": image_key, "width": WIDTH, "height": HEIGHT, "bytes": len(image), "duration_s": seconds}
+
+
+@stored_files(TASK_NAME)
+def _image_of(job: Job) -> list[str]:
+    """The image goes with its drawing job (retention); the upload belongs to the analysis."""
+    return [str(job.args[1])] if len(job.args) > 1 else []
 
 
 def _extremes(path: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], float]:

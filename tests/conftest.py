@@ -19,6 +19,7 @@ from tests.support.fake_services import FakeServices
 from tests.support.processes import ApiServer, ManagedProcess, start_workers
 
 if TYPE_CHECKING:
+    from tests.support.object_store import ObjectStoreServer
     from tests.support.postgres import PostgresServer
 
 # Children and in-process code must never read a developer's .env.
@@ -126,6 +127,27 @@ def database_url(db_backend: str, tmp_path: Path, request: pytest.FixtureRequest
     name, url = server.fresh_database()
     yield url
     server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStoreServer]:
+    """A private S3-compatible server (moto) for the session, started on first use."""
+    from tests.support.object_store import ObjectStoreServer  # boto3 is needed by the tests that use it only
+
+    server = ObjectStoreServer(tmp_path_factory.mktemp("s3") / "moto.log")
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_settings(object_store: ObjectStoreServer) -> dict[str, Any]:
+    """Settings overrides that put this test's storage in a fresh bucket of the session's S3 server."""
+    return object_store.settings_for(object_store.new_bucket())
 
 
 @pytest.fixture

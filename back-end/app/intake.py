@@ -14,8 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio.to_thread
 import soundfile
@@ -26,7 +25,7 @@ from app.upload import ReceivedUpload, UploadLimits, receive_upload
 from core.errors import IdempotencyConflict, MalformedUpload, QueueFull, UnsupportedAudio
 from core.models import Priority
 from core.settings import QUEUE_HIGH, QUEUE_NORMAL, Settings
-from core.storage import Storage
+from core.storage import Incoming, Storage
 from jobs.submit import Submitted, Submitter, check_callback_url, check_idempotency_key
 from tasks.audio_analysis import process_audio_analysis
 
@@ -91,29 +90,29 @@ def parse_options(fields: dict[str, str], settings: Settings) -> UploadOptions:
     return UploadOptions(priority, callback_url, scheduled_at)
 
 
-def _container_of(path: Path) -> str | None:
+def _container_of(file: BinaryIO) -> str | None:
     """The container a file's first bytes announce (WAV, FLAC, OGG), whether or not the rest is readable."""
-    with path.open("rb") as file:
-        head = file.read(12)
+    file.seek(0)
+    head = file.read(12)
     if head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] == b"WAVE":
         return "WAV"
     return {b"fLaC": "FLAC", b"OggS": "OGG"}.get(head[:4])
 
 
-def sniff_audio(path: Path) -> str:
-    """The stored-file extension for the audio format of `path`, from its header.
+def sniff_audio(file: BinaryIO) -> str:
+    """The stored-file extension for the audio format of `file` (seekable), from its header.
 
     Raises:
         UnsupportedAudio: not audio in a format we analyse.
         MalformedUpload: a WAV/FLAC/OGG file that is cut short or has no audio frames.
     """
     try:
-        info = soundfile.info(str(path))
+        info = soundfile.info(file)
     except (soundfile.SoundFileError, RuntimeError) as exc:
-        container = _container_of(path)
+        container = _container_of(file)
         if container is None:
             raise UnsupportedAudio("not an audio file we can read (WAV, FLAC, OGG/Vorbis or MP3)") from None
-        # libsndfile's reason, without its "Error opening '<path>'" prefix: the path is ours, not the client's.
+        # libsndfile's reason, without its "Error opening <file>" prefix: the file is ours, not the client's.
         reason = getattr(exc, "error_string", "") or "its header is incomplete"
         raise MalformedUpload(f"the {container} file is truncated or malformed: {reason}") from None
     extension = ACCEPTED_FORMATS.get(info.format)
@@ -122,6 +121,11 @@ def sniff_audio(path: Path) -> str:
     if info.frames == 0:
         raise MalformedUpload(f"the {info.format} file has no audio frames (empty or truncated)")
     return extension
+
+
+def _sniff(incoming: Incoming) -> str:
+    with incoming.open() as file:
+        return sniff_audio(file)
 
 
 class Intake:
@@ -156,18 +160,19 @@ class Intake:
                 raise IdempotencyConflict("a request with this Idempotency-Key is in progress")
             self._keys_in_flight.add(key)
         try:
-            incoming = self.storage.incoming_path()
+            incoming = self.storage.begin()
             upload = await receive_upload(content_type, body, incoming, UploadLimits.from_settings(self.settings))
             try:
                 return await self._store_and_submit(upload, incoming, key, background_tasks)
             finally:
-                incoming.unlink(missing_ok=True)
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(incoming.discard)
         finally:
             if key is not None:
                 self._keys_in_flight.discard(key)
 
     async def _store_and_submit(
-        self, upload: ReceivedUpload, incoming: Path, key: str | None, background_tasks: BackgroundTasks
+        self, upload: ReceivedUpload, incoming: Incoming, key: str | None, background_tasks: BackgroundTasks
     ) -> Accepted:
         options = parse_options(upload.fields, self.settings)
         analysis_id = uuid.uuid4().hex
@@ -189,11 +194,11 @@ class Intake:
             return Accepted(analysis, earlier)
         if upload.size == 0:
             raise MalformedUpload("the file is empty")
-        extension = await anyio.to_thread.run_sync(sniff_audio, incoming)
+        extension = await anyio.to_thread.run_sync(_sniff, incoming)
 
         storage_key = Storage.key_for(analysis_id, extension)
         job.args = [storage_key]
-        self.storage.commit(incoming, storage_key)
+        await anyio.to_thread.run_sync(self.storage.commit, incoming, storage_key)
         analysis = Analysis(
             id=analysis_id,
             filename=upload.filename,
@@ -206,7 +211,7 @@ class Intake:
         try:
             submitted = await anyio.to_thread.run_sync(self._submit, job, analysis, background_tasks)
         except (IdempotencyConflict, QueueFull):
-            self.storage.delete(storage_key)
+            await anyio.to_thread.run_sync(self.storage.delete, storage_key)
             raise
         return Accepted(await anyio.to_thread.run_sync(self._analysis, analysis_id), submitted)
 

@@ -208,6 +208,7 @@ class _JobCollector:
             backlog = read_backlog(services.redis, queues)
             found = workers(services.redis, services.settings.worker_ttl_s)
             snapshot = RedisJobMetrics(services.redis).read(queues)
+            retained = RedisJobMetrics(services.redis).read_retention()
         except redis.exceptions.RedisError as exc:
             log.warning("metrics scrape without Redis: %s", exc)
             yield GaugeMetricFamily("audiokit_redis_up", "1 when this scrape could read Redis, else 0.", value=0)
@@ -252,6 +253,14 @@ class _JobCollector:
         for outcome, count in snapshot.callbacks.items():
             callbacks.add_metric([outcome.value], count)
         yield callbacks
+        retention = CounterMetricFamily(
+            "audiokit_retention_deleted",
+            "Ended jobs (with their domain rows) and stored files deleted by retention (RETENTION_*_DAYS).",
+            labels=["kind"],
+        )
+        for kind, count in retained.items():
+            retention.add_metric([kind], count)
+        yield retention
         yield _histogram_family(
             "audiokit_job_duration_seconds",
             "Duration of successful runs, from attempt start to the final write, per queue.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.intake import Intake
+from app.models import Analysis
 from core.settings import Settings
 from jobs.services import JobServices, job_services_kwargs
 
@@ -16,6 +17,6 @@ class Services(JobServices):
 
 def build_services(settings: Settings) -> Services:
     kit = job_services_kwargs(settings)
-    services = Services(**kit, intake=None)  # type: ignore[arg-type]
+    services = Services(**kit, intake=None, retention_dependents=(Analysis,))  # type: ignore[arg-type]
     services.intake = Intake(settings, services.storage, services.submitter)
     return services

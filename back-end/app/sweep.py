@@ -1,11 +1,13 @@
 """Deletes what interrupted uploads leave behind, once it is too old to belong to an upload in progress.
 
-An API process killed mid-upload leaves `STORAGE_DIR/.incoming/<random>.part`; one killed between
-storing a file and committing its row leaves `STORAGE_DIR/<id>.<format>` that no row names. Every API
-process sweeps at start-up and then every `UPLOAD_SWEEP_INTERVAL_S`. Processes may share the directory
-and none knows what the others are writing, so age decides: an upload lasts at most `UPLOAD_TIMEOUT_S`,
-a stored file's age starts when it is committed, and the settings keep `UPLOAD_ORPHAN_AGE_S` well above
-both. A file that a row names is never touched here (retention of finished work is a separate matter).
+An API process killed mid-upload leaves `STORAGE_DIR/.incoming/<random>.part` (with S3: an object
+under `prefix/.incoming/`, or a multipart upload never completed); one killed between storing a file
+and committing its row leaves `<id>.<format>` that no row names. Every API process sweeps at start-up
+and then every `UPLOAD_SWEEP_INTERVAL_S`. Processes may share the storage and none knows what the
+others are writing, so age decides (file mtime; S3's LastModified, and Initiated for multipart
+uploads): an upload lasts at most `UPLOAD_TIMEOUT_S`, a stored file's age starts when it is committed,
+and the settings keep `UPLOAD_ORPHAN_AGE_S` well above both. A file that a row names is never touched
+here (finished work goes by retention, `jobs.retention`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import select
 
@@ -34,13 +35,6 @@ class SweepReport:
     unreferenced_files: int = 0
 
 
-def _older_than(path: Path, cutoff: float) -> bool:
-    try:
-        return path.stat().st_mtime < cutoff
-    except FileNotFoundError:  # finished or swept by another process meanwhile
-        return False
-
-
 def _referenced(database: Database, keys: list[str]) -> set[str]:
     """The keys that belong to an analysis: its upload (`<id>.<format>`) and what was made of it (`<id>.png`)."""
     ids = {key.split(".", 1)[0] for key in keys}
@@ -52,14 +46,11 @@ def _referenced(database: Database, keys: list[str]) -> set[str]:
 def sweep_uploads(
     storage: Storage, database: Database, older_than_s: float, *, now: float | None = None
 ) -> SweepReport:
-    """Deletes `.part` files and unreferenced stored files last modified more than `older_than_s` ago."""
+    """Deletes files being received (`.part` files; with S3 also multipart uploads never completed) and
+    unreferenced stored files last modified more than `older_than_s` ago."""
     cutoff = (time.time() if now is None else now) - older_than_s
-    partial = 0
-    for path in list(storage.partial_files()):
-        if _older_than(path, cutoff):
-            path.unlink(missing_ok=True)
-            partial += 1
-    candidates = [key for key in storage.stored_keys() if _older_than(storage.path(key), cutoff)]
+    partial = storage.sweep_incoming(cutoff)
+    candidates = list(storage.keys_older_than(cutoff))
     unreferenced = 0
     for start in range(0, len(candidates), KEYS_PER_QUERY):
         batch = candidates[start : start + KEYS_PER_QUERY]

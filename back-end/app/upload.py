@@ -1,7 +1,7 @@
 """Receives a multipart upload as a stream, straight to disk, within limits.
 
-Nothing is buffered in memory beyond one chunk: the file part goes to a
-server-named file under `STORAGE_DIR` as it arrives, its size is enforced
+Nothing is buffered in memory beyond one chunk (one S3 part with object storage): the file part goes
+to a server-named incoming file or object (`core.storage.Incoming`) as it arrives, its size is enforced
 while streaming (413), and small form fields, part counts and header sizes
 are bounded, so a flood of parts or a huge field is refused early. The whole
 body is bounded too (413), a body that ends before the multipart closing
@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 import anyio
 import python_multipart
@@ -24,6 +24,8 @@ import python_multipart.exceptions
 from python_multipart.multipart import parse_options_header
 
 from core.errors import MalformedUpload, UploadTimedOut, UploadTooLarge
+from core.storage import Incoming
+from core.storage.local import LocalIncoming
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -65,7 +67,7 @@ class UploadLimits:
 class ReceivedUpload:
     """A received file (still in the incoming area) and the form fields that came with it."""
 
-    path: Path | None = None
+    incoming: Incoming | None = None
     size: int = 0
     sha256: str = ""
     filename: str = ""
@@ -81,7 +83,7 @@ def clean_filename(raw: str) -> str:
 
 
 class _Receiver:
-    def __init__(self, incoming: Path, max_bytes: int) -> None:
+    def __init__(self, incoming: Incoming, max_bytes: int) -> None:
         self.incoming = incoming
         self.max_bytes = max_bytes
         self.upload = ReceivedUpload()
@@ -95,7 +97,7 @@ class _Receiver:
         self._name = ""
         self._is_file = False
         self._field = bytearray()
-        self._file: BinaryIO | None = None
+        self._receiving = False
         self._hash = hashlib.sha256()
 
     # python-multipart callbacks -------------------------------------------------------
@@ -124,12 +126,12 @@ class _Receiver:
         self._name = options.get(b"name", b"").decode("utf-8", "replace")
         self._is_file = b"filename" in options
         if self._is_file:
-            if self._name != FILE_FIELD or self._file is not None:
+            if self._name != FILE_FIELD or self._receiving:
                 raise MalformedUpload(f"send exactly one file, in the form field {FILE_FIELD!r}")
             self.upload.filename = clean_filename(options[b"filename"].decode("utf-8", "replace"))
             self.upload.content_type = self._part_type
-            self.upload.path = self.incoming
-            self._file = self.incoming.open("wb")
+            self.upload.incoming = self.incoming
+            self._receiving = True
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
@@ -142,9 +144,7 @@ class _Receiver:
         if self.upload.size > self.max_bytes:
             self.too_large = True
             raise UploadTooLarge(f"file exceeds the upload limit of {self.max_bytes // (1024 * 1024)} MB")
-        assert self._file is not None
-        # A page-cache write of one chunk is microseconds; a thread hop per chunk would cost more.
-        self._file.write(chunk)
+        self.incoming.write(chunk)
         self._hash.update(chunk)
 
     def on_part_end(self) -> None:
@@ -154,9 +154,10 @@ class _Receiver:
     def on_end(self) -> None:
         self.complete = True
 
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
+    def finish(self) -> None:
+        """Ends the received file (blocking: a last S3 part)."""
+        if self._receiving:
+            self.incoming.finish()
         self.upload.sha256 = self._hash.hexdigest()
 
 
@@ -199,6 +200,8 @@ async def _parse(
                 raise UploadTooLarge(f"more than {EPILOGUE_MAX_BYTES // 1024} KB after the end of the form")
             continue
         parser.write(chunk)
+        if receiver.incoming.needs_flush:  # a whole S3 part is buffered: send it off the event loop
+            await anyio.to_thread.run_sync(receiver.incoming.flush)
     parser.finalize()
     if not receiver.complete:
         raise MalformedUpload(
@@ -208,16 +211,19 @@ async def _parse(
 
 
 async def receive_upload(
-    content_type: str, chunks: AsyncIterator[bytes], incoming: Path, limits: UploadLimits
+    content_type: str, chunks: AsyncIterator[bytes], incoming: Incoming | Path, limits: UploadLimits
 ) -> ReceivedUpload:
-    """Streams a multipart body into `incoming`; returns only once the closing boundary was read.
+    """Streams a multipart body into `incoming` (a local path, or any storage's `Incoming`); returns only
+    once the closing boundary was read and the file was written in full.
 
     Raises:
         UploadTooLarge: the file, a field, a header or the whole body is over its limit.
         MalformedUpload: not multipart/form-data, bad framing, too many parts, or cut short.
         UploadTimedOut: the client stopped sending, or took longer than the whole-upload deadline.
-        In every case `incoming` is removed.
+        In every case `incoming` is removed (an S3 multipart upload is aborted).
     """
+    if isinstance(incoming, Path):
+        incoming = LocalIncoming(incoming)
     mime, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if mime != b"multipart/form-data" or not boundary:
@@ -248,11 +254,11 @@ async def receive_upload(
         except (UploadTooLarge, MalformedUpload):
             await _drain(chunks, limits.idle_timeout_s)
             raise
+        if receiver.upload.incoming is None:
+            raise MalformedUpload(f"no file: send the audio in the form field {FILE_FIELD!r}")
+        await anyio.to_thread.run_sync(receiver.finish)
     except BaseException:
-        receiver.close()
-        incoming.unlink(missing_ok=True)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(incoming.discard)
         raise
-    receiver.close()
-    if receiver.upload.path is None:
-        raise MalformedUpload(f"no file: send the audio in the form field {FILE_FIELD!r}")
     return receiver.upload

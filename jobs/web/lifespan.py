@@ -4,7 +4,7 @@
     install(app)                          # /jobs routes and the kit's error answers
 
 While the app runs, it holds the kit's services (`app.state.jobs`), runs in-process jobs and their
-heartbeat, and, with `USE_RQ_QUEUE=false` (no scheduler then), the reconciler.
+heartbeat, and, with `USE_RQ_QUEUE=false` (no scheduler then), the reconciler and retention.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from core.metrics import RedisJobMetrics
 from core.settings import get_settings
 from jobs.reconcile import Reconciler
+from jobs.retention import Retention, RetentionPolicy
 from jobs.runtime import install_runtime
 from jobs.services import JobServices, build_job_services
 from jobs.web.errors import install_error_handlers
@@ -44,6 +46,23 @@ async def reconcile_forever(services: JobServices) -> None:
         await asyncio.sleep(services.settings.reconcile_interval_s)
 
 
+async def retention_forever(services: JobServices) -> None:
+    """Runs retention every `RETENTION_INTERVAL_S` (in-process mode: no scheduler, no workers)."""
+    retention = Retention(
+        services.database,
+        services.storage,
+        RetentionPolicy.from_settings(services.settings),
+        dependents=services.retention_dependents,
+        metrics=RedisJobMetrics(services.redis),
+    )
+    while True:
+        try:
+            await asyncio.to_thread(retention.run)
+        except Exception:
+            log.exception("retention pass failed")
+        await asyncio.sleep(services.settings.retention_interval_s)
+
+
 @asynccontextmanager
 async def run_jobs(app: FastAPI, services: JobServices) -> AsyncIterator[None]:
     """Runs the kit in `app` for as long as the block lasts, then stops its jobs and closes its connections."""
@@ -56,6 +75,7 @@ async def run_jobs(app: FastAPI, services: JobServices) -> AsyncIterator[None]:
     if not services.settings.use_rq_queue:
         # In-process mode has no scheduler process: the API reconciles its own jobs.
         background.append(asyncio.create_task(reconcile_forever(services), name="reconciler"))
+        background.append(asyncio.create_task(retention_forever(services), name="retention"))
     try:
         yield
     finally:

@@ -23,7 +23,7 @@ from app.models import Analysis
 from core.db import get_database
 from core.models import Job
 from core.settings import Settings
-from core.storage import Storage
+from core.storage.local import LocalStorage
 from devserver.redis import free_port
 from tests.conftest import SettingsFactory
 from tests.support.audio import wav_bytes
@@ -275,7 +275,7 @@ def test_a_part_file_left_by_a_killed_api_is_swept_when_it_starts_again(
     make_settings: SettingsFactory, app_process: Callable[[Settings], ApiServer]
 ) -> None:
     settings = make_settings(upload_sweep_interval_s=1)
-    storage, incoming = Storage(settings.storage_dir), settings.storage_dir / ".incoming"
+    storage, incoming = LocalStorage(settings.storage_dir), settings.storage_dir / ".incoming"
     api = app_process(settings)
     body = _multipart(wav_bytes(1.0))
     with socket.create_connection(("127.0.0.1", api.port), timeout=60) as sock:
@@ -286,7 +286,7 @@ def test_a_part_file_left_by_a_killed_api_is_swept_when_it_starts_again(
     assert part.exists()
     # As old as the sweep requires; and a stored file whose row was never committed (killed in between).
     _aged(part, LEFTOVER_AGE_S)
-    unreferenced = storage.path(Storage.key_for(uuid.uuid4().hex, "wav"))
+    unreferenced = storage.path(LocalStorage.key_for(uuid.uuid4().hex, "wav"))
     unreferenced.write_bytes(b"RIFF")
     _aged(unreferenced, LEFTOVER_AGE_S)
     in_progress = storage.incoming_path()  # another API's upload, still arriving: never touched

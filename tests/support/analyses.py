@@ -42,7 +42,7 @@ def store_upload(
     analysis_id = uuid.uuid4().hex
     key = runtime.storage.key_for(analysis_id, extension)
     runtime.storage.ensure()
-    runtime.storage.path(key).write_bytes(data)
+    runtime.storage.put_bytes(key, data)
     job = submitter(runtime, mode).build(
         process_audio_analysis,
         [key],

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, BackgroundTasks, Header, Path, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 from starlette.requests import ClientDisconnect
 
@@ -189,9 +189,9 @@ def get_waveform(analysis_id: AnalysisId, services: ServicesDep, tasks: QueuedTa
     handle = tasks.add_task(render_waveform, analysis.storage_key, image_key, idempotency_key=f"waveform:{analysis.id}")
     body = {"id": handle.id, "status": handle.status.value, "status_url": handle.status_url}
     if handle.status is JobStatus.FINISHED:
-        path = services.storage.path(image_key)
-        if path.is_file():
-            return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+        image = services.storage.read_small(image_key)  # a few KB, from the directory or the bucket
+        if image is not None:
+            return Response(image, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
         return JSONResponse(body | {"detail": "the waveform image was deleted"}, status_code=410)
     if handle.status is JobStatus.FAILED:
         job = services.lifecycle.require(handle.id)

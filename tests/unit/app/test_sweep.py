@@ -15,7 +15,7 @@ from core.db import get_database
 from core.errors import ConfigurationError
 from core.models import DispatchMode, Job, JobStatus
 from core.settings import Settings, load_settings
-from core.storage import Storage
+from core.storage.local import LocalIncoming, LocalStorage
 
 AGE_S = 3600
 
@@ -26,14 +26,14 @@ def _aged(path: Path, age_s: float) -> Path:
     return path
 
 
-def _stored(storage: Storage, age_s: float) -> str:
-    key = Storage.key_for(uuid.uuid4().hex, "wav")
+def _stored(storage: LocalStorage, age_s: float) -> str:
+    key = LocalStorage.key_for(uuid.uuid4().hex, "wav")
     storage.path(key).write_bytes(b"RIFF")
     _aged(storage.path(key), age_s)
     return key
 
 
-def _partial(storage: Storage, age_s: float) -> Path:
+def _partial(storage: LocalStorage, age_s: float) -> Path:
     path = storage.incoming_path()
     path.write_bytes(b"RIFF")
     return _aged(path, age_s)
@@ -60,7 +60,7 @@ def _row_for(settings: Settings, key: str) -> None:
 
 
 def test_old_part_files_go_and_fresh_ones_stay(settings: Settings) -> None:
-    storage = Storage(settings.storage_dir)
+    storage = LocalStorage(settings.storage_dir)
     old, fresh = _partial(storage, AGE_S + 60), _partial(storage, 5)
 
     report = sweep_uploads(storage, get_database(settings.database_url), AGE_S)
@@ -69,11 +69,11 @@ def test_old_part_files_go_and_fresh_ones_stay(settings: Settings) -> None:
 
 
 def test_old_stored_files_without_a_row_go_and_files_of_an_analysis_stay(settings: Settings) -> None:
-    storage = Storage(settings.storage_dir)
+    storage = LocalStorage(settings.storage_dir)
     storage.ensure()
     orphan, recent_orphan, kept = _stored(storage, AGE_S + 60), _stored(storage, 5), _stored(storage, AGE_S + 60)
     _row_for(settings, kept)
-    image = Storage.key_for(kept.split(".")[0], "png")  # its waveform, rendered from it
+    image = LocalStorage.key_for(kept.split(".")[0], "png")  # its waveform, rendered from it
     storage.path(image).write_bytes(b"PNG")
     _aged(storage.path(image), AGE_S + 60)
     other = settings.storage_dir / "README.txt"  # not a storage key: never ours to delete
@@ -90,10 +90,10 @@ def test_old_stored_files_without_a_row_go_and_files_of_an_analysis_stay(setting
 
 
 def test_a_committed_file_is_young_however_long_its_upload_took(settings: Settings) -> None:
-    storage = Storage(settings.storage_dir)
+    storage = LocalStorage(settings.storage_dir)
     incoming = _partial(storage, AGE_S + 60)  # a long upload, just finished
-    key = Storage.key_for(uuid.uuid4().hex, "wav")
-    storage.commit(incoming, key)  # its row is about to be committed
+    key = LocalStorage.key_for(uuid.uuid4().hex, "wav")
+    storage.commit(LocalIncoming(incoming), key)  # its row is about to be committed
 
     report = sweep_uploads(storage, get_database(settings.database_url), AGE_S)
 
@@ -101,7 +101,7 @@ def test_a_committed_file_is_young_however_long_its_upload_took(settings: Settin
 
 
 def test_a_missing_storage_directory_is_nothing_to_sweep(settings: Settings, tmp_path: Path) -> None:
-    report = sweep_uploads(Storage(tmp_path / "nowhere"), get_database(settings.database_url), AGE_S)
+    report = sweep_uploads(LocalStorage(tmp_path / "nowhere"), get_database(settings.database_url), AGE_S)
     assert (report.partial_files, report.unreferenced_files) == (0, 0)
 
 
