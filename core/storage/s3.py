@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -204,10 +203,11 @@ class S3Storage(Storage):
     @contextmanager
     def _download(self, name: str, key: str) -> Iterator[Path]:
         self.scratch_dir.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.scratch_dir, suffix=f".{key.rsplit('.', 1)[-1]}")
-        path = Path(temporary)
+        # Named by its key, as on local storage: what a task sends on (a remote analyzer's file name) is the same.
+        directory = Path(tempfile.mkdtemp(dir=self.scratch_dir))
+        path = directory / key
         try:
-            with os.fdopen(handle, "wb") as file:
+            with path.open("wb") as file:
                 try:
                     self.client.download_fileobj(self.bucket, name, file)
                 except ClientError as exc:
@@ -217,6 +217,7 @@ class S3Storage(Storage):
             yield path
         finally:
             path.unlink(missing_ok=True)
+            directory.rmdir()
 
     def exists(self, key: str) -> bool:
         try:

@@ -100,7 +100,7 @@ def test_a_large_file_streams_in_bounded_parts_and_is_committed_under_its_key(
     assert object_store.pending_uploads(bucket) == []
     with storage.local_copy(key) as path:
         assert path.read_bytes() == data
-        assert path.parent == storage.scratch_dir
+        assert (path.name, path.parent.parent) == (key, storage.scratch_dir)  # named as on local storage
     assert list(storage.scratch_dir.iterdir()) == [], "the temporary download was kept"
 
 
