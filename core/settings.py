@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -186,6 +186,12 @@ class Settings(BaseSettings):
     rq_job_timeout: Annotated[int, NoDecode] = 15 * 60
     rq_retry_max: int = Field(3, ge=0, le=25)
     rq_retry_intervals: Annotated[tuple[int, ...], NoDecode] = (10, 30, 60)
+    # Default backoff of tasks that declare none: `fixed` (RQ_RETRY_INTERVALS) or `exponential` (below).
+    rq_retry_backoff: Literal["fixed", "exponential"] = "fixed"
+    # Exponential backoff: BASE, 2 x BASE, 4 x BASE... at most MAX; JITTER draws each between half and all.
+    rq_retry_backoff_base: Annotated[int, NoDecode] = 10
+    rq_retry_backoff_max: Annotated[int, NoDecode] = 600
+    rq_retry_jitter: bool = True
     rq_result_ttl: Annotated[int, NoDecode] = 24 * 3600
     rq_failure_ttl: Annotated[int, NoDecode] = 7 * 24 * 3600
 
@@ -275,7 +281,9 @@ class Settings(BaseSettings):
     def _backoff(cls, value: Any) -> int:
         return parse_duration_s(value)
 
-    @field_validator("rq_job_timeout", "rq_result_ttl", "rq_failure_ttl", mode="before")
+    @field_validator(
+        "rq_job_timeout", "rq_result_ttl", "rq_failure_ttl", "rq_retry_backoff_base", "rq_retry_backoff_max", mode="before"
+    )
     @classmethod
     def _duration(cls, value: Any) -> int:
         return parse_duration_s(value)

@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import json
 import math
+import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from core.models import Base, Job, JobStatus, Priority
 from core.settings import Settings, parse_queue_names
 from jobs.callback_target import TargetPolicy, parse_callback_url
 from jobs.dispatch import Dispatched, Dispatcher, TaskAdder
+from jobs.policy import default_backoff
 from jobs.registry import TaskDef, definition_of
 
 IDEMPOTENCY_KEY_MAX_CHARS = 255
@@ -123,10 +125,13 @@ def fingerprint(*parts: Any) -> str:
 class Submitter:
     """Builds, commits and dispatches jobs."""
 
-    def __init__(self, settings: Settings, lifecycle: Lifecycle, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self, settings: Settings, lifecycle: Lifecycle, dispatcher: Dispatcher, rng: random.Random | None = None
+    ) -> None:
         self.settings = settings
         self.lifecycle = lifecycle
         self.dispatcher = dispatcher
+        self.rng = rng  # the jitter's source (None: the system's); tests pass a seeded one
 
     def build(
         self,
@@ -158,7 +163,8 @@ class Submitter:
         if at is not None and at.tzinfo is None:
             at = at.replace(tzinfo=UTC)  # a time without a zone is UTC, as every time the kit returns
         retries = definition.retries if definition.retries is not None else self.settings.rq_retry_max
-        intervals = definition.retry_intervals or self.settings.rq_retry_intervals
+        # Drawn once, here: RQ's `Retry` takes a list, and every later dispatch reuses the row's.
+        intervals = (definition.backoff or default_backoff(self.settings)).intervals(retries, self.rng)
         return Job(
             id=job_id or uuid.uuid4().hex,
             task=definition.name,
