@@ -281,11 +281,14 @@ class Settings(BaseSettings):
     def _backoff(cls, value: Any) -> int:
         return parse_duration_s(value)
 
-    @field_validator(
-        "rq_job_timeout", "rq_result_ttl", "rq_failure_ttl", "rq_retry_backoff_base", "rq_retry_backoff_max", mode="before"
-    )
+    @field_validator("rq_job_timeout", "rq_result_ttl", "rq_failure_ttl", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> int:
+        return parse_duration_s(value)
+
+    @field_validator("rq_retry_backoff_base", "rq_retry_backoff_max", mode="before")
+    @classmethod
+    def _backoff_duration(cls, value: Any) -> int:
         return parse_duration_s(value)
 
     @field_validator("rq_retry_intervals", mode="before")

@@ -68,7 +68,7 @@ def fixed(*intervals: int | str) -> Backoff:
     return Backoff(BackoffKind.FIXED, intervals_s=values)
 
 
-def exponential(base: int | str = 10, max: int | str = "10m", jitter: bool = True) -> Backoff:  # noqa: A002
+def exponential(base: int | str = 10, max: int | str = "10m", jitter: bool = True) -> Backoff:
     """Waits of `base`, `2 x base`, `4 x base`... up to `max`; with `jitter`, each between half and all of it.
 
     Raises:

@@ -136,4 +136,3 @@ def test_tasks_without_a_policy_take_the_default_and_an_exponential_default_is_d
     first, second = kit.build(plain, [1]).retry_intervals, kit.build(plain, [2]).retry_intervals
     assert len(first) == len(second) == 2
     assert all(2 <= a <= 4 and 4 <= b <= 8 for a, b in (first, second))
-
