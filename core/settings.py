@@ -25,9 +25,20 @@ from core.errors import ConfigurationError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = PROJECT_ROOT / "var"
 
+QUEUE_CRITICAL = "critical"
 QUEUE_HIGH = "high_priority"
 QUEUE_NORMAL = "audio_analysis"
-# Workers drain queues in this order: a high-priority job is always taken first.
+QUEUE_LOW = "low"
+# The priority levels, highest first (`core.models.Priority`), and the queue each goes to by default
+# (`PRIORITY_QUEUES`). Workers drain the queues in this order: RQ takes from the first non-empty one.
+PRIORITY_LEVELS = ("critical", "high", "normal", "low")
+DEFAULT_PRIORITY_QUEUES = (
+    ("critical", QUEUE_CRITICAL),
+    ("high", QUEUE_HIGH),
+    ("normal", QUEUE_NORMAL),
+    ("low", QUEUE_LOW),
+)
+# The card's two queues (`high` and `normal`), highest first.
 QUEUES_BY_PRIORITY = (QUEUE_HIGH, QUEUE_NORMAL)
 # Callback deliveries have a queue of their own, served by their own workers (`-q callbacks`).
 QUEUE_CALLBACKS = "callbacks"
@@ -113,6 +124,32 @@ def parse_queue_names(value: Any) -> tuple[str, ...]:
     return names
 
 
+def parse_priority_queues(value: Any) -> tuple[tuple[str, str], ...]:
+    """Parses `"critical:critical,high:high_priority,normal:audio_analysis,low:low"`: each level's queue.
+
+    Every level is named once; two neighbouring levels may share a queue, but a queue cannot serve two
+    levels with another queue between them (workers drain queues in one order).
+
+    Raises:
+        ValueError: a level is missing, repeated or unknown, or a queue name is bad or out of order.
+    """
+    items = value.split(",") if isinstance(value, str) else [":".join(item) for item in value]
+    pairs = []
+    for item in (str(item).strip() for item in items if str(item).strip()):
+        level, sep, queue = (part.strip() for part in item.partition(":"))
+        if not sep or level.lower() not in PRIORITY_LEVELS or not _QUEUE_NAME_RE.fullmatch(queue):
+            raise ValueError(f"{item!r}: expected level:queue, a level being one of {', '.join(PRIORITY_LEVELS)}")
+        pairs.append((level.lower(), queue))
+    mapping = dict(pairs)
+    if len(mapping) != len(pairs) or set(mapping) != set(PRIORITY_LEVELS):
+        raise ValueError(f"name each level once: {', '.join(PRIORITY_LEVELS)}")
+    ordered = tuple((level, mapping[level]) for level in PRIORITY_LEVELS)
+    queues = [queue for _, queue in ordered]
+    if any(queues.index(queue) != index and queues[index - 1] != queue for index, queue in enumerate(queues)):
+        raise ValueError("a queue can serve two levels only when they are next to each other")
+    return ordered
+
+
 def parse_module_names(value: Any) -> tuple[str, ...]:
     """Parses `"tasks.audio_analysis,myapp.tasks"` into dotted module names.
 
@@ -195,12 +232,16 @@ class Settings(BaseSettings):
     rq_result_ttl: Annotated[int, NoDecode] = 24 * 3600
     rq_failure_ttl: Annotated[int, NoDecode] = 7 * 24 * 3600
 
+    # Which queue each priority level goes to; workers take from the levels in this order.
+    priority_queues: Annotated[tuple[tuple[str, str], ...], NoDecode] = DEFAULT_PRIORITY_QUEUES
+
     # Modules that declare tasks (`@task`): workers, the scheduler and the API import them at start-up.
     task_modules: Annotated[tuple[str, ...], NoDecode] = DEFAULT_TASK_MODULES
 
     # --- workers ------------------------------------------------------------------
     worker_count: int = Field(2, ge=1, le=64)
-    worker_queues: Annotated[tuple[str, ...], NoDecode] = QUEUES_BY_PRIORITY
+    # Empty: the priority queues, highest level first (PRIORITY_QUEUES).
+    worker_queues: Annotated[tuple[str, ...], NoDecode] = ()
     # RQ's default maintenance runs every 600 s; a SIGKILLed worker's job must be retried within ~2 min.
     worker_maintenance_interval_s: int = Field(30, ge=5)
     # Heartbeat of a running job; its lease lasts this + WORKER_LEASE_MARGIN_S after each beat.
@@ -304,7 +345,18 @@ class Settings(BaseSettings):
     @field_validator("worker_queues", mode="before")
     @classmethod
     def _queues(cls, value: Any) -> tuple[str, ...]:
-        return parse_queue_names(value)
+        return () if value == () else parse_queue_names(value)
+
+    @field_validator("priority_queues", mode="before")
+    @classmethod
+    def _priority_queues(cls, value: Any) -> tuple[tuple[str, str], ...]:
+        return parse_priority_queues(value)
+
+    @model_validator(mode="after")
+    def _workers_serve_the_levels(self) -> Settings:
+        if not self.worker_queues:
+            self.worker_queues = self.queues_by_priority
+        return self
 
     @field_validator("task_modules", mode="before")
     @classmethod
@@ -353,6 +405,19 @@ class Settings(BaseSettings):
         if self.redis_password is not None:
             auth = f":{quote(self.redis_password.get_secret_value(), safe='')}@"
         return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    @property
+    def queues_by_priority(self) -> tuple[str, ...]:
+        """The priority queues, highest level first, each once."""
+        return tuple(dict.fromkeys(queue for _, queue in self.priority_queues))
+
+    def queue_for(self, level: str) -> str:
+        """The queue of a priority level (`critical`, `high`, `normal`, `low`)."""
+        return dict(self.priority_queues)[level]
+
+    def level_of(self, queue: str) -> str | None:
+        """The highest priority level whose queue is `queue`; None for any other queue."""
+        return next((level for level, name in self.priority_queues if name == queue), None)
 
     @property
     def max_upload_bytes(self) -> int:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from core.settings import QUEUE_NORMAL, QUEUES_BY_PRIORITY, Settings, parse_duration_s
+from core.settings import QUEUE_NORMAL, Settings, parse_duration_s
 from jobs.policy import Backoff, BackoffKind
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -186,7 +186,7 @@ def import_task_modules(modules: Iterable[str]) -> None:
 
 
 def job_queues(settings: Settings) -> tuple[str, ...]:
-    """The queues jobs of this process go to and its workers serve: the service's two, the workers'
-    (`WORKER_QUEUES`), and every registered task's, in that order, each once."""
-    names = [*QUEUES_BY_PRIORITY, *settings.worker_queues, *(task.queue for task in _tasks.values())]
+    """The queues jobs of this process go to and its workers serve: the priority levels' (highest first),
+    the workers' (`WORKER_QUEUES`), and every registered task's, in that order, each once."""
+    names = [*settings.queues_by_priority, *settings.worker_queues, *(task.queue for task in _tasks.values())]
     return tuple(dict.fromkeys(names))

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from core.models import CallbackStatus, DispatchMode, Job, JobStatus
+from core.models import CallbackStatus, DispatchMode, Job, JobStatus, Priority
 
 
 class ErrorOut(BaseModel):
@@ -117,3 +117,19 @@ class CancelOut(BaseModel):
 class RetryOut(BaseModel):
     id: str
     status: JobStatus
+
+
+class PriorityIn(BaseModel):
+    """`POST /jobs/{id}/priority`: the job's new level."""
+
+    priority: Priority
+
+
+class PriorityOut(BaseModel):
+    """Where a reprioritized job now waits."""
+
+    id: str
+    priority: Priority
+    queue: str
+    status: JobStatus
+    position: int | None
