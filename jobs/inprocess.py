@@ -111,8 +111,9 @@ class InProcessRunner:
         return self._waiting.pop(place) if place is not None else None
 
     def reprioritize(self, job_id: str, priority: Priority) -> bool:
-        """Gives a job held here another priority: a waiting one moves in the line (keeping its arrival
-        among its new peers), a scheduled or backing-off one joins the line at that level later.
+        """Gives a job held here another priority: a waiting one moves behind the jobs waiting at its new
+        level (as on RQ, where it goes to the tail of that level's queue); a scheduled or backing-off one
+        joins the line at that level when it is due.
 
         Returns:
             False when the job is not held here or is running.
@@ -124,7 +125,7 @@ class InProcessRunner:
             job.rank = priority.rank
             entry = self._leave_line(job_id)
             if entry is not None:
-                bisect.insort(self._waiting, (job.rank, entry[1], job_id))
+                bisect.insort(self._waiting, (job.rank, next(self._arrivals), job_id))
             return True
 
     def is_running(self, job_id: str) -> bool:
