@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from datetime import UTC, datetime
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -80,7 +80,8 @@ def test_a_queued_job_moves_to_the_tail_of_its_new_queue_and_runs_from_there(
     assert get_queue("low", connection).job_ids == []
     assert get_queue("critical", connection).job_ids == [ahead.id, job.id]
     moved = fetch_job(job.id, connection)
-    assert moved is not None and moved.origin == "critical"
+    assert moved is not None
+    assert moved.origin == "critical"
     worker = SimpleWorker(
         [get_queue("critical", connection)],
         connection=connection,
@@ -108,7 +109,8 @@ def test_a_scheduled_job_moves_to_the_new_queues_registry_due_at_the_same_time(
 
     assert connection.zscore(get_queue("low", connection).scheduled_job_registry.key, "later") is None
     score = connection.zscore(get_queue("high_priority", connection).scheduled_job_registry.key, "later")
-    assert score is not None and int(score) == int(due)
+    assert score is not None
+    assert int(score) == int(due)
 
 
 def test_a_scheduled_job_due_now_is_not_moved(make_runtime: Callable[..., Runtime]) -> None:
