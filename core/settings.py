@@ -33,10 +33,10 @@ QUEUE_LOW = "low"
 # (`PRIORITY_QUEUES`). Workers drain the queues in this order: RQ takes from the first non-empty one.
 PRIORITY_LEVELS = ("critical", "high", "normal", "low")
 DEFAULT_PRIORITY_QUEUES = (
-    ("critical", QUEUE_CRITICAL),
-    ("high", QUEUE_HIGH),
-    ("normal", QUEUE_NORMAL),
-    ("low", QUEUE_LOW),
+    f"critical:{QUEUE_CRITICAL}",
+    f"high:{QUEUE_HIGH}",
+    f"normal:{QUEUE_NORMAL}",
+    f"low:{QUEUE_LOW}",
 )
 # The card's two queues (`high` and `normal`), highest first.
 QUEUES_BY_PRIORITY = (QUEUE_HIGH, QUEUE_NORMAL)
@@ -124,8 +124,9 @@ def parse_queue_names(value: Any) -> tuple[str, ...]:
     return names
 
 
-def parse_priority_queues(value: Any) -> tuple[tuple[str, str], ...]:
-    """Parses `"critical:critical,high:high_priority,normal:audio_analysis,low:low"`: each level's queue.
+def parse_priority_queues(value: Any) -> tuple[str, ...]:
+    """Parses `"critical:critical,high:high_priority,normal:audio_analysis,low:low"`: each level's queue,
+    as `level:queue` items, highest level first.
 
     Every level is named once; two neighbouring levels may share a queue, but a queue cannot serve two
     levels with another queue between them (workers drain queues in one order).
@@ -133,7 +134,7 @@ def parse_priority_queues(value: Any) -> tuple[tuple[str, str], ...]:
     Raises:
         ValueError: a level is missing, repeated or unknown, or a queue name is bad or out of order.
     """
-    items = value.split(",") if isinstance(value, str) else [":".join(item) for item in value]
+    items = value.split(",") if isinstance(value, str) else list(value)
     pairs = []
     for item in (str(item).strip() for item in items if str(item).strip()):
         level, sep, queue = (part.strip() for part in item.partition(":"))
@@ -143,11 +144,10 @@ def parse_priority_queues(value: Any) -> tuple[tuple[str, str], ...]:
     mapping = dict(pairs)
     if len(mapping) != len(pairs) or set(mapping) != set(PRIORITY_LEVELS):
         raise ValueError(f"name each level once: {', '.join(PRIORITY_LEVELS)}")
-    ordered = tuple((level, mapping[level]) for level in PRIORITY_LEVELS)
-    queues = [queue for _, queue in ordered]
+    queues = [mapping[level] for level in PRIORITY_LEVELS]
     if any(queues.index(queue) != index and queues[index - 1] != queue for index, queue in enumerate(queues)):
         raise ValueError("a queue can serve two levels only when they are next to each other")
-    return ordered
+    return tuple(f"{level}:{mapping[level]}" for level in PRIORITY_LEVELS)
 
 
 def parse_module_names(value: Any) -> tuple[str, ...]:
@@ -233,7 +233,7 @@ class Settings(BaseSettings):
     rq_failure_ttl: Annotated[int, NoDecode] = 7 * 24 * 3600
 
     # Which queue each priority level goes to; workers take from the levels in this order.
-    priority_queues: Annotated[tuple[tuple[str, str], ...], NoDecode] = DEFAULT_PRIORITY_QUEUES
+    priority_queues: Annotated[tuple[str, ...], NoDecode] = DEFAULT_PRIORITY_QUEUES
 
     # Modules that declare tasks (`@task`): workers, the scheduler and the API import them at start-up.
     task_modules: Annotated[tuple[str, ...], NoDecode] = DEFAULT_TASK_MODULES
@@ -349,7 +349,7 @@ class Settings(BaseSettings):
 
     @field_validator("priority_queues", mode="before")
     @classmethod
-    def _priority_queues(cls, value: Any) -> tuple[tuple[str, str], ...]:
+    def _priority_queues(cls, value: Any) -> tuple[str, ...]:
         return parse_priority_queues(value)
 
     @model_validator(mode="after")
@@ -407,17 +407,22 @@ class Settings(BaseSettings):
         return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
 
     @property
+    def level_queues(self) -> dict[str, str]:
+        """Each priority level's queue, highest level first (`PRIORITY_QUEUES`)."""
+        return dict(item.split(":", 1) for item in self.priority_queues)
+
+    @property
     def queues_by_priority(self) -> tuple[str, ...]:
         """The priority queues, highest level first, each once."""
-        return tuple(dict.fromkeys(queue for _, queue in self.priority_queues))
+        return tuple(dict.fromkeys(self.level_queues.values()))
 
     def queue_for(self, level: str) -> str:
         """The queue of a priority level (`critical`, `high`, `normal`, `low`)."""
-        return dict(self.priority_queues)[level]
+        return self.level_queues[level]
 
     def level_of(self, queue: str) -> str | None:
         """The highest priority level whose queue is `queue`; None for any other queue."""
-        return next((level for level, name in self.priority_queues if name == queue), None)
+        return next((level for level, name in self.level_queues.items() if name == queue), None)
 
     @property
     def max_upload_bytes(self) -> int:
