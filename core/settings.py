@@ -256,6 +256,8 @@ class Settings(BaseSettings):
     # --- reconciler ---------------------------------------------------------------
     reconcile_interval_s: int = Field(30, ge=1)
     reconcile_grace_s: int = Field(60, ge=1)
+    # A job still running this long past its timeout is stuck: reported, then stopped by the reconciler.
+    stuck_margin_s: int = Field(60, ge=1)
 
     # --- security -----------------------------------------------------------------
     admin_api_key: SecretStr | None = None

@@ -209,9 +209,38 @@ class InProcessRunner:
             return  # its driver was canceled (shutdown) while it waited
         attempt = job.attempt
         try:
-            attempt.set_result(self._attempt(job))
+            outcome: int | BaseException | None = self._attempt(job, attempt)
         except BaseException as exc:
-            attempt.set_exception(exc)
+            outcome = exc
+        with self._lock:
+            if attempt.done():
+                return  # abandoned as stuck (`abandon`): its outcome was recorded then
+            if isinstance(outcome, BaseException):
+                attempt.set_exception(outcome)
+            else:
+                attempt.set_result(outcome)
+
+    def abandon(self, job_id: str, error: BaseException) -> bool:
+        """Gives up on a stuck attempt (running past its timeout): it counts as failed now, and the job is
+        retried by its policy or fails. A thread cannot be killed: the old run goes on until its next
+        progress report (where it stops) or its end, holding its thread; what it writes then loses to the
+        newer state, or is the job's one result (tasks are idempotent).
+
+        Returns:
+            False when the job is not running here (or was abandoned already).
+        """
+        with self._lock:
+            job = self._jobs.get(job_id)
+            attempt = job.attempt if job is not None else None
+            if job is None or attempt is None or attempt.done() or job_id not in self._running:
+                return False
+            self._running.discard(job_id)
+        retry_in = None if job.retries_left <= 0 else retry_interval_s(job.intervals, job.retries_left)
+        execute.record_failure(job_id, error, retry_in)
+        with self._lock:
+            if not attempt.done():
+                attempt.set_result(retry_in)
+        return True
 
     def _follow(self, job: _Job) -> None:
         driver = asyncio.get_running_loop().create_task(self._drive(job), name=f"job-{job.job_id}")
@@ -245,7 +274,7 @@ class InProcessRunner:
             if not job.ended.done():
                 job.ended.set_result(None)
 
-    def _attempt(self, job: _Job) -> int | None:
+    def _attempt(self, job: _Job, attempt: Future[int | None]) -> int | None:
         """One run, on a pool thread; returns the backoff before the next one, or None when the job is over."""
         job_id = job.job_id
         with self._lock:
@@ -254,16 +283,20 @@ class InProcessRunner:
                 return None  # the process is stopping: the job goes to the next one untouched
             self._running.add(job_id)
         try:
-            execute.run_job(job_id, interrupted=self._stopping.is_set)
+            execute.run_job(job_id, interrupted=lambda: self._stopping.is_set() or attempt.done())
             return None
         except JobInterrupted:
-            with self._lock:
-                self._left.add(job_id)
+            if not attempt.done():  # else abandoned as stuck: nothing more to record
+                with self._lock:
+                    self._left.add(job_id)
             return None  # the process is stopping: `aclose` hands the job to the next one
         except JobCanceled:
-            execute.record_stopped(job_id)
+            if not attempt.done():
+                execute.record_stopped(job_id)
             return None
         except Exception as exc:
+            if attempt.done():
+                return None  # abandoned as stuck: its failure was recorded then
             log.warning("in-process job %s failed: %s", job_id, exc)
             final = is_permanent(exc) or job.retries_left <= 0
             retry_in = None if final else retry_interval_s(job.intervals, job.retries_left)
@@ -271,7 +304,8 @@ class InProcessRunner:
             return retry_in
         finally:
             with self._lock:
-                self._running.discard(job_id)
+                if job.attempt is attempt:  # else a newer attempt of the job runs now
+                    self._running.discard(job_id)
 
     async def heartbeat(self) -> None:
         """Touches the rows of jobs held here, forever (run as a background task)."""

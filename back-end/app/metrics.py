@@ -39,6 +39,7 @@ from app.services import Services
 from core.metrics import HistogramSnapshot, JobEvent, RedisJobMetrics
 from jobs.registry import job_queues
 from jobs.rq_state import registry_counts, workers
+from jobs.stuck import stuck_jobs
 from jobs.web.auth import ADMIN_RESPONSES, AdminDep
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,14 @@ class _JobCollector:
         in_process.add_metric(["running"], services.runner.running_count)
         in_process.add_metric(["waiting"], services.runner.waiting_count)
         yield in_process
+        try:
+            stuck = len(stuck_jobs(services.database, services.settings.stuck_margin_s))
+        except Exception as exc:  # the database is down: readiness says so; the rest of the scrape goes on
+            log.warning("metrics scrape without the database: %s", exc)
+        else:
+            yield GaugeMetricFamily(
+                "audiokit_jobs_stuck", "Jobs running past their timeout + STUCK_MARGIN_S (both modes).", value=stuck
+            )
         try:
             counts = {name: registry_counts(services.redis, name) for name in job_queues(services.settings)}
             found = workers(services.redis, services.settings.worker_ttl_s)

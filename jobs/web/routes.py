@@ -18,6 +18,7 @@ from core.models import Job, JobStatus, Priority
 from jobs import operations
 from jobs.listing import MAX_PAGE, JobFilter, list_jobs
 from jobs.services import JobServices
+from jobs.stuck import is_stuck
 from jobs.web.auth import ADMIN_RESPONSES, AdminDep, key_matches, presented_key
 from jobs.web.deps import JobServicesDep
 from jobs.web.events import job_events
@@ -74,6 +75,8 @@ def job_out(services: JobServices, job: Job, rq: dict[str, Any] | None = None) -
         error=job.error,
         rq=rq,
         callback=CallbackOut.of(job),
+        priority=Priority(job.priority) if job.priority in set(Priority) else None,
+        stuck=is_stuck(job, services.settings.stuck_margin_s),
     )
 
 

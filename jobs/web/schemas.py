@@ -57,6 +57,8 @@ class JobOut(BaseModel):
     error: str | None
     rq: dict[str, Any] | None
     callback: CallbackOut | None = None  # null without a callback_url
+    priority: Priority | None = None
+    stuck: bool = False  # running past its timeout + STUCK_MARGIN_S; the reconciler stops it
 
 
 class JobSummary(BaseModel):
