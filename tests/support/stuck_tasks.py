@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from core.settings import DEFAULT_TASK_MODULES
-from jobs import task
+from jobs import exponential, task
 from jobs.web.deps import QueuedTasks
 
 STUCK_TASK_MODULES = (*DEFAULT_TASK_MODULES, __name__)
@@ -52,3 +52,9 @@ def create_app() -> FastAPI:
     app = create_service_app()
     app.include_router(router)
     return app
+
+
+@task(name="tests.stuck.always_fails", retry=2, backoff=exponential(base="40s", max="10m", jitter=True))
+def always_fails(reason: str) -> None:
+    """Fails every run; its retries wait an exponential, jittered backoff (20-40 s, then 40-80 s)."""
+    raise RuntimeError(reason)
