@@ -4,8 +4,8 @@
 #   ./start_worker.sh [-n COUNT] [-q QUEUES] [--burst]
 #
 #   -n, --count N     workers to run, in RQ's worker pool            [env WORKER_COUNT, default 2]
-#   -q, --queues Q    comma-separated, highest priority first          [env WORKER_QUEUES,
-#                                                                      default high_priority,audio_analysis]
+#   -q, --queues Q    comma-separated, highest priority first          [env WORKER_QUEUES, default the
+#                                                                      PRIORITY_QUEUES: critical,high_priority,audio_analysis,low]
 #   --burst           drain the queues, then exit
 #
 # Every other setting (REDIS_URL, DATABASE_URL, RQ_JOB_TIMEOUT, ...) comes from the environment

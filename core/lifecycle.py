@@ -309,6 +309,13 @@ class Lifecycle(CallbackRecords):
             raise InvalidTransition(f"job is {job.status.value}; only unfinished ones can be canceled")
         return self.require(job_id)
 
+    def reprioritize(self, job_id: str, priority: str, queue: str) -> bool:
+        """Records a job's new priority and the queue it waits on (or will go to); False when it has ended."""
+        changed = self._change(
+            job_id, {"priority": priority, "queue": queue}, where=[_NOT_TERMINAL], log=f"priority {priority} ({queue})"
+        )
+        return changed is not None
+
     def reset_for_retry(self, job_id: str) -> bool:
         """A failed job goes back to `queued`, keeping its attempt count and logs."""
         changed = self._change(

@@ -50,8 +50,17 @@ class DispatchMode(enum.StrEnum):
 
 
 class Priority(enum.StrEnum):
-    NORMAL = "normal"
+    """Priority levels, highest first; each maps onto a queue (`PRIORITY_QUEUES`)."""
+
+    CRITICAL = "critical"
     HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """0 for the highest level: jobs of a lower rank are taken first."""
+        return list(Priority).index(self)
 
 
 def utcnow() -> datetime:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -26,9 +26,20 @@ from core.storage import S3Location
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = PROJECT_ROOT / "var"
 
+QUEUE_CRITICAL = "critical"
 QUEUE_HIGH = "high_priority"
 QUEUE_NORMAL = "audio_analysis"
-# Workers drain queues in this order: a high-priority job is always taken first.
+QUEUE_LOW = "low"
+# The priority levels, highest first (`core.models.Priority`), and the queue each goes to by default
+# (`PRIORITY_QUEUES`). Workers drain the queues in this order: RQ takes from the first non-empty one.
+PRIORITY_LEVELS = ("critical", "high", "normal", "low")
+DEFAULT_PRIORITY_QUEUES = (
+    f"critical:{QUEUE_CRITICAL}",
+    f"high:{QUEUE_HIGH}",
+    f"normal:{QUEUE_NORMAL}",
+    f"low:{QUEUE_LOW}",
+)
+# The card's two queues (`high` and `normal`), highest first.
 QUEUES_BY_PRIORITY = (QUEUE_HIGH, QUEUE_NORMAL)
 # Callback deliveries have a queue of their own, served by their own workers (`-q callbacks`).
 QUEUE_CALLBACKS = "callbacks"
@@ -114,6 +125,32 @@ def parse_queue_names(value: Any) -> tuple[str, ...]:
     return names
 
 
+def parse_priority_queues(value: Any) -> tuple[str, ...]:
+    """Parses `"critical:critical,high:high_priority,normal:audio_analysis,low:low"`: each level's queue,
+    as `level:queue` items, highest level first.
+
+    Every level is named once; two neighbouring levels may share a queue, but a queue cannot serve two
+    levels with another queue between them (workers drain queues in one order).
+
+    Raises:
+        ValueError: a level is missing, repeated or unknown, or a queue name is bad or out of order.
+    """
+    items = value.split(",") if isinstance(value, str) else list(value)
+    pairs = []
+    for item in (str(item).strip() for item in items if str(item).strip()):
+        level, sep, queue = (part.strip() for part in item.partition(":"))
+        if not sep or level.lower() not in PRIORITY_LEVELS or not _QUEUE_NAME_RE.fullmatch(queue):
+            raise ValueError(f"{item!r}: expected level:queue, a level being one of {', '.join(PRIORITY_LEVELS)}")
+        pairs.append((level.lower(), queue))
+    mapping = dict(pairs)
+    if len(mapping) != len(pairs) or set(mapping) != set(PRIORITY_LEVELS):
+        raise ValueError(f"name each level once: {', '.join(PRIORITY_LEVELS)}")
+    queues = [mapping[level] for level in PRIORITY_LEVELS]
+    if any(queues.index(queue) != index and queues[index - 1] != queue for index, queue in enumerate(queues)):
+        raise ValueError("a queue can serve two levels only when they are next to each other")
+    return tuple(f"{level}:{mapping[level]}" for level in PRIORITY_LEVELS)
+
+
 def parse_module_names(value: Any) -> tuple[str, ...]:
     """Parses `"tasks.audio_analysis,myapp.tasks"` into dotted module names.
 
@@ -196,15 +233,25 @@ class Settings(BaseSettings):
     rq_job_timeout: Annotated[int, NoDecode] = 15 * 60
     rq_retry_max: int = Field(3, ge=0, le=25)
     rq_retry_intervals: Annotated[tuple[int, ...], NoDecode] = (10, 30, 60)
+    # Default backoff of tasks that declare none: `fixed` (RQ_RETRY_INTERVALS) or `exponential` (below).
+    rq_retry_backoff: Literal["fixed", "exponential"] = "fixed"
+    # Exponential backoff: BASE, 2 x BASE, 4 x BASE... at most MAX; JITTER draws each between half and all.
+    rq_retry_backoff_base: Annotated[int, NoDecode] = 10
+    rq_retry_backoff_max: Annotated[int, NoDecode] = 600
+    rq_retry_jitter: bool = True
     rq_result_ttl: Annotated[int, NoDecode] = 24 * 3600
     rq_failure_ttl: Annotated[int, NoDecode] = 7 * 24 * 3600
+
+    # Which queue each priority level goes to; workers take from the levels in this order.
+    priority_queues: Annotated[tuple[str, ...], NoDecode] = DEFAULT_PRIORITY_QUEUES
 
     # Modules that declare tasks (`@task`): workers, the scheduler and the API import them at start-up.
     task_modules: Annotated[tuple[str, ...], NoDecode] = DEFAULT_TASK_MODULES
 
     # --- workers ------------------------------------------------------------------
     worker_count: int = Field(2, ge=1, le=64)
-    worker_queues: Annotated[tuple[str, ...], NoDecode] = QUEUES_BY_PRIORITY
+    # Empty: the priority queues, highest level first (PRIORITY_QUEUES).
+    worker_queues: Annotated[tuple[str, ...], NoDecode] = ()
     # RQ's default maintenance runs every 600 s; a SIGKILLed worker's job must be retried within ~2 min.
     worker_maintenance_interval_s: int = Field(30, ge=5)
     # Heartbeat of a running job; its lease lasts this + WORKER_LEASE_MARGIN_S after each beat.
@@ -219,6 +266,8 @@ class Settings(BaseSettings):
     # --- reconciler ---------------------------------------------------------------
     reconcile_interval_s: int = Field(30, ge=1)
     reconcile_grace_s: int = Field(60, ge=1)
+    # A job still running this long past its timeout is stuck: reported, then stopped by the reconciler.
+    stuck_margin_s: int = Field(60, ge=1)
 
     # --- retention (jobs.retention) ------------------------------------------------
     # Ended jobs (any task), their domain rows and stored files are deleted this many days after they
@@ -301,6 +350,11 @@ class Settings(BaseSettings):
     def _duration(cls, value: Any) -> int:
         return parse_duration_s(value)
 
+    @field_validator("rq_retry_backoff_base", "rq_retry_backoff_max", mode="before")
+    @classmethod
+    def _backoff_duration(cls, value: Any) -> int:
+        return parse_duration_s(value)
+
     @field_validator("rq_retry_intervals", mode="before")
     @classmethod
     def _intervals(cls, value: Any) -> tuple[int, ...]:
@@ -314,7 +368,18 @@ class Settings(BaseSettings):
     @field_validator("worker_queues", mode="before")
     @classmethod
     def _queues(cls, value: Any) -> tuple[str, ...]:
-        return parse_queue_names(value)
+        return () if value == () else parse_queue_names(value)
+
+    @field_validator("priority_queues", mode="before")
+    @classmethod
+    def _priority_queues(cls, value: Any) -> tuple[str, ...]:
+        return parse_priority_queues(value)
+
+    @model_validator(mode="after")
+    def _workers_serve_the_levels(self) -> Settings:
+        if not self.worker_queues:
+            self.worker_queues = self.queues_by_priority
+        return self
 
     @field_validator("task_modules", mode="before")
     @classmethod
@@ -372,6 +437,24 @@ class Settings(BaseSettings):
         if self.redis_password is not None:
             auth = f":{quote(self.redis_password.get_secret_value(), safe='')}@"
         return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    @property
+    def level_queues(self) -> dict[str, str]:
+        """Each priority level's queue, highest level first (`PRIORITY_QUEUES`)."""
+        return dict(item.split(":", 1) for item in self.priority_queues)
+
+    @property
+    def queues_by_priority(self) -> tuple[str, ...]:
+        """The priority queues, highest level first, each once."""
+        return tuple(dict.fromkeys(self.level_queues.values()))
+
+    def queue_for(self, level: str) -> str:
+        """The queue of a priority level (`critical`, `high`, `normal`, `low`)."""
+        return self.level_queues[level]
+
+    def level_of(self, queue: str) -> str | None:
+        """The highest priority level whose queue is `queue`; None for any other queue."""
+        return next((level for level, name in self.level_queues.items() if name == queue), None)
 
     @property
     def max_upload_bytes(self) -> int:

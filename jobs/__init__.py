@@ -11,6 +11,7 @@ No web framework is imported here; the FastAPI adapter is `jobs.web`.
 """
 
 from jobs.context import current_job_id, log_line, progress
+from jobs.policy import exponential, fixed
 from jobs.registry import task
 
-__all__ = ["current_job_id", "log_line", "progress", "task"]
+__all__ = ["current_job_id", "exponential", "fixed", "log_line", "progress", "task"]

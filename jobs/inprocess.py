@@ -11,13 +11,17 @@ Job bodies run on a pool of its own, `BACKGROUND_CONCURRENCY` threads, never on
 the thread pool that serves requests (anyio's, up to 40 threads): each thread
 that runs an analysis keeps a malloc arena with the analysis' buffers, so the
 number of such threads bounds the memory the API keeps after a burst. The
-pool's queue is the waiting line: a job joins it when it is submitted (before
-the upload is answered), and its position is its place in that line.
+runner's line is the waiting line: a job joins it when it is submitted (before
+the upload is answered), and its position is its place in that line. The line is
+ordered as RQ's workers drain the priority queues: by priority level (critical,
+high, normal, low), then by arrival; a free thread takes the head of the line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import logging
 import threading
 import time
@@ -31,7 +35,7 @@ import anyio.to_thread
 
 from core.errors import JobCanceled, JobInterrupted
 from core.lifecycle import Lifecycle
-from core.models import Job, utcnow
+from core.models import Job, Priority, utcnow
 from core.settings import Settings, intervals_for
 from jobs import execute
 from jobs.policy import is_permanent, retry_interval_s
@@ -53,6 +57,7 @@ class _Job:
     at: datetime | None
     retries_left: int
     intervals: tuple[int, ...]
+    rank: int = Priority.NORMAL.rank  # its priority level, 0 the highest
     attempt: Future[int | None] | None = None  # the attempt in line or running, if any
     ended: Future[None] = field(default_factory=Future)
 
@@ -66,7 +71,9 @@ class InProcessRunner:
         # Guards what follows: jobs are submitted from request threads, started on pool threads.
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
-        self._waiting: list[str] = []  # in the pool's queue, in its order
+        # The line: (rank, arrival, id), kept sorted; the head is the next to run.
+        self._waiting: list[tuple[int, int, str]] = []
+        self._arrivals = itertools.count()
         self._running: set[str] = set()
         self._pool: ThreadPoolExecutor | None = None
         self._drivers: set[asyncio.Task[None]] = set()
@@ -94,7 +101,32 @@ class InProcessRunner:
     def position(self, job_id: str) -> int | None:
         """0-based place among jobs waiting for a free thread; None when not waiting here."""
         with self._lock:
-            return self._waiting.index(job_id) if job_id in self._waiting else None
+            return self._place(job_id)
+
+    def _place(self, job_id: str) -> int | None:
+        return next((index for index, entry in enumerate(self._waiting) if entry[2] == job_id), None)
+
+    def _leave_line(self, job_id: str) -> tuple[int, int, str] | None:
+        place = self._place(job_id)
+        return self._waiting.pop(place) if place is not None else None
+
+    def reprioritize(self, job_id: str, priority: Priority) -> bool:
+        """Gives a job held here another priority: a waiting one moves behind the jobs waiting at its new
+        level (as on RQ, where it goes to the tail of that level's queue); a scheduled or backing-off one
+        joins the line at that level when it is due.
+
+        Returns:
+            False when the job is not held here or is running.
+        """
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job_id in self._running:
+                return False
+            job.rank = priority.rank
+            entry = self._leave_line(job_id)
+            if entry is not None:
+                bisect.insort(self._waiting, (job.rank, next(self._arrivals), job_id))
+            return True
 
     def is_running(self, job_id: str) -> bool:
         return job_id in self._running
@@ -116,9 +148,9 @@ class InProcessRunner:
         with self._lock:
             held = self._jobs.get(job_id)
             if held is not None:
-                return self._waiting.index(job_id) if job_id in self._waiting else None
+                return self._place(job_id)
             at = at if at is not None and at > utcnow() else None
-            job = _Job(job_id, at, row.retries, intervals_for(row.retries, row.retry_intervals))
+            job = _Job(job_id, at, row.retries, intervals_for(row.retries, row.retry_intervals), _rank(row))
             self._jobs[job_id] = job
             position = None if job.at is not None else self._line_up(job)
         self._loop.call_soon_threadsafe(self._follow, job)
@@ -158,12 +190,57 @@ class InProcessRunner:
         await self.wait(row.id)
 
     def _line_up(self, job: _Job) -> int:
-        """Puts the job's next attempt at the end of the line (called with the lock held); returns its place."""
+        """Puts the job's next attempt in line, behind those of its level and above (called with the lock
+        held); returns its place. Each job in line has one pool task, which runs the head of the line."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix=THREAD_NAME_PREFIX)
-        self._waiting.append(job.job_id)
-        job.attempt = self._pool.submit(self._attempt, job)
-        return len(self._waiting) - 1
+        entry = (job.rank, next(self._arrivals), job.job_id)
+        bisect.insort(self._waiting, entry)
+        job.attempt = Future()
+        self._pool.submit(self._run_head)
+        return self._waiting.index(entry)
+
+    def _run_head(self) -> None:
+        """On a free pool thread: runs the next attempt of the job at the head of the line."""
+        with self._lock:
+            entry = self._waiting.pop(0) if self._waiting else None
+            job = self._jobs.get(entry[2]) if entry is not None else None
+        if job is None or job.attempt is None or not job.attempt.set_running_or_notify_cancel():
+            return  # its driver was canceled (shutdown) while it waited
+        attempt = job.attempt
+        try:
+            outcome: int | BaseException | None = self._attempt(job, attempt)
+        except BaseException as exc:
+            outcome = exc
+        with self._lock:
+            if attempt.done():
+                return  # abandoned as stuck (`abandon`): its outcome was recorded then
+            if isinstance(outcome, BaseException):
+                attempt.set_exception(outcome)
+            else:
+                attempt.set_result(outcome)
+
+    def abandon(self, job_id: str, error: BaseException) -> bool:
+        """Gives up on a stuck attempt (running past its timeout): it counts as failed now, and the job is
+        retried by its policy or fails. A thread cannot be killed: the old run goes on until its next
+        progress report (where it stops) or its end, holding its thread; what it writes then loses to the
+        newer state, or is the job's one result (tasks are idempotent).
+
+        Returns:
+            False when the job is not running here (or was abandoned already).
+        """
+        with self._lock:
+            job = self._jobs.get(job_id)
+            attempt = job.attempt if job is not None else None
+            if job is None or attempt is None or attempt.done() or job_id not in self._running:
+                return False
+            self._running.discard(job_id)
+        retry_in = None if job.retries_left <= 0 else retry_interval_s(job.intervals, job.retries_left)
+        execute.record_failure(job_id, error, retry_in)
+        with self._lock:
+            if not attempt.done():
+                attempt.set_result(retry_in)
+        return True
 
     def _follow(self, job: _Job) -> None:
         driver = asyncio.get_running_loop().create_task(self._drive(job), name=f"job-{job.job_id}")
@@ -191,33 +268,35 @@ class InProcessRunner:
         finally:
             with self._lock:
                 self._jobs.pop(job.job_id, None)
-                while job.job_id in self._waiting:
-                    self._waiting.remove(job.job_id)
+                while self._leave_line(job.job_id) is not None:
+                    pass
             job.attempt = None
             if not job.ended.done():
                 job.ended.set_result(None)
 
-    def _attempt(self, job: _Job) -> int | None:
+    def _attempt(self, job: _Job, attempt: Future[int | None]) -> int | None:
         """One run, on a pool thread; returns the backoff before the next one, or None when the job is over."""
         job_id = job.job_id
         with self._lock:
-            if job_id in self._waiting:  # else its driver was canceled (shutdown) while it waited
-                self._waiting.remove(job_id)
             if self._stopping.is_set():
                 self._left.add(job_id)
                 return None  # the process is stopping: the job goes to the next one untouched
             self._running.add(job_id)
         try:
-            execute.run_job(job_id, interrupted=self._stopping.is_set)
+            execute.run_job(job_id, interrupted=lambda: self._stopping.is_set() or attempt.done())
             return None
         except JobInterrupted:
-            with self._lock:
-                self._left.add(job_id)
+            if not attempt.done():  # else abandoned as stuck: nothing more to record
+                with self._lock:
+                    self._left.add(job_id)
             return None  # the process is stopping: `aclose` hands the job to the next one
         except JobCanceled:
-            execute.record_stopped(job_id)
+            if not attempt.done():
+                execute.record_stopped(job_id)
             return None
         except Exception as exc:
+            if attempt.done():
+                return None  # abandoned as stuck: its failure was recorded then
             log.warning("in-process job %s failed: %s", job_id, exc)
             final = is_permanent(exc) or job.retries_left <= 0
             retry_in = None if final else retry_interval_s(job.intervals, job.retries_left)
@@ -225,7 +304,8 @@ class InProcessRunner:
             return retry_in
         finally:
             with self._lock:
-                self._running.discard(job_id)
+                if job.attempt is attempt:  # else a newer attempt of the job runs now
+                    self._running.discard(job_id)
 
     async def heartbeat(self) -> None:
         """Touches the rows of jobs held here, forever (run as a background task)."""
@@ -276,6 +356,13 @@ class InProcessRunner:
                 grace_s,
                 len(released),
             )
+
+
+def _rank(row: Job) -> int:
+    try:
+        return Priority(row.priority).rank
+    except ValueError:
+        return Priority.NORMAL.rank
 
 
 def stop_waiting_everywhere() -> None:

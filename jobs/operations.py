@@ -1,4 +1,4 @@
-"""What operators do to jobs: look, cancel, retry. Both modes, RQ's mechanisms where the job is on RQ."""
+"""What operators do to jobs: look, cancel, retry, reprioritize. Both modes, RQ's mechanisms where the job is on RQ."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import redis
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation
 
-from core.errors import InvalidTransition, NotFound
-from core.models import DispatchMode, Job, JobStatus
+from core.errors import InvalidTransition, NotFound, QueueUnavailable
+from core.models import WAITING_STATUSES, DispatchMode, Job, JobStatus, Priority
+from jobs.rq_move import Moved, move_waiting
 from jobs.rq_state import JobPlace, Located, locate, workers
 from jobs.services import JobServices
 from redis_client import KitJob, fetch_job
@@ -79,6 +80,59 @@ def retry(services: JobServices, job_id: str) -> JobStatus:
         None, services.lifecycle.require(job_id), from_statuses=(JobStatus.QUEUED,)
     )
     return dispatched.status
+
+
+@dataclass(frozen=True)
+class PriorityChange:
+    job: Job  # the row as it is now
+    position: int | None
+
+
+def change_priority(services: JobServices, job_id: str, priority: Priority) -> PriorityChange:
+    """Moves a waiting job to its new priority level's queue (`PRIORITY_QUEUES`).
+
+    A job queued on RQ moves between RQ queues in one transaction (`jobs.rq_move`); a scheduled one (a
+    `scheduled_at`, a retry's backoff) moves to the new queue's scheduled registry; a pending one (not on
+    Redis yet) goes to the new queue when it is dispatched; an in-process one moves in the runner's line.
+
+    Raises:
+        NotFound: unknown id.
+        InvalidTransition: the job is running or has ended (or it started meanwhile).
+    """
+    row = services.lifecycle.require(job_id)
+    if row.status not in WAITING_STATUSES:
+        raise InvalidTransition(
+            f"job is {row.status.value}; only waiting jobs (pending, queued, scheduled) can change priority"
+        )
+    queue = services.settings.queue_for(priority.value)
+    if row.mode is DispatchMode.BACKGROUND:
+        if services.runner.is_running(job_id):
+            raise InvalidTransition("job is started; only waiting jobs can change priority")
+        services.runner.reprioritize(job_id, priority)  # not held here: the row says it all (pending)
+    else:
+        _move_on_rq(services, job_id, queue)
+    if not services.lifecycle.reprioritize(job_id, priority.value, queue):
+        raise InvalidTransition(f"job is {services.lifecycle.require(job_id).status.value} already")
+    moved = services.lifecycle.require(job_id)
+    return PriorityChange(moved, position(services, moved))
+
+
+def _move_on_rq(services: JobServices, job_id: str, queue: str) -> None:
+    located = _locate(services, job_id)
+    if located.place is JobPlace.ABSENT or located.job is None:
+        return  # never enqueued (pending) or lost: the next dispatch uses the row's new queue
+    if located.place in (JobPlace.RUNNING, JobPlace.ENDED):
+        raise InvalidTransition("job is started; only waiting jobs can change priority")
+    if located.job.origin == queue:
+        return
+    try:
+        moved = move_waiting(services.redis, job_id, located.job.origin, queue)
+    except redis.exceptions.RedisError as exc:
+        raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
+    if moved is Moved.DUE:
+        raise InvalidTransition("job is due to start now; try again in a few seconds")
+    if moved is Moved.GONE and located.place is not JobPlace.LOST:
+        raise InvalidTransition("job started meanwhile; only waiting jobs can change priority")
 
 
 def _failed_rq_job(services: JobServices, job_id: str) -> KitJob | None:

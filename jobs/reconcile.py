@@ -14,6 +14,11 @@ any task, left untouched for a grace period is looked up in RQ:
   process, flag flipped background → RQ): dispatched again, with the same
   job id, by the current mode.
 
+A job running past its timeout plus `STUCK_MARGIN_S` (`jobs.stuck`) is stopped: on RQ its worker is told
+to kill the work-horse (RQ's `kill-horse` command), which RQ records as a failed attempt and retries by
+the job's policy; in-process, the runner gives up on the attempt (`InProcessRunner.abandon`), with the
+same outcome.
+
 It also makes sure every pending callback has a delivery job: it never
 makes an HTTP request itself. It looks at a bounded batch of pending callbacks
 per pass (the least recently looked at first), so a pass takes as long with
@@ -29,8 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis
+from rq.command import send_kill_horse_command
 from rq.results import Result
 
+from core.errors import JobTimedOut
 from core.lifecycle import Lifecycle, grace_cutoff
 from core.models import DispatchMode, Job, JobStatus
 from core.settings import Settings
@@ -38,6 +45,7 @@ from jobs import callbacks
 from jobs.dispatch import Dispatcher
 from jobs.reconcile_status import note_failure, note_success
 from jobs.rq_state import JobPlace, locate, served_queues, take_back
+from jobs.stuck import overdue_s, stuck_jobs
 from redis_client import KitJob
 
 log = logging.getLogger(__name__)
@@ -66,6 +74,7 @@ class ReconcileReport:
     taken_back: list[str] = field(default_factory=list)
     settled: list[str] = field(default_factory=list)
     suspected: list[str] = field(default_factory=list)
+    stopped_stuck: list[str] = field(default_factory=list)
     callbacks_enqueued: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # rows that could not be handled (each also logged)
     skipped: str | None = None
@@ -77,6 +86,7 @@ class ReconcileReport:
             "taken_back": self.taken_back,
             "settled": self.settled,
             "suspected": self.suspected,
+            "stopped_stuck": self.stopped_stuck,
             "callbacks_enqueued": self.callbacks_enqueued,
             "errors": self.errors,
             "skipped": self.skipped,
@@ -92,6 +102,10 @@ class LocalCallbacks(Protocol):
     def submit(self, job_id: str) -> None: ...
 
 
+# Gives up on a stuck in-process attempt of this process (`InProcessRunner.abandon`).
+Abandon = Callable[[str, BaseException], bool]
+
+
 class Reconciler:
     """Compares the database with Redis and repairs what a crash or outage left behind."""
 
@@ -103,6 +117,7 @@ class Reconciler:
         dispatcher: Dispatcher,
         local_jobs: Callable[[], set[str]] = set,
         local_callbacks: LocalCallbacks | None = None,
+        abandon_local: Abandon | None = None,
     ) -> None:
         self.settings = settings
         self.lifecycle = lifecycle
@@ -110,6 +125,7 @@ class Reconciler:
         self.dispatcher = dispatcher
         self.local_jobs = local_jobs
         self.local_callbacks = local_callbacks
+        self.abandon_local = abandon_local
 
     def run_once(self) -> ReconcileReport:
         """One pass; a second reconciler running at the same time skips its pass."""
@@ -139,7 +155,8 @@ class Reconciler:
                 lock.release()
             except redis.exceptions.RedisError:
                 log.warning("reconciler lock lost during a pass")
-        if report.redispatched or report.taken_back or report.settled or report.callbacks_enqueued or report.errors:
+        changed = report.redispatched or report.taken_back or report.settled or report.callbacks_enqueued
+        if changed or report.stopped_stuck or report.errors:
             log.info("reconciled: %s", report.as_dict())
         return report
 
@@ -149,6 +166,7 @@ class Reconciler:
             if job.mode is DispatchMode.BACKGROUND and job.id not in local:
                 report.examined += 1
                 self._redispatch(job, report.redispatched)
+        self._stop_stuck(report, local, rq_reachable=False)
         self._schedule_callbacks(report)
 
     def _pass(self, report: ReconcileReport) -> None:
@@ -185,7 +203,39 @@ class Reconciler:
                     self._redispatch(job, report.redispatched)
             else:
                 self._redispatch(job, report.redispatched)
+        self._stop_stuck(report, local, rq_reachable=True)
         self._schedule_callbacks(report)
+
+    def _stop_stuck(self, report: ReconcileReport, local: set[str], *, rq_reachable: bool) -> None:
+        """Stops attempts running past their timeout + margin; each counts as failed (retried by policy)."""
+        margin_s = self.settings.stuck_margin_s
+        for job in stuck_jobs(self.lifecycle.database, margin_s):
+            over = overdue_s(job, margin_s) or 0.0
+            reason = f"stuck: still running {over + margin_s:.0f}s past its timeout of {job.timeout_s}s; stopped"
+            try:
+                if job.mode is DispatchMode.BACKGROUND:
+                    # An in-process job of another (dead) API process stops touching its row: the stale pass.
+                    abandon = self.abandon_local if job.id in local else None
+                    stopped = abandon is not None and abandon(job.id, JobTimedOut(reason))
+                else:
+                    stopped = rq_reachable and self._kill_rq_run(job.id)
+                if stopped:
+                    self.lifecycle.log(job.id, reason + " by the reconciler")
+                    report.stopped_stuck.append(job.id)
+            except Exception as exc:
+                log.warning("reconciler: stuck job %s not stopped: %s", job.id, exc)
+                report.errors.append(f"stuck {job.id}: {type(exc).__name__}: {exc}")
+
+    def _kill_rq_run(self, job_id: str) -> bool:
+        """Tells the worker running the job to kill its work-horse; RQ records the attempt as failed (our
+        `KitWorker.handle_work_horse_killed`) and retries it by its `Retry`. A dead worker's job is RQ's
+        abandoned-job handling's."""
+        located = locate(self.connection, job_id)
+        worker_name = located.job.worker_name if located.job is not None else None
+        if located.place is not JobPlace.RUNNING or not worker_name:
+            return False
+        send_kill_horse_command(self.connection, worker_name)
+        return True
 
     def _redispatch(self, job: Job, bucket: list[str]) -> None:
         self.connection.delete(SUSPECT_KEY.format(job.id))

@@ -8,6 +8,9 @@ workers and the scheduler import `TASK_MODULES` at start-up (before they fork).
     @task(queue="audio_analysis", timeout="15m", retry=3)
     async def send_receipt(order_id: int, *, email: str) -> dict: ...
 
+    @task(retry=5, backoff=exponential(base="2s", max="5m", jitter=True))
+    def call_partner(order_id: int) -> dict: ...
+
 `def` and `async def` both work, on RQ workers and in-process. The function stays callable as it
 was: the decorator returns it unchanged, with its declaration attached.
 """
@@ -21,7 +24,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from core.settings import QUEUE_NORMAL, QUEUES_BY_PRIORITY, Settings, parse_duration_s
+from core.settings import QUEUE_NORMAL, Settings, parse_duration_s
+from jobs.policy import Backoff, BackoffKind
 
 F = TypeVar("F", bound=Callable[..., Any])
 ATTRIBUTE = "__job_task__"
@@ -39,6 +43,7 @@ class TaskDef:
     timeout_s: int | None
     retries: int | None
     retry_intervals: tuple[int, ...] | None
+    backoff: Backoff | None = None  # `retry_intervals` as a fixed backoff, or an exponential one
 
     @property
     def is_async(self) -> bool:
@@ -61,6 +66,7 @@ def task(
     timeout: int | str | None = None,
     retry: int | None = None,
     retry_intervals: Sequence[int] | None = None,
+    backoff: Backoff | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -73,6 +79,7 @@ def task(
     timeout: int | str | None = None,
     retry: int | None = None,
     retry_intervals: Sequence[int] | None = None,
+    backoff: Backoff | None = None,
 ) -> Any:
     """Registers a module-level function as a task; usable as `@task` or `@task(...)`.
 
@@ -82,9 +89,12 @@ def task(
         timeout: a hard limit per attempt, `900`, `"15m"` or `"1h"` (in-process: checked at progress reports).
         retry: retries after a failed attempt (0: none).
         retry_intervals: the backoff before each retry, in seconds (the last one repeats).
+        backoff: instead of `retry_intervals`, a policy: `exponential(base=, max=, jitter=)` or `fixed(...)`
+            (`jobs.policy`); default `RQ_RETRY_BACKOFF`.
 
     Raises:
-        ValueError: a bad timeout or retry, or a name registered for another function.
+        ValueError: a bad timeout or retry, both `retry_intervals` and `backoff`, or a name registered for
+            another function.
         TypeError: not a module-level function, or a parameter named like an `add_task` option.
     """
 
@@ -96,13 +106,24 @@ def task(
             raise TypeError(
                 f"{target.__qualname__}: parameter {', '.join(clash)} has the name of an add_task option; rename it"
             )
+        intervals = tuple(_check_intervals(retry_intervals)) if retry_intervals is not None else None
+        if intervals is not None and backoff is not None:
+            raise ValueError("give retry_intervals or backoff, not both")
+        policy = backoff
+        if policy is not None and not isinstance(policy, Backoff):
+            raise ValueError("backoff must be jobs.exponential(...) or jobs.fixed(...)")
+        if intervals is not None:
+            policy = Backoff(BackoffKind.FIXED, intervals_s=intervals)
+        elif policy is not None and policy.kind is BackoffKind.FIXED:
+            intervals = policy.intervals_s
         definition = TaskDef(
             name=name or f"{target.__module__}.{target.__qualname__}",
             func=target,
             queue=queue,
             timeout_s=parse_duration_s(timeout) if timeout is not None else None,
             retries=_check_retries(retry),
-            retry_intervals=tuple(_check_intervals(retry_intervals)) if retry_intervals is not None else None,
+            retry_intervals=intervals,
+            backoff=policy,
         )
         with _lock:
             known = _tasks.get(definition.name)
@@ -165,7 +186,7 @@ def import_task_modules(modules: Iterable[str]) -> None:
 
 
 def job_queues(settings: Settings) -> tuple[str, ...]:
-    """The queues jobs of this process go to and its workers serve: the service's two, the workers'
-    (`WORKER_QUEUES`), and every registered task's, in that order, each once."""
-    names = [*QUEUES_BY_PRIORITY, *settings.worker_queues, *(task.queue for task in _tasks.values())]
+    """The queues jobs of this process go to and its workers serve: the priority levels' (highest first),
+    the workers' (`WORKER_QUEUES`), and every registered task's, in that order, each once."""
+    names = [*settings.queues_by_priority, *settings.worker_queues, *(task.queue for task in _tasks.values())]
     return tuple(dict.fromkeys(names))

@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import json
 import math
+import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from core.models import Base, Job, JobStatus, Priority
 from core.settings import Settings, parse_queue_names
 from jobs.callback_target import TargetPolicy, parse_callback_url
 from jobs.dispatch import Dispatched, Dispatcher, TaskAdder
+from jobs.policy import default_backoff
 from jobs.registry import TaskDef, definition_of
 
 IDEMPOTENCY_KEY_MAX_CHARS = 255
@@ -114,6 +116,16 @@ def check_callback_url(text: str, settings: Settings) -> str:
     return text
 
 
+def parse_priority(value: str | Priority) -> Priority:
+    """Raises:
+    ValueError: not one of the levels (critical, high, normal, low).
+    """
+    try:
+        return Priority(str(value).strip().lower())
+    except ValueError:
+        raise ValueError(f"priority must be one of {', '.join(Priority)}, not {value!r}") from None
+
+
 def fingerprint(*parts: Any) -> str:
     """Identifies a request for `Idempotency-Key`: the same parts, the same fingerprint."""
     text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
@@ -123,10 +135,13 @@ def fingerprint(*parts: Any) -> str:
 class Submitter:
     """Builds, commits and dispatches jobs."""
 
-    def __init__(self, settings: Settings, lifecycle: Lifecycle, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self, settings: Settings, lifecycle: Lifecycle, dispatcher: Dispatcher, rng: random.Random | None = None
+    ) -> None:
         self.settings = settings
         self.lifecycle = lifecycle
         self.dispatcher = dispatcher
+        self.rng = rng  # the jitter's source (None: the system's); tests pass a seeded one
 
     def build(
         self,
@@ -135,7 +150,7 @@ class Submitter:
         kwargs: Mapping[str, Any] | None = None,
         *,
         queue: str | None = None,
-        priority: str | Priority = Priority.NORMAL,
+        priority: str | Priority | None = None,
         at: datetime | None = None,
         idempotency_key: str | None = None,
         request_hash: str | None = None,
@@ -143,6 +158,10 @@ class Submitter:
         job_id: str | None = None,
     ) -> Job:
         """A new `pending` job row for `func(*args, **kwargs)` with the task's defaults (not committed).
+
+        The job goes to `queue` when given, else to its `priority` level's queue (`PRIORITY_QUEUES`), else
+        to the task's own queue; its recorded priority is the given one, else its queue's level (`normal`
+        for a queue of no level).
 
         Raises:
             TypeError: `func` is not a task, the arguments do not fit it or are not JSON.
@@ -155,18 +174,22 @@ class Submitter:
         check_json_arguments(definition.name, args, kwargs)
         if queue is not None and (len(parse_queue_names(queue)) != 1 or "," in queue):
             raise ValueError(f"queue must be one queue name, not {queue!r}")
+        level = parse_priority(priority) if priority is not None else None
+        queue = queue or (self.settings.queue_for(level) if level is not None else definition.queue)
+        level = level or Priority(self.settings.level_of(queue) or Priority.NORMAL)
         if at is not None and at.tzinfo is None:
             at = at.replace(tzinfo=UTC)  # a time without a zone is UTC, as every time the kit returns
         retries = definition.retries if definition.retries is not None else self.settings.rq_retry_max
-        intervals = definition.retry_intervals or self.settings.rq_retry_intervals
+        # Drawn once, here: RQ's `Retry` takes a list, and every later dispatch reuses the row's.
+        intervals = (definition.backoff or default_backoff(self.settings)).intervals(retries, self.rng)
         return Job(
             id=job_id or uuid.uuid4().hex,
             task=definition.name,
             args=list(args),
             kwargs=kwargs,
             status=JobStatus.PENDING,
-            queue=queue or definition.queue,
-            priority=Priority(priority).value,
+            queue=queue,
+            priority=level.value,
             mode=self.dispatcher.mode,
             timeout_s=definition.timeout_s or self.settings.rq_job_timeout,
             retries=retries,

@@ -24,9 +24,9 @@ from app.models import Analysis
 from app.upload import ReceivedUpload, UploadLimits, receive_upload
 from core.errors import IdempotencyConflict, MalformedUpload, QueueFull, UnsupportedAudio
 from core.models import Priority
-from core.settings import QUEUE_HIGH, QUEUE_NORMAL, Settings
+from core.settings import Settings
 from core.storage import Incoming, Storage
-from jobs.submit import Submitted, Submitter, check_callback_url, check_idempotency_key
+from jobs.submit import Submitted, Submitter, check_callback_url, check_idempotency_key, parse_priority
 from tasks.audio_analysis import process_audio_analysis
 
 # Formats libsndfile reports for the files we analyse, and the extension each is stored under.
@@ -38,11 +38,6 @@ class UploadOptions:
     priority: Priority
     callback_url: str | None
     scheduled_at: datetime | None
-
-    @property
-    def queue(self) -> str:
-        """The queue a priority maps to: `high` → high_priority, `normal` → audio_analysis."""
-        return QUEUE_HIGH if self.priority is Priority.HIGH else QUEUE_NORMAL
 
     def fingerprint(self, content_sha256: str) -> str:
         """Identifies the request for `Idempotency-Key`: same content and options, same fingerprint."""
@@ -67,11 +62,10 @@ def parse_options(fields: dict[str, str], settings: Settings) -> UploadOptions:
     Raises:
         MalformedUpload: a field has a value we cannot use.
     """
-    priority_text = fields.get("priority", "").strip().lower() or Priority.NORMAL.value
     try:
-        priority = Priority(priority_text)
-    except ValueError:
-        raise MalformedUpload("priority must be 'normal' or 'high'") from None
+        priority = parse_priority(fields.get("priority", "").strip() or Priority.NORMAL)
+    except ValueError as exc:
+        raise MalformedUpload(str(exc)) from None
 
     callback_url = fields.get("callback_url", "").strip() or None
     if callback_url is not None:
@@ -180,8 +174,7 @@ class Intake:
         job = self.submitter.build(
             process_audio_analysis,
             [storage_key],
-            queue=options.queue,
-            priority=options.priority,
+            priority=options.priority,  # its level's queue (PRIORITY_QUEUES)
             at=options.scheduled_at,
             idempotency_key=key,
             request_hash=options.fingerprint(upload.sha256) if key is not None else None,

@@ -41,6 +41,7 @@ from core.metrics import HistogramSnapshot, JobEvent, RedisJobMetrics
 from jobs.backlog import read_backlog
 from jobs.registry import job_queues
 from jobs.rq_state import registry_counts, workers
+from jobs.stuck import stuck_jobs
 from jobs.web.auth import ADMIN_RESPONSES, AdminDep
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,14 @@ class _JobCollector:
             "1 when this API process enqueues jobs on RQ (USE_RQ_QUEUE=true), 0 when it runs them itself.",
             value=int(services.settings.use_rq_queue),
         )
+        try:
+            stuck = len(stuck_jobs(services.database, services.settings.stuck_margin_s))
+        except Exception as exc:  # the database is down: readiness says so; the rest of the scrape goes on
+            log.warning("metrics scrape without the database: %s", exc)
+        else:
+            yield GaugeMetricFamily(
+                "audiokit_jobs_stuck", "Jobs running past their timeout + STUCK_MARGIN_S (both modes).", value=stuck
+            )
         try:
             queues = job_queues(services.settings)
             counts = {name: registry_counts(services.redis, name) for name in queues}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -10,6 +11,7 @@ import redis
 from app.services import Services
 from jobs.reconcile_status import read_passes, reconciler_problem
 from jobs.rq_state import scheduler_problems, served_queues, stuck_jobs
+from jobs.stuck import stuck_jobs as stuck_rows
 
 OK = "ok"
 WRITE_PROBE_KEY = "audiokit:health:write_probe"
@@ -68,7 +70,12 @@ def _reconciler(services: Services, readiness: Readiness) -> None:
 
 
 def _stuck_jobs(services: Services, readiness: Readiness) -> None:
+    """Jobs past their timeout + margin: RQ's started registries (any RQ job, the reconciler's too) and the
+    rows of either mode (`jobs.stuck`, in-process jobs included)."""
     stuck = [job for name in services.settings.worker_queues for job in stuck_jobs(services.redis, name)]
+    with contextlib.suppress(Exception):  # the database check reports a database that is down
+        stuck += [job.id for job in stuck_rows(services.database, services.settings.stuck_margin_s)]
+    stuck = list(dict.fromkeys(stuck))
     readiness.checks["stuck_jobs"] = stuck  # the ids, for compatibility with the `/health` body
     if stuck:
         readiness.problems.append("stuck_jobs")

@@ -67,7 +67,7 @@ class JobTasks:
         func: Callable[..., Any],
         *args: Any,
         queue: str | None = None,
-        priority: str | Priority = Priority.NORMAL,
+        priority: str | Priority | None = None,
         at: datetime | None = None,
         idempotency_key: str | None = None,
         callback_url: str | None = None,
@@ -77,7 +77,8 @@ class JobTasks:
 
         Args:
             queue: another queue than the task's.
-            priority: `normal` or `high`, recorded with the job.
+            priority: `critical`, `high`, `normal` or `low`: the job goes to that level's queue
+                (`PRIORITY_QUEUES`) instead of the task's.
             at: run no earlier than this time (UTC when naive).
             idempotency_key: the same key (for the same task and arguments) returns the same job.
             callback_url: POSTed the outcome when the job ends (signed; see the README).

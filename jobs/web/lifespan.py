@@ -37,6 +37,7 @@ async def reconcile_forever(services: JobServices) -> None:
         services.dispatcher,
         local_jobs=lambda: services.runner.active_ids,
         local_callbacks=services.callbacks,
+        abandon_local=services.runner.abandon,
     )
     while True:
         try:

@@ -1,4 +1,4 @@
-"""`/jobs`: every job, whatever its task: status, result, events, cancel, retry, and the list.
+"""`/jobs`: every job, whatever its task: status, result, events, cancel, retry, priority, and the list.
 
 Reading one job needs its id (ids are unguessable); changing one, listing jobs, or reading an RQ
 job that has no row (e.g. the reconciler's) needs the admin key.
@@ -14,10 +14,11 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
 from core.errors import NotFound
-from core.models import Job, JobStatus
+from core.models import Job, JobStatus, Priority
 from jobs import operations
 from jobs.listing import MAX_PAGE, JobFilter, count_jobs, list_jobs
 from jobs.services import JobServices
+from jobs.stuck import is_stuck
 from jobs.web.auth import ADMIN_RESPONSES, AdminDep, key_matches, presented_key
 from jobs.web.deps import JobServicesDep
 from jobs.web.events import job_events
@@ -30,6 +31,8 @@ from jobs.web.schemas import (
     JobOut,
     JobPage,
     JobSummary,
+    PriorityIn,
+    PriorityOut,
     ResultOut,
     RetryOut,
 )
@@ -74,6 +77,8 @@ def job_out(services: JobServices, job: Job, rq: dict[str, Any] | None = None) -
         error=job.error,
         rq=rq,
         callback=CallbackOut.of(job),
+        priority=Priority(job.priority) if job.priority in set(Priority) else None,
+        stuck=is_stuck(job, services.settings.stuck_margin_s),
     )
 
 
@@ -196,3 +201,22 @@ def cancel_job(job_id: JobId, services: JobServicesDep, _admin: AdminDep) -> Can
 def retry_job(job_id: JobId, services: JobServicesDep, _admin: AdminDep) -> RetryOut:
     """Run a failed job again (its attempt history is kept)."""
     return RetryOut(id=job_id, status=operations.retry(services, job_id))
+
+
+@router.post(
+    "/{job_id}/priority",
+    response_model=PriorityOut,
+    responses={
+        **ADMIN_RESPONSES,
+        **NOT_FOUND,
+        409: {"model": ErrorOut, "description": "The job is running or has ended"},
+        422: {"model": ErrorOut, "description": "Not a priority level"},
+    },
+)
+def change_job_priority(job_id: JobId, body: PriorityIn, services: JobServicesDep, _admin: AdminDep) -> PriorityOut:
+    """Move a waiting job to another priority level's queue (critical, high, normal, low)."""
+    change = operations.change_priority(services, job_id, body.priority)
+    job = change.job
+    return PriorityOut(
+        id=job.id, priority=Priority(job.priority), queue=job.queue, status=job.status, position=change.position
+    )

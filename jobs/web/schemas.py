@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from core.models import CallbackStatus, DispatchMode, Job, JobStatus
+from core.models import CallbackStatus, DispatchMode, Job, JobStatus, Priority
 
 
 class ErrorOut(BaseModel):
@@ -57,6 +57,8 @@ class JobOut(BaseModel):
     error: str | None
     rq: dict[str, Any] | None
     callback: CallbackOut | None = None  # null without a callback_url
+    priority: Priority | None = None
+    stuck: bool = False  # running past its timeout + STUCK_MARGIN_S; the reconciler stops it
 
 
 class JobSummary(BaseModel):
@@ -132,3 +134,19 @@ class CancelOut(BaseModel):
 class RetryOut(BaseModel):
     id: str
     status: JobStatus
+
+
+class PriorityIn(BaseModel):
+    """`POST /jobs/{id}/priority`: the job's new level."""
+
+    priority: Priority
+
+
+class PriorityOut(BaseModel):
+    """Where a reprioritized job now waits."""
+
+    id: str
+    priority: Priority
+    queue: str
+    status: JobStatus
+    position: int | None

@@ -47,7 +47,7 @@ def upload_body_schema(max_upload_bytes: int) -> dict[str, Any]:
                 "description": f"WAV, FLAC, OGG or MP3, at most {max_upload_bytes} bytes (MAX_UPLOAD_MB); "
                 f"its file name is kept as metadata, cut to {FILENAME_MAX_CHARS} characters",
             },
-            "priority": {**text, "enum": ["normal", "high"], "default": "normal"},
+            "priority": {**text, "enum": ["critical", "high", "normal", "low"], "default": "normal"},
             "callback_url": {
                 **text,
                 "format": "uri",

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from app.deps import ServicesDep
 from jobs.registry import job_queues
 from jobs.rq_state import registry_counts, workers
+from jobs.stuck import stuck_jobs
 from jobs.web.auth import ADMIN_RESPONSES, AdminDep
 from jobs.web.schemas import ErrorOut
 
@@ -28,11 +29,13 @@ router = APIRouter(prefix="/queue", tags=["operations"])
     },
 )
 def queue_status(services: ServicesDep, _admin: AdminDep) -> JSONResponse:
-    """Per queue: jobs in each RQ registry; the workers; the flag and the mode new jobs take."""
+    """Per queue: jobs in each RQ registry; the workers; the flag and the mode new jobs take; stuck jobs."""
     body: dict[str, Any] = {
         "use_rq_queue": services.settings.use_rq_queue,
         "mode": services.dispatcher.mode.value,
         "in_process": {"running": services.runner.running_count, "waiting": services.runner.waiting_count},
+        # Both modes: started jobs past their timeout + STUCK_MARGIN_S (the reconciler stops them).
+        "stuck": [job.id for job in stuck_jobs(services.database, services.settings.stuck_margin_s)],
     }
     try:
         body["queues"] = {name: registry_counts(services.redis, name) for name in job_queues(services.settings)}

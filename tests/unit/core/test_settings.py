@@ -19,7 +19,7 @@ def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.rq_retry_max == 3
     assert settings.rq_retry_intervals == (10, 30, 60)
     assert settings.max_upload_mb == 50
-    assert settings.worker_queues == ("high_priority", "audio_analysis")
+    assert settings.worker_queues == ("critical", "high_priority", "audio_analysis", "low")  # PRIORITY_QUEUES
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
     assert settings.resolved_redis_url == "redis://127.0.0.1:6379/0"
     assert settings.database_url.startswith("sqlite:///")
