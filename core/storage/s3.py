@@ -149,11 +149,12 @@ class S3Storage(Storage):
     def from_settings(cls, settings: Settings) -> S3Storage:
         assert settings.storage_url is not None
         secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+        # Empty keys (as an env file leaves them) mean boto3's own chain: environment, instance role...
         client = boto3.client(
             "s3",
             endpoint_url=settings.s3_endpoint_url,
-            aws_access_key_id=settings.s3_access_key_id,
-            aws_secret_access_key=secret,
+            aws_access_key_id=settings.s3_access_key_id or None,
+            aws_secret_access_key=secret or None,
             region_name=settings.s3_region,
             config=Config(
                 connect_timeout=CONNECT_TIMEOUT_S,

@@ -22,10 +22,17 @@ from devserver.run import parse_procfile
 
 COMPOSE = PROJECT_ROOT / "compose.yaml"
 APP_SERVICES = ("api", "worker", "callbacks", "scheduler", "migrate")
-LONG_RUNNING = ("api", "worker", "callbacks", "scheduler", "redis", "postgres")
+LONG_RUNNING = ("api", "worker", "callbacks", "scheduler", "redis", "postgres", "minio")
 # What every process of a multi-container deployment must be told (the defaults are single-host ones).
-REQUIRED_SETTINGS = ("USE_RQ_QUEUE", "REDIS_URL", "DATABASE_URL", "STORAGE_DIR", "ADMIN_API_KEY")
-SECRETS = {"ADMIN_API_KEY": "compose-admin-key-0123456789", "POSTGRES_PASSWORD": "composepassword"}
+REQUIRED_SETTINGS = (
+    "USE_RQ_QUEUE", "REDIS_URL", "DATABASE_URL", "STORAGE_DIR", "STORAGE_URL", "S3_ENDPOINT_URL",
+    "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY", "ADMIN_API_KEY",
+)  # fmt: skip
+SECRETS = {
+    "ADMIN_API_KEY": "compose-admin-key-0123456789",
+    "POSTGRES_PASSWORD": "composepassword",
+    "S3_SECRET_ACCESS_KEY": "compose-s3-secret",
+}
 
 
 def _compose() -> dict[str, Any]:
@@ -72,6 +79,19 @@ def test_app_services_get_every_setting_a_deployment_needs_and_only_real_ones() 
         assert environment["DATABASE_URL"].startswith("postgresql+psycopg://")
         assert environment["REDIS_URL"] == "redis://redis:6379/0"
         assert environment["USE_RQ_QUEUE"] == "true"
+        assert environment["STORAGE_URL"].startswith("s3://")
+        assert environment["S3_ENDPOINT_URL"] == "http://minio:9000"
+
+
+def test_uploads_are_in_the_object_store_and_no_app_service_shares_a_disk() -> None:
+    services = _services()
+    for name in APP_SERVICES:
+        assert "volumes" not in services[name], f"{name} mounts a volume: workers on other hosts could not share it"
+    bucket = services["bucket"]
+    assert bucket["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    assert "mc mb --ignore-existing" in " ".join(bucket["command"])
+    secret = services["minio"]["environment"]["MINIO_ROOT_PASSWORD"]
+    assert secret == services["api"]["environment"]["S3_SECRET_ACCESS_KEY"]
 
 
 def test_app_services_start_after_healthy_redis_and_postgres_and_the_migrations() -> None:
@@ -80,6 +100,7 @@ def test_app_services_start_after_healthy_redis_and_postgres_and_the_migrations(
         assert depends_on["redis"]["condition"] == "service_healthy"
         assert depends_on["postgres"]["condition"] == "service_healthy"
         assert depends_on["migrate"]["condition"] == "service_completed_successfully"
+        assert depends_on["bucket"]["condition"] == "service_completed_successfully"
     migrate = _services()["migrate"]
     assert _argv(migrate["command"]) == ["alembic", "upgrade", "head"]
     assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
@@ -144,7 +165,7 @@ def _config(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_docker_compose_reads_the_file_as_the_tests_above_do(tmp_path: Path) -> None:
     env_file = tmp_path / "compose.env"
     env_file.write_text("".join(f"{name}={value}\n" for name, value in SECRETS.items()))
-    result = _config(env_file, "--profile", "object-storage")
+    result = _config(env_file)
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
     services = config["services"]
@@ -164,3 +185,4 @@ def test_docker_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> 
     assert result.returncode != 0
     assert "ADMIN_API_KEY" in result.stderr
     assert "POSTGRES_PASSWORD" in result.stderr
+    assert "S3_SECRET_ACCESS_KEY" in result.stderr

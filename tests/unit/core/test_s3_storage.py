@@ -75,7 +75,7 @@ def test_a_small_file_is_put_read_listed_and_deleted(
     storage.delete(key)  # nothing there is not an error
 
 
-@pytest.mark.parametrize("key", ["../etc/passwd", "x.wav", f"{uuid.uuid4().hex}.wav/../../a", ""])
+@pytest.mark.parametrize("key", ["../etc/passwd", "x.wav", "0123456789abcdef0123456789abcdef.wav/../../a", ""])
 def test_keys_are_checked_so_they_name_nothing_else(storage: S3Storage, key: str) -> None:
     for use in (storage.read_small, storage.exists, storage.delete, storage.local_copy):
         with pytest.raises(ValueError, match="not a storage key"):
