@@ -105,6 +105,7 @@ def test_rq_requeue_all_runs_a_failed_job_again_to_finished(
 ) -> None:
     settings, api = deployment
     job_id = _one_failed_on_rq(settings, api, tmp_path)
+    assert settings.redis_url is not None
 
     cli = subprocess.run(
         [RQ_CLI, "requeue", "--all", "--queue", SAMPLE_QUEUE, "-u", settings.redis_url],
