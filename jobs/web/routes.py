@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime
 from sse_starlette import EventSourceResponse
 
 from core.errors import NotFound
@@ -34,6 +33,7 @@ from jobs.web.schemas import (
     ResultOut,
     RetryOut,
     SkippedOut,
+    UtcMoment,
 )
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -90,8 +90,8 @@ def get_jobs(
     task: Annotated[str | None, Query(max_length=255, description="Only jobs of this task")] = None,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status")] = None,
     queue: Annotated[str | None, Query(max_length=64, description="Only jobs on this queue")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="Ended (e.g. failed) at or after")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="Ended (e.g. failed) before")] = None,
+    since: Annotated[UtcMoment | None, Query(description="Ended (e.g. failed) at or after")] = None,
+    until: Annotated[UtcMoment | None, Query(description="Ended (e.g. failed) before")] = None,
     error_contains: Annotated[
         str | None, Query(min_length=1, max_length=255, description="Error text contains (any case)")
     ] = None,

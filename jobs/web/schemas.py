@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from core.models import CallbackStatus, DispatchMode, Job, JobStatus
 
@@ -119,6 +119,16 @@ class RetryOut(BaseModel):
     status: JobStatus
 
 
+def _in_utc(moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range once converted to UTC") from None
+
+
+# A moment with a time zone, in UTC (the database keeps UTC).
+UtcMoment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
 MAX_BULK_RETRY = 10_000  # jobs one `POST /jobs/retry` may retry; call again while `more` is true
 JobIdIn = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
@@ -131,8 +141,8 @@ class BulkRetryIn(BaseModel):
     task: str | None = Field(None, max_length=255, description="Only jobs of this task")
     queue: str | None = Field(None, max_length=64, description="Only jobs on this queue")
     status: Literal["failed"] = Field("failed", description="Only failed jobs are retried")
-    since: AwareDatetime | None = Field(None, description="Failed at or after (with a time zone)")
-    until: AwareDatetime | None = Field(None, description="Failed before (with a time zone)")
+    since: UtcMoment | None = Field(None, description="Failed at or after (with a time zone)")
+    until: UtcMoment | None = Field(None, description="Failed before (with a time zone)")
     error_contains: str | None = Field(None, min_length=1, max_length=255, description="Error text contains")
     ids: list[JobIdIn] | None = Field(None, min_length=1, max_length=MAX_BULK_RETRY, description="Only these jobs")
     limit: int = Field(1000, ge=1, le=MAX_BULK_RETRY, description="At most this many retried")

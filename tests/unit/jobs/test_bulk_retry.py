@@ -146,9 +146,10 @@ def test_failed_jobs_are_filtered_by_failure_time_and_error_text(rq_app: tuple[R
     assert ids(error_contains="SERVER SLOW") == set(early)  # any case
     assert ids(error_contains="100%_") == set(late)  # % and _ are literal
     assert ids(error_contains="0%x") == set()
-    naive = client.get("/jobs", params={"since": "2026-01-01T00:00:00"}, headers=ADMIN)
-    assert naive.status_code == 422
-    assert naive.json()["detail"]
+    for bad in ("2026-01-01T00:00:00", "0001-01-01T00:00:00+01:00"):  # no zone; before year 1 in UTC
+        answer = client.get("/jobs", params={"since": bad}, headers=ADMIN)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["detail"]
 
 
 def test_bulk_retry_runs_every_matching_failed_job_again_on_rq(
@@ -254,6 +255,7 @@ def test_concurrent_bulk_retries_retry_each_job_once(rq_app: tuple[Runtime, Test
         ({"status": "finished"}, "failed"),
         ({"since": "2026-01-01T00:00:00"}, "timezone"),
         ({"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "since must be before until"),
+        ({"until": "0001-01-01T00:00:00+01:00"}, "out of range"),
         ({"limit": 0}, "greater than"),
         ({"limit": MAX_BULK_RETRY + 1}, "less than"),
         ({"ids": []}, "at least 1"),
