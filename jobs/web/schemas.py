@@ -145,7 +145,7 @@ class BulkRetryIn(BaseModel):
     until: UtcMoment | None = Field(None, description="Failed before (with a time zone)")
     error_contains: str | None = Field(None, min_length=1, max_length=255, description="Error text contains")
     ids: list[JobIdIn] | None = Field(None, min_length=1, max_length=MAX_BULK_RETRY, description="Only these jobs")
-    limit: int = Field(1000, ge=1, le=MAX_BULK_RETRY, description="At most this many retried")
+    limit: int = Field(500, ge=1, le=MAX_BULK_RETRY, description="At most this many retried")
 
     @model_validator(mode="after")
     def _window(self) -> Self:
