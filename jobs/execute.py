@@ -3,6 +3,7 @@
 RQ's only job function is `run_job(job_id)`: the job's row says which task to call, with which
 JSON arguments. The attempt is recorded as compare-and-set writes, so a job that runs twice (a
 retry racing an abandoned run, a reconciler re-enqueue) leaves one result and one final state.
+A failed job that RQ's own tools requeue (`rq requeue`, rq-dashboard) is retried, as by the API.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rq import get_current_job
+
 from core.errors import BadJobResult, TaskNotRegistered
-from core.models import CallbackStatus
+from core.lifecycle import Lifecycle
+from core.models import CallbackStatus, JobStatus
 from jobs.callbacks import schedule_delivery
 from jobs.context import RunningJob, mirror_to_rq, running
 from jobs.policy import describe_error
@@ -43,6 +47,8 @@ def run_job(job_id: str, interrupted: Callable[[], bool] | None = None) -> Any:
     runtime = get_runtime()
     lifecycle = runtime.lifecycle
     job = lifecycle.begin_attempt(job_id)
+    if job is None and _requeued_by_rq_tools(lifecycle, job_id):
+        job = lifecycle.begin_attempt(job_id)
     if job is None:
         # Ended already (finished, failed, canceled) or unknown: never redo the work.
         ended = lifecycle.get(job_id)
@@ -64,6 +70,20 @@ def run_job(job_id: str, interrupted: Callable[[], bool] | None = None) -> Any:
         return ended.result if ended else None
     notify_client(job_id)
     return result
+
+
+def _requeued_by_rq_tools(lifecycle: Lifecycle, job_id: str) -> bool:
+    """An RQ job run again while its row is `failed`: RQ's own tools (`rq requeue`, the dashboard's
+    "Requeue") put it back on its queue, the kit's retry resets the row first. Taken as an operator's
+    retry (the same transition as `POST /jobs/{id}/retry`), so the re-run is not a silent no-op."""
+    if get_current_job() is None:  # in-process: RQ's tools cannot requeue it
+        return False
+    row = lifecycle.get(job_id)
+    if row is None or row.status is not JobStatus.FAILED or not lifecycle.reset_for_retry(job_id):
+        return False
+    lifecycle.log(job_id, "requeued by RQ tools: run again as a retry")
+    log.info("job %s: failed, requeued by RQ tools; run again as a retry", job_id)
+    return True
 
 
 def _never() -> bool:

@@ -7,7 +7,7 @@ import binascii
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 
 from core.db import Database
 from core.errors import MalformedUpload
@@ -21,6 +21,30 @@ class JobFilter:
     task: str | None = None
     status: JobStatus | None = None
     queue: str | None = None
+    since: datetime | None = None  # ended (finished, failed, canceled) at or after; aware
+    until: datetime | None = None  # ended before; aware
+    error_contains: str | None = None  # case-insensitive substring of the error
+    ids: tuple[str, ...] | None = None  # only these jobs
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        """The WHERE clauses of this filter (ANDed)."""
+        clauses: list[ColumnElement[bool]] = []
+        if self.task is not None:
+            clauses.append(Job.task == self.task)
+        if self.status is not None:
+            clauses.append(Job.status == self.status)
+        if self.queue is not None:
+            clauses.append(Job.queue == self.queue)
+        if self.since is not None:
+            clauses.append(Job.finished_at >= self.since)
+        if self.until is not None:
+            clauses.append(Job.finished_at < self.until)
+        if self.error_contains:
+            pattern = self.error_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            clauses.append(Job.error.ilike(f"%{pattern}%", escape="\\"))
+        if self.ids is not None:
+            clauses.append(Job.id.in_(self.ids))
+        return clauses
 
 
 @dataclass(frozen=True)
@@ -57,13 +81,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 def list_jobs(database: Database, where: JobFilter, limit: int, cursor: str | None = None) -> Page:
     """Jobs matching `where`, newest first, at most `limit` (≤ MAX_PAGE), after `cursor`."""
     limit = max(1, min(limit, MAX_PAGE))
-    query = select(Job)
-    if where.task is not None:
-        query = query.where(Job.task == where.task)
-    if where.status is not None:
-        query = query.where(Job.status == where.status)
-    if where.queue is not None:
-        query = query.where(Job.queue == where.queue)
+    query = select(Job).where(*where.clauses())
     if cursor is not None:
         created, job_id = decode_cursor(cursor)
         query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))

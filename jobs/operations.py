@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -13,6 +13,7 @@ from rq.exceptions import InvalidJobOperation
 
 from core.errors import InvalidTransition, NotFound, QueueUnavailable
 from core.models import WAITING_STATUSES, DispatchMode, Job, JobStatus, Priority
+from jobs.listing import JobFilter, list_jobs
 from jobs.rq_move import Moved, move_waiting
 from jobs.rq_state import JobPlace, Located, locate, workers
 from jobs.services import JobServices
@@ -74,7 +75,8 @@ def retry(services: JobServices, job_id: str) -> JobStatus:
         raise InvalidTransition(f"job is {row.status.value}; only failed jobs can be retried")
     failed = _failed_rq_job(services, job_id)
     if failed is not None and services.dispatcher.mode is DispatchMode.RQ:
-        failed.requeue()
+        with contextlib.suppress(InvalidJobOperation):  # `rq requeue` got there first: it runs once anyway
+            failed.requeue()
         return JobStatus.QUEUED
     dispatched = services.dispatcher.dispatch(
         None, services.lifecycle.require(job_id), from_statuses=(JobStatus.QUEUED,)
@@ -138,7 +140,7 @@ def _move_on_rq(services: JobServices, job_id: str, queue: str) -> None:
 def _failed_rq_job(services: JobServices, job_id: str) -> KitJob | None:
     try:
         job = fetch_job(job_id, services.redis)
-        if job is not None and job_id in job.failed_job_registry.get_job_ids():
+        if job is not None and job.id in job.failed_job_registry:  # one ZSCORE, not the whole registry
             return job
     except redis.exceptions.RedisError:
         return None
@@ -209,3 +211,69 @@ def find(services: JobServices, job_id: str) -> tuple[Job | None, KitJob | None]
     if row is None and rq_job is None:
         raise NotFound(f"no job with id {job_id!r}")
     return row, rq_job
+
+
+# --- bulk retry ---------------------------------------------------------------------------------
+
+BULK_RETRY_BATCH = 100  # failed jobs read per query while retrying many
+
+
+@dataclass(frozen=True)
+class Skipped:
+    id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class BulkRetryOutcome:
+    retried: list[str]
+    skipped: list[Skipped]
+    more: bool  # matching failed jobs remain beyond `limit`
+
+
+def retry_many(services: JobServices, where: JobFilter, limit: int) -> BulkRetryOutcome:
+    """Retries up to `limit` failed jobs matching `where`, each as `retry` does, newest first, in batches.
+
+    Each job's own compare-and-set decides: a job another caller retried meanwhile is skipped, with why,
+    so concurrent bulk retries never run a job twice.
+    """
+    where = replace(where, status=JobStatus.FAILED)
+    retried: list[str] = []
+    skipped: list[Skipped] = []
+    seen: set[str] = set()
+    cursor: str | None = None
+    more = False
+    while True:
+        page = list_jobs(services.database, where, BULK_RETRY_BATCH, cursor)
+        for job in page.jobs:
+            if len(retried) >= limit:
+                more = True
+                break
+            seen.add(job.id)
+            try:
+                retry(services, job.id)
+            except (InvalidTransition, NotFound) as exc:
+                skipped.append(Skipped(job.id, str(exc)))
+            else:
+                retried.append(job.id)
+        cursor = page.next_cursor
+        if more or cursor is None:
+            break
+    skipped += _unmatched(services, where, seen, more)
+    return BulkRetryOutcome(retried, skipped, more)
+
+
+def _unmatched(services: JobServices, where: JobFilter, seen: set[str], more: bool) -> list[Skipped]:
+    """Why the ids asked for by name were not retried (those left for a next call excepted)."""
+    skipped = []
+    for job_id in dict.fromkeys(where.ids or ()):
+        if job_id in seen:
+            continue
+        row = services.lifecycle.get(job_id)
+        if row is None:
+            skipped.append(Skipped(job_id, f"no job with id {job_id!r}"))
+        elif row.status is not JobStatus.FAILED:
+            skipped.append(Skipped(job_id, f"job is {row.status.value}; only failed jobs can be retried"))
+        elif not more:
+            skipped.append(Skipped(job_id, "does not match the filter"))
+    return skipped

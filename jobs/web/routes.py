@@ -23,6 +23,8 @@ from jobs.web.auth import ADMIN_RESPONSES, AdminDep, key_matches, presented_key
 from jobs.web.deps import JobServicesDep
 from jobs.web.events import job_events
 from jobs.web.schemas import (
+    BulkRetryIn,
+    BulkRetryOut,
     CallbackOut,
     CancelOut,
     ErrorOut,
@@ -35,6 +37,8 @@ from jobs.web.schemas import (
     PriorityOut,
     ResultOut,
     RetryOut,
+    SkippedOut,
+    UtcMoment,
 )
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -93,11 +97,17 @@ def get_jobs(
     task: Annotated[str | None, Query(max_length=255, description="Only jobs of this task")] = None,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status")] = None,
     queue: Annotated[str | None, Query(max_length=64, description="Only jobs on this queue")] = None,
+    since: Annotated[UtcMoment | None, Query(description="Ended (e.g. failed) at or after")] = None,
+    until: Annotated[UtcMoment | None, Query(description="Ended (e.g. failed) before")] = None,
+    error_contains: Annotated[
+        str | None, Query(min_length=1, max_length=255, description="Error text contains (any case)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page")] = None,
 ) -> JobPage:
-    """Jobs of every task, newest first, filtered by task, status and queue (admin)."""
-    page = list_jobs(services.database, JobFilter(task, status, queue), limit, cursor)
+    """Jobs of every task, newest first, filtered by task, status, queue, end time and error text (admin)."""
+    where = JobFilter(task, status, queue, since=since, until=until, error_contains=error_contains)
+    page = list_jobs(services.database, where, limit, cursor)
     return JobPage(items=[JobSummary.of(job) for job in page.jobs], next_cursor=page.next_cursor)
 
 
@@ -106,6 +116,30 @@ def get_job_counts(services: JobServicesDep, _admin: AdminDep) -> JobCounts:
     """How many jobs each task has in each status (admin)."""
     items = [JobCount(task=c.task, status=c.status, count=c.count) for c in count_jobs(services.database)]
     return JobCounts(items=items, total=sum(item.count for item in items))
+
+
+@router.post(
+    "/retry",
+    response_model=BulkRetryOut,
+    responses={**ADMIN_RESPONSES, 422: {"model": ErrorOut, "description": "Bad filter"}},
+)
+def retry_jobs(body: BulkRetryIn, services: JobServicesDep, _admin: AdminDep) -> BulkRetryOut:
+    """Run again every failed job matching the filter, as `POST /jobs/{id}/retry` does (admin)."""
+    where = JobFilter(
+        task=body.task,
+        queue=body.queue,
+        since=body.since,
+        until=body.until,
+        error_contains=body.error_contains,
+        ids=tuple(body.ids) if body.ids is not None else None,
+    )
+    outcome = operations.retry_many(services, where, body.limit)
+    return BulkRetryOut(
+        retried=len(outcome.retried),
+        retried_ids=outcome.retried,
+        skipped=[SkippedOut(id=item.id, reason=item.reason) for item in outcome.skipped],
+        more=outcome.more,
+    )
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from core.models import CallbackStatus, DispatchMode, Job, JobStatus, Priority
 
@@ -150,3 +150,52 @@ class PriorityOut(BaseModel):
     queue: str
     status: JobStatus
     position: int | None
+
+
+def _in_utc(moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range once converted to UTC") from None
+
+
+# A moment with a time zone, in UTC (the database keeps UTC).
+UtcMoment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+MAX_BULK_RETRY = 10_000  # jobs one `POST /jobs/retry` may retry; call again while `more` is true
+JobIdIn = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class BulkRetryIn(BaseModel):
+    """`POST /jobs/retry`: which failed jobs to run again (every field narrows; none = all failed jobs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str | None = Field(None, max_length=255, description="Only jobs of this task")
+    queue: str | None = Field(None, max_length=64, description="Only jobs on this queue")
+    status: Literal["failed"] = Field("failed", description="Only failed jobs are retried")
+    since: UtcMoment | None = Field(None, description="Failed at or after (with a time zone)")
+    until: UtcMoment | None = Field(None, description="Failed before (with a time zone)")
+    error_contains: str | None = Field(None, min_length=1, max_length=255, description="Error text contains")
+    ids: list[JobIdIn] | None = Field(None, min_length=1, max_length=MAX_BULK_RETRY, description="Only these jobs")
+    limit: int = Field(500, ge=1, le=MAX_BULK_RETRY, description="At most this many retried")
+
+    @model_validator(mode="after")
+    def _window(self) -> Self:
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise ValueError("since must be before until")
+        return self
+
+
+class SkippedOut(BaseModel):
+    id: str
+    reason: str
+
+
+class BulkRetryOut(BaseModel):
+    """How many failed jobs were sent back to their queue, which were not and why, and whether more match."""
+
+    retried: int
+    retried_ids: list[str]
+    skipped: list[SkippedOut]
+    more: bool
