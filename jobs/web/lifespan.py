@@ -51,6 +51,12 @@ async def periodic_forever(services: JobServices, entry: PeriodicDef, direct: Ca
     processes, once), or as `direct()` when given (the reconciler: each process recovers its own jobs).
     """
     settings = services.settings
+    if direct is not None:
+        # The reconciler also runs at start-up: it takes up the jobs a stopped API process handed over.
+        try:
+            await asyncio.to_thread(direct)
+        except Exception:
+            log.exception("periodic task %s failed at start-up", entry.name)
     while True:
         tick = entry.schedule.next_after(utcnow(), settings)
         await asyncio.sleep(max(0.0, (tick - utcnow()).total_seconds()))
