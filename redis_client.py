@@ -34,10 +34,11 @@ log = logging.getLogger(__name__)
 RUN_JOB = "jobs.execute.run_job"  # every task's job: runs the registered task its row names
 RECONCILE = "jobs.maintenance.reconcile"
 RETENTION = "jobs.maintenance.retention"
+PERIODIC_FIRE = "jobs.maintenance.fire"  # a periodic task's tick, enqueued by the scheduler
 DELIVER_CALLBACK = "jobs.callbacks.deliver_callback"
 ON_FAILURE = "jobs.outcomes.on_failure"
 ON_STOPPED = "jobs.outcomes.on_stopped"
-ALLOWED_JOB_FUNCTIONS = frozenset({RUN_JOB, RECONCILE, RETENTION, DELIVER_CALLBACK})
+ALLOWED_JOB_FUNCTIONS = frozenset({RUN_JOB, RECONCILE, RETENTION, PERIODIC_FIRE, DELIVER_CALLBACK})
 ALLOWED_CALLBACKS = frozenset({ON_FAILURE, ON_STOPPED})
 
 # The API gives up on Redis fast (an upload then stays "pending"); workers wait longer on purpose.

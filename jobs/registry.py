@@ -175,13 +175,17 @@ def registered() -> dict[str, TaskDef]:
     return dict(_tasks)
 
 
+# The kit's own tasks (the reconciler and retention, periodic), registered wherever tasks are.
+KIT_TASK_MODULES = ("jobs.maintenance",)
+
+
 def import_task_modules(modules: Iterable[str]) -> None:
-    """Imports the modules that declare tasks (`TASK_MODULES`), registering their tasks.
+    """Imports the modules that declare tasks (`TASK_MODULES`) and the kit's own, registering their tasks.
 
     Raises:
         ImportError: a module cannot be imported (a typo in `TASK_MODULES`).
     """
-    for module in modules:
+    for module in (*KIT_TASK_MODULES, *modules):
         importlib.import_module(module)
 
 

@@ -1,36 +1,43 @@
 """Scheduler process: `python -m workers.scheduler`.
 
-rq-scheduler enqueues the periodic jobs: the reconciler, every
-`RECONCILE_INTERVAL_S`, and retention (`jobs.retention`), every
-`RETENTION_INTERVAL_S`, onto `high_priority` (so a busy backlog does not
-delay them). rq-scheduler has no serializer option, so it gets our job and
-queue classes, which are JSON by default. (Jobs scheduled with
-`scheduled_at` and retry backoff are RQ's own scheduler's work, inside the
-workers.)
+rq-scheduler fires the periodic tasks (`jobs.periodic`): at start it imports `TASK_MODULES` and
+registers each declared task as a recurring rq-scheduler job `periodic-<task>-<hash>` (a cron
+job, or an interval job first due at the next tick), running `jobs.maintenance.fire(<task>)` on the
+task's queue; registrations of tasks no longer declared are removed, so a deleted periodic task stops.
+Several scheduler processes may run: rq-scheduler's lock (`rq:scheduler_lock`) lets one at a time
+move due jobs, and each tick runs once whatever is enqueued (`jobs.periodic`). rq-scheduler has no
+serializer option, so it gets our job and queue classes, which are JSON by default. (Jobs scheduled
+with `scheduled_at` and retry backoff are RQ's own scheduler's work, inside the workers.)
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from datetime import datetime
 
 import redis
 from rq_scheduler import Scheduler
 
 from core.models import utcnow
-from core.settings import QUEUE_HIGH, get_settings
+from core.settings import Settings, get_settings
 from core.startup import configure_logging, settings_or_exit
-from redis_client import RECONCILE, RETENTION, KitJob, KitQueue, make_redis
+from jobs.maintenance import RECONCILE_TASK, RETENTION_TASK
+from jobs.periodic import SCHEDULER_JOB_PREFIX, PeriodicDef, declared, scheduler_job_id
+from jobs.registry import import_task_modules
+from redis_client import PERIODIC_FIRE, KitJob, KitQueue, make_redis
 from workers.wait import wait_for_redis
 
 log = logging.getLogger("workers.scheduler")
 
-RECONCILE_JOB_ID = "audiokit-reconcile"
-SCHEDULER_POLL_S = 5  # how often due periodic jobs are moved onto their queue
-RECONCILE_TIMEOUT_S = 300
-RECONCILE_RESULT_TTL_S = 600  # keep the last passes' reports for a while (visible in rq-dashboard)
-RETENTION_JOB_ID = "audiokit-retention"
-RETENTION_TIMEOUT_S = 1800  # up to 100 batches of RETENTION_BATCH deletions
+SCHEDULER_POLL_S = 5  # how often due periodic jobs are moved onto their queue (at most; see poll_interval_s)
+JOB_ID_PREFIX = SCHEDULER_JOB_PREFIX
+FIRE_TIMEOUT_S = 120  # submitting a tick's job (the reconciler, `record=False`, runs inside it)
+FIRE_RESULT_TTL_S = 600  # keep the last ticks' reports for a while (visible in rq-dashboard)
+RECONCILE_JOB_ID = scheduler_job_id(RECONCILE_TASK)
+RETENTION_JOB_ID = scheduler_job_id(RETENTION_TASK)
+# Registrations of earlier versions, removed on start.
+LEGACY_JOB_IDS = ("audiokit-reconcile", "audiokit-retention")
 
 
 class KitScheduler(Scheduler):  # type: ignore[misc]
@@ -38,37 +45,55 @@ class KitScheduler(Scheduler):  # type: ignore[misc]
     queue_class = KitQueue
 
 
+def register_periodic(scheduler: KitScheduler, settings: Settings, now: datetime | None = None) -> list[str]:
+    """Replaces the registrations with the declared periodic tasks; returns their job ids."""
+    now = now or utcnow()
+    tasks = declared()
+    wanted = {scheduler_job_id(name): entry for name, entry in tasks.items()}
+    for job in scheduler.get_jobs():
+        if (job.id.startswith(JOB_ID_PREFIX) and job.id not in wanted) or job.id in LEGACY_JOB_IDS:
+            scheduler.cancel(job)
+            job.delete()
+            log.info("periodic job %s is no longer declared: unscheduled", job.id)
+    for job_id, entry in wanted.items():
+        scheduler.cancel(job_id)
+        _schedule(scheduler, settings, job_id, entry, now)
+        described = entry.schedule.describe(settings)
+        log.info("periodic task %s scheduled: %s on %s", entry.name, described, entry.definition.queue)
+    return list(wanted)
+
+
+def _schedule(scheduler: KitScheduler, settings: Settings, job_id: str, entry: PeriodicDef, now: datetime) -> None:
+    common: dict[str, object] = {
+        "func": PERIODIC_FIRE,
+        "args": [entry.name],
+        "id": job_id,
+        "queue_name": entry.definition.queue,
+        "timeout": FIRE_TIMEOUT_S,
+        "result_ttl": FIRE_RESULT_TTL_S,
+        "description": f"tick of {entry.name} ({entry.schedule.describe(settings)})",
+    }
+    if entry.schedule.cron is not None:
+        scheduler.cron(entry.schedule.cron, **common)
+        return
+    first = entry.schedule.next_after(now, settings).replace(tzinfo=None)  # rq-scheduler: naive UTC
+    scheduler.schedule(scheduled_time=first, interval=entry.schedule.interval_s(settings), **common)
+
+
+def poll_interval_s(settings: Settings) -> int:
+    """`SCHEDULER_POLL_S`, or the shortest periodic interval when shorter (a 2 s task is polled every 2 s)."""
+    intervals = [entry.schedule.interval_s(settings) for entry in declared().values()]
+    return min([SCHEDULER_POLL_S, *(i for i in intervals if i is not None)])
+
+
 def build_scheduler() -> KitScheduler:
     settings = get_settings()
+    import_task_modules(settings.task_modules)
     connection = make_redis(settings, role="worker")
     wait_for_redis(connection)
     # A fresh name each time: a scheduler that died with Redis never registered its death.
-    scheduler = KitScheduler(queue_name=QUEUE_HIGH, connection=connection, interval=SCHEDULER_POLL_S)
-    # Re-register on every start, so a changed RECONCILE_INTERVAL_S takes effect.
-    scheduler.cancel(RECONCILE_JOB_ID)
-    scheduler.schedule(
-        scheduled_time=utcnow(),
-        func=RECONCILE,
-        interval=settings.reconcile_interval_s,
-        id=RECONCILE_JOB_ID,
-        queue_name=QUEUE_HIGH,
-        timeout=RECONCILE_TIMEOUT_S,
-        result_ttl=RECONCILE_RESULT_TTL_S,
-        description="reconcile database and queues",
-    )
-    log.info("reconciler scheduled every %ss on %s", settings.reconcile_interval_s, QUEUE_HIGH)
-    scheduler.cancel(RETENTION_JOB_ID)
-    scheduler.schedule(
-        scheduled_time=utcnow(),
-        func=RETENTION,
-        interval=settings.retention_interval_s,
-        id=RETENTION_JOB_ID,
-        queue_name=QUEUE_HIGH,
-        timeout=RETENTION_TIMEOUT_S,
-        result_ttl=RECONCILE_RESULT_TTL_S,
-        description="delete ended jobs and their files past their retention age",
-    )
-    log.info("retention scheduled every %ss on %s", settings.retention_interval_s, QUEUE_HIGH)
+    scheduler = KitScheduler(connection=connection, interval=poll_interval_s(settings))
+    register_periodic(scheduler, settings)
     return scheduler
 
 

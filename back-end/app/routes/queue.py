@@ -11,6 +11,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from app.deps import ServicesDep
+from jobs.periodic import status as periodic_status
 from jobs.registry import job_queues
 from jobs.rq_state import registry_counts, workers
 from jobs.stuck import stuck_jobs
@@ -23,13 +24,14 @@ router = APIRouter(prefix="/queue", tags=["operations"])
 @router.get(
     "/status",
     responses={
-        200: {"description": "Queues, workers, the flag and the mode"},
+        200: {"description": "Queues, workers, periodic tasks, the flag and the mode"},
         **ADMIN_RESPONSES,
         503: {"model": ErrorOut, "description": "Redis is unreachable, or no ADMIN_API_KEY is configured"},
     },
 )
 def queue_status(services: ServicesDep, _admin: AdminDep) -> JSONResponse:
-    """Per queue: jobs in each RQ registry; the workers; the flag and the mode new jobs take; stuck jobs."""
+    """Per queue: jobs in each RQ registry; the workers; the flag and the mode new jobs take; stuck jobs;
+    the periodic tasks with their schedule and next run (`periodic`)."""
     body: dict[str, Any] = {
         "use_rq_queue": services.settings.use_rq_queue,
         "mode": services.dispatcher.mode.value,
@@ -40,7 +42,8 @@ def queue_status(services: ServicesDep, _admin: AdminDep) -> JSONResponse:
     try:
         body["queues"] = {name: registry_counts(services.redis, name) for name in job_queues(services.settings)}
         body["workers"] = [asdict(worker) for worker in workers(services.redis, services.settings.worker_ttl_s)]
+        body["periodic"] = periodic_status(services.settings, services.redis)
     except redis.exceptions.RedisError as exc:
-        body |= {"queues": None, "workers": None, "detail": f"Redis is unreachable: {exc}"}
+        body |= {"queues": None, "workers": None, "periodic": None, "detail": f"Redis is unreachable: {exc}"}
         return JSONResponse(jsonable_encoder(body), status_code=503)
     return JSONResponse(jsonable_encoder(body))

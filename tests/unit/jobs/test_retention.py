@@ -16,7 +16,7 @@ from core.models import DispatchMode, Job, JobStatus, utcnow
 from core.settings import QUEUE_HIGH
 from jobs.retention import Retention, RetentionPolicy
 from jobs.runtime import Runtime
-from redis_client import RETENTION, KitJob, KitQueue
+from redis_client import PERIODIC_FIRE, RETENTION, KitJob, KitQueue
 from tasks.waveform import TASK_NAME as WAVEFORM_TASK
 from tests.support.analyses import drain, store_upload
 from tests.support.audio import wav_bytes
@@ -163,7 +163,12 @@ def test_the_scheduler_runs_retention_periodically(
     scheduler = workers.scheduler.build_scheduler()
     jobs = {job.id: job for job in scheduler.get_jobs()}
     job = jobs[workers.scheduler.RETENTION_JOB_ID]
-    assert (job.func_name, job.meta.get("interval"), job.origin) == (RETENTION, 1234, QUEUE_HIGH)
+    assert (job.func_name, job.args, job.meta.get("interval"), job.origin) == (
+        PERIODIC_FIRE,
+        ["jobs.retention"],
+        1234,
+        QUEUE_HIGH,
+    )
 
 
 def test_a_job_being_retried_meanwhile_is_skipped_not_deleted_on_postgresql(
