@@ -30,7 +30,11 @@ from workers.wait import wait_for_redis
 
 log = logging.getLogger("workers.scheduler")
 
-SCHEDULER_POLL_S = 5  # how often due periodic jobs are moved onto their queue (at most; see poll_interval_s)
+# How often due periodic jobs are moved onto their queue: the finest period a tick can have. Not
+# shorter: ticks of a short interval (e.g. RECONCILE_INTERVAL_S=1) would then keep a worker busy on
+# `high_priority` whenever a tick costs about its interval (a cold work-horse on a loaded host), and
+# the jobs on lower queues would starve.
+SCHEDULER_POLL_S = 5
 JOB_ID_PREFIX = SCHEDULER_JOB_PREFIX
 FIRE_TIMEOUT_S = 120  # submitting a tick's job (the reconciler, `record=False`, runs inside it)
 FIRE_RESULT_TTL_S = 600  # keep the last ticks' reports for a while (visible in rq-dashboard)
@@ -80,19 +84,13 @@ def _schedule(scheduler: KitScheduler, settings: Settings, job_id: str, entry: P
     scheduler.schedule(scheduled_time=first, interval=entry.schedule.interval_s(settings), **common)
 
 
-def poll_interval_s(settings: Settings) -> int:
-    """`SCHEDULER_POLL_S`, or the shortest periodic interval when shorter (a 2 s task is polled every 2 s)."""
-    intervals = [entry.schedule.interval_s(settings) for entry in declared().values()]
-    return min([SCHEDULER_POLL_S, *(i for i in intervals if i is not None)])
-
-
 def build_scheduler() -> KitScheduler:
     settings = get_settings()
     import_task_modules(settings.task_modules)
     connection = make_redis(settings, role="worker")
     wait_for_redis(connection)
     # A fresh name each time: a scheduler that died with Redis never registered its death.
-    scheduler = KitScheduler(connection=connection, interval=poll_interval_s(settings))
+    scheduler = KitScheduler(connection=connection, interval=SCHEDULER_POLL_S)
     register_periodic(scheduler, settings)
     return scheduler
 
