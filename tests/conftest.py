@@ -123,10 +123,8 @@ def database_url(db_backend: str, tmp_path: Path, request: pytest.FixtureRequest
         migrate(url)
         yield url
         return
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    name, url = server.fresh_database()
-    yield url
-    server.drop_database(name)
+    postgres: str = request.getfixturevalue("postgres_url")  # a fresh database, dropped after the test
+    yield postgres
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import Error as PlaywrightError
 from rq.job import JobStatus
 
@@ -16,20 +16,9 @@ from redis_client import enqueue, make_redis
 from tests.conftest import ADMIN_KEY, SettingsFactory
 from tests.support.analyses import fail_queued_job
 from tests.support.audio import wav_bytes
+from tests.support.browser import Watch, chromium
 from tests.support.processes import ApiServer
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Debian's Chromium as Playwright drives it here: no sandbox (root), nothing fetched from the network.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 XSS_FILENAME = "<script>window.__xss=1</script>.wav"
 XSS_DESCRIPTION = '<img src="x" onerror="window.__xss=2"><script>window.__xss=3</script>'
 WAIT_MS = 15_000
@@ -46,31 +35,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(60)]
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (scripts/ensure-system-deps.sh chromium installs it)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-class _Watch:
-    """What a page did that it should not: dialogs, script errors, Content-Security-Policy violations."""
-
-    def __init__(self, page: Page) -> None:
-        self.dialogs: list[str] = []
-        self.errors: list[str] = []
-        page.on("dialog", self._on_dialog)
-        page.on("pageerror", lambda error: self.errors.append(str(error)))
-        page.on("console", self._on_console)
-
-    def _on_dialog(self, dialog: Dialog) -> None:
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    def _on_console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
-            self.errors.append(message.text)
+    with chromium() as launched:
+        yield launched
 
 
 def _no_xss(page: Page) -> None:
@@ -103,7 +69,7 @@ def test_dashboard_renders_queues_and_jobs_and_runs_no_injected_markup(
 
     context = browser.new_context(http_credentials={"username": "admin", "password": ADMIN_KEY})
     page = context.new_page()
-    watch = _Watch(page)
+    watch = Watch(page)
 
     page.goto(f"{api.url}/rq")
     queue_row = page.locator(
