@@ -233,9 +233,12 @@ class Lifecycle(CallbackRecords):
     def log(self, job_id: str, message: str) -> None:
         self._change(job_id, {}, log=message)
 
-    def complete(self, job_id: str, result: dict[str, Any]) -> Job | None:
-        """The final write of a successful run: the row as written (its `callback_status` says whether a
-        callback is owed); None when another run (or a cancel) got there first."""
+    def complete(self, job_id: str, result: dict[str, Any]) -> bool:
+        """The final write of a successful run; False when another run (or a cancel) got there first."""
+        return self.finish(job_id, result) is not None
+
+    def finish(self, job_id: str, result: dict[str, Any]) -> Job | None:
+        """`complete`, returning the row as written (its `callback_status` says whether a callback is owed)."""
         changed = self._change(
             job_id,
             {

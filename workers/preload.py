@@ -10,6 +10,7 @@ and loads the database dialect. Its connections are closed again: a child never 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import sys
@@ -40,10 +41,8 @@ def warm_up_database() -> None:
     lifecycle = get_runtime().lifecycle
     try:
         lifecycle.begin_attempt(WARM_UP_JOB_ID)
-        try:
+        with contextlib.suppress(JobCanceled):  # no such job, as intended
             lifecycle.report_progress(WARM_UP_JOB_ID, 0, None)
-        except JobCanceled:
-            pass  # no such job, as intended
         lifecycle.complete(WARM_UP_JOB_ID, {})
         lifecycle.get(WARM_UP_JOB_ID)
     except SQLAlchemyError as exc:  # the database is down: each job connects and compiles on its own

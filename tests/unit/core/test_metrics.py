@@ -210,9 +210,9 @@ def test_an_observation_writes_its_bucket_and_sum_only_and_the_count_is_the_buck
     metrics.finished(QUEUE_NORMAL, 0.2)
     metrics.finished(QUEUE_NORMAL, 7.0)
 
-    stored = fakeredis.FakeRedis(server=server).hgetall(JOB_DURATION_KEY)
+    stored = fakeredis.FakeRedis(server=server, decode_responses=True).hgetall(JOB_DURATION_KEY)
     snapshot = metrics.read().job_duration_s[QUEUE_NORMAL]
 
-    assert sorted(field.decode().split(":")[0] for field in stored) == ["bucket", "bucket", "sum"]
+    assert sorted(str(field).split(":")[0] for field in stored) == ["bucket", "bucket", "sum"]
     assert snapshot.count == 2
     assert snapshot.sum == pytest.approx(7.2)

@@ -83,10 +83,10 @@ def _in_child(check: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     if pid == 0:  # pragma: no cover (the child)
         os.close(read_end)
         try:
-            outcome = {"value": check()}
+            sent: dict[str, Any] = {"value": check()}
         except BaseException as exc:
-            outcome = {"error": repr(exc)}
-        os.write(write_end, json.dumps(outcome).encode())
+            sent = {"error": repr(exc)}
+        os.write(write_end, json.dumps(sent).encode())
         os._exit(0)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
@@ -118,9 +118,7 @@ def test_a_forked_child_keeps_the_engine_but_never_a_parent_connection(settings:
     assert database.engine.pool is parent_pool
 
 
-def test_a_work_horse_uses_the_runtime_its_worker_built(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_work_horse_uses_the_runtime_its_worker_built(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     import jobs.runtime
 
     monkeypatch.setattr(jobs.runtime, "get_settings", lambda: settings)
