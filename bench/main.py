@@ -1,4 +1,5 @@
-"""The benchmark run: analyzer alone, then the service in RQ mode (1 and 2 workers) and background mode.
+"""The benchmark run: analyzer alone, then the service in RQ mode (1 and 2 workers) and background mode,
+then the workers' own cost against raw RQ's (`bench.workers`; alone with `--workers-only`).
 
 Each service scenario gets fresh processes, database and storage on one private redis-server (emptied in
 between). Numbers come from one run on one machine: compare rows with each other (the ratios), not with
