@@ -67,6 +67,7 @@ class Yin:
         # max_lag, so no product wraps around a transform of frame_len points or more.
         self.fft_size = fast_fft_size(self.frame_len)
         self.energy_floor = self.window * 10.0 ** (F0_ENERGY_FLOOR_DBFS / 10.0)
+        self._lag_index = np.arange(1, self.max_lag + 1, dtype=np.float64)
 
     def estimate(self, frames: FloatArray) -> list[float]:
         """f0 in Hz of every voiced frame of `frames` (shape (n, frame_len)); unvoiced ones are skipped."""
@@ -79,17 +80,22 @@ class Yin:
         w, lags = self.window, self.max_lag
         spectrum = fft.rfft(frames, n=self.fft_size, axis=1)
         head = fft.rfft(frames[:, :w], n=self.fft_size, axis=1)
+        spectrum *= np.conjugate(head, out=head)
         # r[t] = sum_{j<w} x[j] * x[j + t]
-        corr = fft.irfft(spectrum * np.conj(head), n=self.fft_size, axis=1)[:, : lags + 1]
-        cumulative = np.concatenate((np.zeros((frames.shape[0], 1)), np.cumsum(frames**2, axis=1)), axis=1)
-        energy = cumulative[:, w : w + lags + 1] - cumulative[:, : lags + 1]  # sum_{j<w} x[j + t]^2
+        corr = fft.irfft(spectrum, n=self.fft_size, axis=1)[:, : lags + 1]
+        squares = np.square(frames[:, : w + lags])
+        cumulative = np.cumsum(squares, axis=1, out=squares)
+        energy = cumulative[:, w - 1 : w + lags]  # sum_{j<w} x[j + t]^2
+        energy[:, 1:] -= cumulative[:, :lags]
         # Difference function d[t] = sum_{j<w} (x[j] - x[j + t])^2, clipped at 0 against rounding.
-        diff = np.maximum(energy[:, :1] + energy - 2.0 * corr, 0.0)
+        corr *= -2.0
+        corr += energy
+        corr += energy[:, :1]
+        diff = np.maximum(corr, 0.0, out=corr)
         running = np.cumsum(diff[:, 1:], axis=1)
         cmnd = np.ones_like(diff)
-        lag_index = np.arange(1, lags + 1, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
-            cmnd[:, 1:] = np.where(running > 0.0, diff[:, 1:] * lag_index / running, 1.0)
+            cmnd[:, 1:] = np.where(running > 0.0, diff[:, 1:] * self._lag_index / running, 1.0)
 
         # Candidates are the local minima of cmnd from lag 2 on, not from the F0_MAX_HZ lag, so a
         # pitch above the range is seen as such (and rejected) instead of taken for its subharmonic.
