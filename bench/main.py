@@ -121,10 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small samples, under a minute")
     parser.add_argument("--analysis-only", action="store_true", help="only the local analyzer: time and memory")
+    parser.add_argument("--analysis-baseline", metavar="REV", help="also run the analyzer of git revision REV")
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
     if args.analysis_only:
-        return analysis_main(profile.analyzer_runs)
+        return analysis_main(profile.analyzer_runs, args.analysis_baseline)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     started_at = datetime.now(UTC)
     document: dict[str, Any] = {
@@ -140,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files = benchmark_files(root / "audio")
         rows = _step("analyzer in-process", lambda: analyzer_rows(files, profile.analyzer_runs))
-        analysis = _step("analysis 10 s-10 min", lambda: run_analysis(root / "analysis", profile.analyzer_runs))
+        analysis = _step(
+            "analysis 10 s-10 min",
+            lambda: run_analysis(root / "analysis", profile.analyzer_runs, args.analysis_baseline),
+        )
         document["analysis"] = [row.as_json() for row in analysis]
         rows.append(_step("job-module imports", lambda: import_row(min(profile.analyzer_runs, IMPORT_PROBE_RUNS))))
         data = files[0].path.read_bytes()

@@ -1,4 +1,4 @@
-"""Importing `tasks.analyzers` loads every module an analysis (local or HTTP) uses, so a forked work-horse imports nothing.
+"""Importing `tasks.analyzers` loads every module an analysis (local or HTTP) uses: a forked job imports nothing.
 
 A worker imports the task modules before it forks; whatever an analysis imports on first use instead
 (numpy loads `numpy.fft` and `numpy.ma` lazily, for instance) is paid again by every forked job.
