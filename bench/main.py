@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small samples, under a minute")
     parser.add_argument("--analysis-only", action="store_true", help="only the local analyzer: time and memory")
+    parser.add_argument("--analysis-baseline", metavar="REV", help="also run the analyzer of git revision REV")
     parser.add_argument("--workers-only", action="store_true", help="only the workers: kit vs raw RQ on a no-op")
     parser.add_argument(
         "--breakdown", action="store_true", help="also time each phase of a 0.1 s file's job in the forking worker"
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
     if args.analysis_only:
-        return analysis_main(profile.analyzer_runs)
+        return analysis_main(profile.analyzer_runs, args.analysis_baseline)
     if args.workers_only:
         return _workers_main(profile, args.breakdown, args.baseline)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -174,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files = benchmark_files(root / "audio")
         rows = _step("analyzer in-process", lambda: analyzer_rows(files, profile.analyzer_runs))
-        analysis = _step("analysis 10 s-10 min", lambda: run_analysis(root / "analysis", profile.analyzer_runs))
+        analysis = _step(
+            "analysis 10 s-10 min",
+            lambda: run_analysis(root / "analysis", profile.analyzer_runs, args.analysis_baseline),
+        )
         document["analysis"] = [row.as_json() for row in analysis]
         rows.append(_step("job-module imports", lambda: import_row(min(profile.analyzer_runs, IMPORT_PROBE_RUNS))))
         data = files[0].path.read_bytes()

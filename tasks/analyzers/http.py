@@ -14,10 +14,13 @@ than failing the upload for good.
 
 from __future__ import annotations
 
+import encodings.idna  # noqa: F401  (httpx loads these on its first request: loaded here, before a worker forks)
 import re
 from pathlib import Path
 from typing import Any
 
+import certifi  # noqa: F401
+import httpcore  # noqa: F401
 import httpx
 
 from core.errors import AnalysisRejected, AnalysisServerUnavailable
