@@ -50,7 +50,8 @@ def cancel(services: JobServices, job_id: str) -> CancelOutcome:
     located = _locate(services, job_id)
     if located.place is JobPlace.WAITING and located.job is not None:
         with contextlib.suppress(InvalidJobOperation):  # canceled already
-            located.job.cancel()
+            # The next job of its ordering key runs (RQ releases the dependents of a finished or failed job only).
+            located.job.cancel(enqueue_dependents=job.ordering_key is not None)
     elif located.place is JobPlace.RUNNING:
         try:
             send_stop_job_command(services.redis, job_id, serializer=located.job and located.job.serializer)

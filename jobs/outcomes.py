@@ -14,8 +14,9 @@ from typing import Any
 from rq.job import Job
 
 from core.errors import JobCanceled
-from jobs import callbacks, execute
+from jobs import callbacks, execute, limits
 from jobs.policy import is_permanent
+from jobs.runtime import get_runtime
 from redis_client import DELIVER_CALLBACK, RUN_JOB
 
 Recorder = tuple[Callable[[str, BaseException, int | None], None], Callable[[str], None]]
@@ -54,3 +55,7 @@ def on_stopped(job: Job, connection: Any) -> None:
     recorder = _RECORDERS.get(job.func_name or "")
     if recorder is not None:
         recorder[1](job.id)
+    if job.func_name == RUN_JOB:
+        row = get_runtime().lifecycle.get(job.id)
+        if row is not None and row.ordering_key is not None:
+            limits.release_successors(job.connection, job.id)  # the next job of its key runs

@@ -1,0 +1,163 @@
+"""Per-task concurrency limits and per-key ordering, on RQ and in-process.
+
+A task declared `@task(concurrency=N)` never has more than N jobs running at once. On RQ this is
+RQ's own `RateLimit` (a concurrency limit, not a rate): the job carries the limit key
+`task:<name>`; over the limit it waits in RQ's `rq:rl:<key>:rate_limited` set (RQ status
+`rate_limited`, the row stays `queued`) and is pushed onto its queue when a slot frees. RQ frees
+the slot when the job finishes, fails, is retried (during the backoff it holds none), is stopped
+or canceled, and when maintenance finds its worker dead (the started registry's clean-up), and
+its periodic `RateLimitRegistry.cleanup` frees any slot whose job is no longer queued or started.
+
+Jobs with the same ordering key (`add_task(..., ordering_key="customer-42")`) run one at a time in
+the order they were accepted. RQ's `RateLimit` with a concurrency of 1 would not keep that order
+(its waiting set is scored in whole seconds, ties go by job id, and a retry gives its slot up), so
+each keyed job depends on the previous job of its key (RQ's `depends_on`, failures allowed):
+the previous job's id is swapped atomically in `audiokit:ordering:<key>`. A retry keeps its place
+(its successors wait through the backoff); a job that fails for good, is canceled or stopped lets
+the next one run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from dataclasses import dataclass
+from datetime import datetime
+
+import redis
+from rq.job import Dependency
+from rq.job import JobStatus as RQStatus
+from rq.rate_limit import RateLimit
+
+from core.errors import MalformedUpload
+from core.models import Job
+from jobs.registry import lookup
+from redis_client import KitJob, fetch_job, get_queue
+
+log = logging.getLogger(__name__)
+
+ORDERING_KEY_MAX_CHARS = 200
+ORDERING_PREFIX = "audiokit:ordering:"
+# How long a key remembers its last job after the latest submission: a job that waited longer than this
+# with no later submission of its key is not waited for.
+ORDERING_KEY_TTL_S = 7 * 24 * 3600
+_ENDED = {RQStatus.FINISHED.value, RQStatus.FAILED.value, RQStatus.STOPPED.value, RQStatus.CANCELED.value}
+_NOT_MET = {RQStatus.STOPPED.value, RQStatus.CANCELED.value}  # RQ never releases dependents of these
+
+
+def check_ordering_key(key: str | None, at: datetime | None = None) -> str | None:
+    """Raises:
+    MalformedUpload: not 1-200 printable characters.
+    ValueError: combined with a start time (`at`): a scheduled job cannot hold its key's place.
+    """
+    if key is None:
+        return None
+    if not key or len(key) > ORDERING_KEY_MAX_CHARS or not key.isprintable():
+        raise MalformedUpload(f"ordering_key must be 1-{ORDERING_KEY_MAX_CHARS} printable characters")
+    if at is not None:
+        raise ValueError("ordering_key cannot be combined with at: a keyed job runs in the order it was accepted")
+    return key
+
+
+def rate_limit_for(task_name: str) -> RateLimit | None:
+    """RQ's concurrency limit for jobs of the task, if it declares one."""
+    definition = lookup(task_name)
+    if definition is None or definition.concurrency is None:
+        return None
+    return RateLimit(f"task:{definition.name}", definition.concurrency)
+
+
+def previous_of_key(connection: redis.Redis, job: Job) -> Dependency | None:
+    """Makes `job` the last of its ordering key; returns a dependency on the one before, if it has not
+    ended (None for a job without a key).
+
+    Raises:
+        redis.exceptions.RedisError: Redis cannot be written.
+    """
+    if job.ordering_key is None:
+        return None
+    raw = connection.set(ORDERING_PREFIX + job.ordering_key, job.id, ex=ORDERING_KEY_TTL_S, get=True)
+    previous = raw.decode() if isinstance(raw, bytes) else raw
+    if not previous or previous == job.id:
+        return None
+    status = connection.hget(KitJob.key_for(previous), "status")
+    if status is None or status.decode() in _ENDED:
+        return None
+    return Dependency(jobs=[previous], allow_failure=True)
+
+
+def waiting_reason(enqueued: KitJob, dependency: Dependency | None, rate_limit: RateLimit | None) -> str | None:
+    """Why a job just enqueued does not wait on its queue, for the row's log (None: it does)."""
+    status = enqueued.get_status(refresh=False)
+    if status == RQStatus.DEFERRED and dependency is not None:
+        return f"waiting for job {dependency.dependencies[0]} (same ordering key)"
+    if status == RQStatus.RATE_LIMITED and rate_limit is not None:
+        return f"waiting for a slot: at most {rate_limit.concurrency} job(s) of this task run at once"
+    return None
+
+
+def settle(connection: redis.Redis, enqueued: KitJob, dependency: Dependency | None) -> None:
+    """Closes the race of a job that started waiting for one being canceled or stopped just then."""
+    if dependency is None or enqueued.get_status(refresh=True) != RQStatus.DEFERRED:
+        return
+    status = connection.hget(KitJob.key_for(str(dependency.dependencies[0])), "status")
+    if status is not None and status.decode() in _NOT_MET:
+        release_successors(connection, str(dependency.dependencies[0]))
+
+
+def release_successors(connection: redis.Redis, job_id: str) -> None:
+    """Lets the jobs waiting for `job_id` run although it did not finish (canceled or stopped): RQ only
+    releases the dependents of a finished or failed job."""
+    job = fetch_job(job_id, connection)
+    if job is None:
+        return
+    try:
+        get_queue(job.origin, connection).enqueue_dependents(job, exclude_job_id=job.id)
+    except redis.exceptions.RedisError:
+        log.exception("successors of job %s not released; RQ's maintenance or the next end releases them", job_id)
+
+
+@dataclass
+class LocalGate:
+    """The in-process limits: how many jobs of each task run, and each ordering key's line (the ids of
+    its jobs held by the runner, in the order they were submitted). Not thread-safe: the runner calls it
+    under its lock."""
+
+    running: Counter[str]
+    lines: dict[str, deque[str]]
+
+    @classmethod
+    def empty(cls) -> LocalGate:
+        return cls(Counter(), {})
+
+    def join(self, job_id: str, key: str | None) -> None:
+        """A job is taken in: it is last of its key's line."""
+        if key is not None:
+            self.lines.setdefault(key, deque()).append(job_id)
+
+    def leave(self, job_id: str, key: str | None) -> None:
+        """A job is over (or handed on): the next of its key may run."""
+        line = self.lines.get(key) if key is not None else None
+        if line is None:
+            return
+        if job_id in line:
+            line.remove(job_id)
+        if not line:
+            del self.lines[key]  # type: ignore[arg-type]
+
+    def may_start(self, job_id: str, task: str, key: str | None) -> bool:
+        """Whether an attempt of the job may start now: a free slot of its task, first of its key."""
+        definition = lookup(task)
+        limit = definition.concurrency if definition is not None else None
+        if limit is not None and self.running[task] >= limit:
+            return False
+        line = self.lines.get(key) if key is not None else None
+        return line is None or line[0] == job_id
+
+    def started(self, task: str) -> None:
+        self.running[task] += 1
+
+    def ended(self, task: str) -> None:
+        self.running[task] -= 1
+        if self.running[task] <= 0:
+            del self.running[task]

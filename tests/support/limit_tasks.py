@@ -1,0 +1,68 @@
+"""Tasks that record, in Redis, how many of them run at once and in which order, for the limits' tests.
+
+Each run counts itself in while it works and out when it ends; the highest count seen is the
+concurrency actually observed (`peak`), whatever the workers or threads were.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from core.settings import DEFAULT_TASK_MODULES
+from jobs import task
+from jobs.runtime import get_runtime
+
+LIMIT_TASK_MODULES = (*DEFAULT_TASK_MODULES, __name__)
+WORK_S = 0.3  # each run works this long: long enough for runs without a limit to overlap
+_PREFIX = "tests:limits:"
+
+# Raises the peak to the count if higher (atomic: runs in several processes).
+_ENTER = """
+local now = redis.call('INCR', KEYS[1])
+if now > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], now) end
+return now
+"""
+
+
+def _enter(connection: redis.Redis, group: str) -> None:
+    connection.eval(_ENTER, 2, f"{_PREFIX}running:{group}", f"{_PREFIX}peak:{group}")
+
+
+def _work(group: str, label: str) -> dict[str, str]:
+    connection = get_runtime().redis
+    _enter(connection, group)
+    try:
+        connection.rpush(f"{_PREFIX}started:{group}", label)
+        time.sleep(WORK_S)  # the task's work
+    finally:
+        connection.decr(f"{_PREFIX}running:{group}")
+        connection.rpush(f"{_PREFIX}finished:{group}", label)
+    return {"label": label}
+
+
+@task(name="tests.limits.exclusive", retry=0, concurrency=1)
+def exclusive(label: str) -> dict[str, str]:
+    """At most one runs at a time, everywhere."""
+    return _work("exclusive", label)
+
+
+@task(name="tests.limits.pair", retry=0, concurrency=2)
+def pair(label: str) -> dict[str, str]:
+    """At most two run at a time."""
+    return _work("pair", label)
+
+
+@task(name="tests.limits.unlimited", retry=0)
+def unlimited(group: str, label: str) -> dict[str, str]:
+    """No limit of its own: jobs given an ordering key are ordered by it."""
+    return _work(group, label)
+
+
+def peak(connection: redis.Redis, group: str) -> int:
+    return int(connection.get(f"{_PREFIX}peak:{group}") or 0)
+
+
+def finished(connection: redis.Redis, group: str) -> list[str]:
+    return [item.decode() for item in connection.lrange(f"{_PREFIX}finished:{group}", 0, -1)]
