@@ -25,9 +25,11 @@ PER_KEY = 4
 
 
 def _submit_all(submit: Submitter) -> tuple[list[str], dict[str, list[str]]]:
-    """Four jobs of a task limited to one at a time, five limited to two, and four jobs for each of two
-    ordering keys, interleaved; returns the ids of all and each key's labels in enqueue order."""
-    ids: list[str] = []
+    """Four jobs of a task limited to one at a time, five limited to two, then four jobs for each of two
+    ordering keys, interleaved (jobs of a group side by side, so that free threads would take them
+    together); returns the ids of all and each key's labels in enqueue order."""
+    ids = [submit.submit(submit.build(limit_tasks.exclusive, [f"x{n}"])).job.id for n in range(PER_KEY)]
+    ids += [submit.submit(submit.build(limit_tasks.pair, [f"p{n}"])).job.id for n in range(PER_KEY + 1)]
     order: dict[str, list[str]] = {key: [] for key in KEYS}
     for n in range(PER_KEY):
         for key in KEYS:
@@ -35,9 +37,6 @@ def _submit_all(submit: Submitter) -> tuple[list[str], dict[str, list[str]]]:
             job = submit.build(limit_tasks.unlimited, [key, label], ordering_key=key)
             ids.append(submit.submit(job).job.id)
             order[key].append(label)
-        ids.append(submit.submit(submit.build(limit_tasks.exclusive, [f"x{n}"])).job.id)
-        ids.append(submit.submit(submit.build(limit_tasks.pair, [f"p{n}"])).job.id)
-    ids.append(submit.submit(submit.build(limit_tasks.pair, ["p-last"])).job.id)
     return ids, order
 
 
@@ -74,9 +73,7 @@ def test_rq_workers_keep_limits_and_key_order(
 
 
 def test_in_process_runner_keeps_limits_and_key_order(make_runtime: Callable[..., Runtime]) -> None:
-    runtime = make_runtime(
-        task_modules=limit_tasks.LIMIT_TASK_MODULES, use_rq_queue=False, background_concurrency=3
-    )
+    runtime = make_runtime(task_modules=limit_tasks.LIMIT_TASK_MODULES, use_rq_queue=False, background_concurrency=3)
     runner = InProcessRunner(runtime.settings, runtime.lifecycle)
     submit = Submitter(
         runtime.settings, runtime.lifecycle, Dispatcher(runtime.settings, runtime.redis, runner, runtime.lifecycle)
