@@ -23,6 +23,7 @@ import logging
 from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import redis
 from rq.job import Dependency
@@ -76,12 +77,11 @@ def previous_of_key(connection: redis.Redis, job: Job) -> Dependency | None:
     """
     if job.ordering_key is None:
         return None
-    raw = connection.set(ORDERING_PREFIX + job.ordering_key, job.id, ex=ORDERING_KEY_TTL_S, get=True)
-    previous = raw.decode() if isinstance(raw, bytes) else raw
+    previous = _text(connection.set(ORDERING_PREFIX + job.ordering_key, job.id, ex=ORDERING_KEY_TTL_S, get=True))
     if not previous or previous == job.id:
         return None
-    status = connection.hget(KitJob.key_for(previous), "status")
-    if status is None or status.decode() in _ENDED:
+    status = _status(connection, previous)
+    if status is None or status in _ENDED:
         return None
     return Dependency(jobs=[previous], allow_failure=True)
 
@@ -100,9 +100,17 @@ def settle(connection: redis.Redis, enqueued: KitJob, dependency: Dependency | N
     """Closes the race of a job that started waiting for one being canceled or stopped just then."""
     if dependency is None or enqueued.get_status(refresh=True) != RQStatus.DEFERRED:
         return
-    status = connection.hget(KitJob.key_for(str(dependency.dependencies[0])), "status")
-    if status is not None and status.decode() in _NOT_MET:
+    if _status(connection, str(dependency.dependencies[0])) in _NOT_MET:
         release_successors(connection, str(dependency.dependencies[0]))
+
+
+def _text(value: Any) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value if isinstance(value, str) else None
+
+
+def _status(connection: redis.Redis, job_id: str) -> str | None:
+    """The RQ status of a job, read without loading it (None: no such job)."""
+    return _text(connection.hget(KitJob.key_for(job_id), "status"))
 
 
 def release_successors(connection: redis.Redis, job_id: str) -> None:

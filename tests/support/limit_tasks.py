@@ -65,4 +65,7 @@ def peak(connection: redis.Redis, group: str) -> int:
 
 
 def finished(connection: redis.Redis, group: str) -> list[str]:
-    return [item.decode() for item in connection.lrange(f"{_PREFIX}finished:{group}", 0, -1)]
+    return [
+        item.decode() if isinstance(item, bytes) else str(item)
+        for item in connection.lrange(f"{_PREFIX}finished:{group}", 0, -1)
+    ]
