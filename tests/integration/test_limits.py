@@ -10,9 +10,11 @@ from collections.abc import Callable
 import pytest
 
 from core.models import DispatchMode, JobStatus
+from jobs import operations
 from jobs.dispatch import Dispatcher
 from jobs.inprocess import InProcessRunner
 from jobs.runtime import Runtime
+from jobs.services import build_job_services
 from jobs.submit import Submitter
 from tests.support import limit_tasks
 from tests.support.analyses import submitter
@@ -63,13 +65,26 @@ def test_rq_workers_keep_limits_and_key_order(
     assert sum("at most 1 job(s) of this task" in reason for reason in reasons) == PER_KEY - 1
     assert sum("at most 2 job(s) of this task" in reason for reason in reasons) == PER_KEY + 1 - 2
 
+    # Canceled while waiting: one waiting for a slot, one waiting for its key's turn (its successors keep
+    # waiting for the job before it).
+    services = build_job_services(runtime.settings)
+    try:
+        canceled = {ids[2], ids[-2 * len(KEYS) + 0]}  # x2, and customer-a-2 (waits for customer-a-1)
+        for job_id in canceled:
+            assert operations.cancel(services, job_id).status is JobStatus.CANCELED
+    finally:
+        asyncio.run(services.aclose())
+    order[KEYS[0]].remove(f"{KEYS[0]}-2")
+
     workers(runtime.settings, "-n", "2")
 
     def all_ended() -> bool:
         return all(runtime.lifecycle.require(job_id).status.is_terminal for job_id in ids)
 
     wait_for(all_ended, 120, "every job to end")
-    _check_observed(runtime, ids, order)
+    _check_observed(runtime, [job_id for job_id in ids if job_id not in canceled], order)
+    assert {runtime.lifecycle.require(job_id).status for job_id in canceled} == {JobStatus.CANCELED}
+    assert sorted(limit_tasks.finished(runtime.redis, "exclusive")) == ["x0", "x1", "x3"]
 
 
 def test_in_process_runner_keeps_limits_and_key_order(make_runtime: Callable[..., Runtime]) -> None:
