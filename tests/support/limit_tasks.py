@@ -6,7 +6,9 @@ concurrency actually observed (`peak`), whatever the workers or threads were.
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import redis
 
@@ -15,6 +17,7 @@ from jobs import task
 from jobs.runtime import get_runtime
 
 LIMIT_TASK_MODULES = (*DEFAULT_TASK_MODULES, __name__)
+GATE_WAIT_S = 60.0  # a held run gives up waiting for its gate after this
 WORK_S = 0.3  # each run works this long: long enough for runs without a limit to overlap
 _PREFIX = "tests:limits:"
 
@@ -58,6 +61,24 @@ def pair(label: str) -> dict[str, str]:
 def unlimited(group: str, label: str) -> dict[str, str]:
     """No limit of its own: jobs given an ordering key are ordered by it."""
     return _work(group, label)
+
+
+@task(name="tests.limits.held", retry=0, concurrency=1)
+def held(label: str, gate: str) -> dict[str, str]:
+    """One at a time; records the process running it, then works until the file `gate` exists."""
+    connection = get_runtime().redis
+    _enter(connection, "held")
+    connection.set(f"{_PREFIX}pid:{label}", os.getpid())
+    deadline = time.monotonic() + GATE_WAIT_S
+    while not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    connection.decr(f"{_PREFIX}running:held")
+    return {"label": label}
+
+
+def pid_of(connection: redis.Redis, label: str) -> int | None:
+    value = connection.get(f"{_PREFIX}pid:{label}")
+    return int(value) if value else None
 
 
 def peak(connection: redis.Redis, group: str) -> int:
