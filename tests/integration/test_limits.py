@@ -24,27 +24,30 @@ pytestmark = pytest.mark.slow
 
 KEYS = ("customer-a", "customer-b")
 PER_KEY = 4
+FLAKY = f"{KEYS[1]}-1"  # fails once: its successors wait through its retry
 
 
 def _submit_all(submit: Submitter) -> tuple[list[str], dict[str, list[str]]]:
     """Four jobs of a task limited to one at a time, five limited to two, then four jobs for each of two
-    ordering keys, interleaved (jobs of a group side by side, so that free threads would take them
-    together); returns the ids of all and each key's labels in enqueue order."""
+    ordering keys, interleaved, one of which fails once; jobs of a group side by side, so that free
+    threads would take them together. Returns the ids of all and each key's labels in enqueue order."""
     ids = [submit.submit(submit.build(limit_tasks.exclusive, [f"x{n}"])).job.id for n in range(PER_KEY)]
     ids += [submit.submit(submit.build(limit_tasks.pair, [f"p{n}"])).job.id for n in range(PER_KEY + 1)]
     order: dict[str, list[str]] = {key: [] for key in KEYS}
     for n in range(PER_KEY):
         for key in KEYS:
             label = f"{key}-{n}"
-            job = submit.build(limit_tasks.unlimited, [key, label], ordering_key=key)
+            func = limit_tasks.flaky if label == FLAKY else limit_tasks.unlimited
+            job = submit.build(func, [key, label], ordering_key=key)
             ids.append(submit.submit(job).job.id)
             order[key].append(label)
     return ids, order
 
 
 def _check_observed(runtime: Runtime, ids: list[str], order: dict[str, list[str]]) -> None:
-    statuses = {runtime.lifecycle.require(job_id).status for job_id in ids}
-    assert statuses == {JobStatus.FINISHED}
+    rows = [runtime.lifecycle.require(job_id) for job_id in ids]
+    assert {row.status for row in rows} == {JobStatus.FINISHED}
+    assert sum(row.attempts for row in rows) == len(rows) + 1  # the flaky one ran twice
     assert limit_tasks.peak(runtime.redis, "exclusive") == 1
     assert limit_tasks.peak(runtime.redis, "pair") in (1, 2)
     for key in KEYS:

@@ -63,6 +63,14 @@ def unlimited(group: str, label: str) -> dict[str, str]:
     return _work(group, label)
 
 
+@task(name="tests.limits.flaky", retry=1, retry_intervals=[1])
+def flaky(group: str, label: str) -> dict[str, str]:
+    """Fails its first attempt (its retry waits 1 s), then works like `unlimited`."""
+    if get_runtime().redis.set(f"{_PREFIX}failed:{label}", 1, nx=True):
+        raise RuntimeError(f"{label}: the first attempt fails")
+    return _work(group, label)
+
+
 @task(name="tests.limits.held", retry=0, concurrency=1)
 def held(label: str, gate: str) -> dict[str, str]:
     """One at a time; records the process running it, then works until the file `gate` exists."""
