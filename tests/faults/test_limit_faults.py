@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.models import JobStatus
+from core.models import Job, JobStatus
 from jobs.runtime import Runtime
 from tests.support import limit_tasks
 from tests.support.analyses import submitter
@@ -41,8 +41,9 @@ def test_a_killed_worker_frees_its_jobs_slot_and_the_waiting_job_runs(
     gate.touch()
     workers(runtime.settings, "-n", "1")  # what a supervisor does
 
-    ended = wait_for(
-        lambda: (row := runtime.lifecycle.require(second)).status.is_terminal and row, 90, "the waiting job to run"
-    )
-    assert ended.status is JobStatus.FINISHED
+    def ended() -> Job | None:
+        row = runtime.lifecycle.require(second)
+        return row if row.status.is_terminal else None
+
+    assert wait_for(ended, 90, "the waiting job to run").status is JobStatus.FINISHED
     assert runtime.lifecycle.require(first).status is JobStatus.FAILED  # abandoned, no retry left
