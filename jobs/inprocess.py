@@ -62,6 +62,7 @@ class _Job:
     rank: int = Priority.NORMAL.rank  # its priority level, 0 the highest
     task: str = ""
     key: str | None = None  # its ordering key
+    noted: str | None = None  # what held it back last, as logged on its row
     attempt: Future[int | None] | None = None  # the attempt in line or running, if any
     ended: Future[None] = field(default_factory=Future)
 
@@ -211,10 +212,16 @@ class InProcessRunner:
     def _run_head(self) -> None:
         """On a free pool thread: runs the next attempt of the job at the head of the line."""
         with self._lock:
-            job = self._next_startable()
-            if job is None:
-                return
-            self._gate.started(job.task)
+            job, held_back = self._next_startable()
+            if job is not None:
+                self._gate.started(job.task)
+        for job_id, reason in held_back:
+            try:
+                self._lifecycle.log(job_id, reason)
+            except Exception:
+                log.exception("in-process job %s: why it waits was not logged", job_id)
+        if job is None:
+            return
         try:
             self._run_attempt(job)
         finally:
@@ -222,16 +229,22 @@ class InProcessRunner:
                 self._gate.ended(job.task)
             self._wake()
 
-    def _next_startable(self) -> _Job | None:
-        """Takes the first job of the line that its limits let start (called with the lock held)."""
+    def _next_startable(self) -> tuple[_Job | None, list[tuple[str, str]]]:
+        """Takes the first job of the line that its limits let start (called with the lock held); returns
+        it and the jobs before it held back for a new reason, with the reason."""
+        held_back: list[tuple[str, str]] = []
         for place, (_, _, job_id) in enumerate(self._waiting):
             job = self._jobs.get(job_id)
-            if job is None or self._gate.may_start(job_id, job.task, job.key):
+            reason = self._gate.why_waiting(job_id, job.task, job.key) if job is not None else None
+            if job is None or reason is None:
                 del self._waiting[place]
-                return job
+                return job, held_back
+            if reason != job.noted:
+                job.noted = reason
+                held_back.append((job_id, reason))
         if self._waiting:
             self._parked += 1  # every waiting job is held back by its limits: one that ends wakes this up
-        return None
+        return None, held_back
 
     def _wake(self) -> None:
         """A slot or a key's turn freed: the pool tasks that found nothing startable look again."""

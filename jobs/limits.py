@@ -90,10 +90,18 @@ def waiting_reason(enqueued: KitJob, dependency: Dependency | None, rate_limit: 
     """Why a job just enqueued does not wait on its queue, for the row's log (None: it does)."""
     status = enqueued.get_status(refresh=False)
     if status == RQStatus.DEFERRED and dependency is not None:
-        return f"waiting for job {dependency.dependencies[0]} (same ordering key)"
+        return _after_previous(str(dependency.dependencies[0]))
     if status == RQStatus.RATE_LIMITED and rate_limit is not None:
-        return f"waiting for a slot: at most {rate_limit.concurrency} job(s) of this task run at once"
+        return _for_a_slot(rate_limit.concurrency)
     return None
+
+
+def _after_previous(previous: str) -> str:
+    return f"waiting for job {previous} (same ordering key)"
+
+
+def _for_a_slot(concurrency: int) -> str:
+    return f"waiting for a slot: at most {concurrency} job(s) of this task run at once"
 
 
 def settle(connection: redis.Redis, enqueued: KitJob, dependency: Dependency | None) -> None:
@@ -155,12 +163,16 @@ class LocalGate:
 
     def may_start(self, job_id: str, task: str, key: str | None) -> bool:
         """Whether an attempt of the job may start now: a free slot of its task, first of its key."""
+        return self.why_waiting(job_id, task, key) is None
+
+    def why_waiting(self, job_id: str, task: str, key: str | None) -> str | None:
+        """What holds the job back (for the row's log), None when it may start now."""
         definition = lookup(task)
         limit = definition.concurrency if definition is not None else None
         if limit is not None and self.running[task] >= limit:
-            return False
+            return _for_a_slot(limit)
         line = self.lines.get(key) if key is not None else None
-        return line is None or line[0] == job_id
+        return None if line is None or line[0] == job_id else _after_previous(line[0])
 
     def started(self, task: str) -> None:
         self.running[task] += 1

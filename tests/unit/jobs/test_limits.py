@@ -68,6 +68,7 @@ def test_the_gate_lets_one_job_of_a_key_start_at_a_time_in_submission_order() ->
         True,
         True,
     ]
+    assert gate.why_waiting("a2", "tests.unit.limits.free", "a") == "waiting for job a1 (same ordering key)"
     gate.leave("a1", "a")
     assert gate.may_start("a2", "tests.unit.limits.free", "a")
     gate.leave("a2", "a")
@@ -78,7 +79,9 @@ def test_the_gate_counts_running_jobs_of_a_limited_task() -> None:
     gate = LocalGate.empty()
     assert gate.may_start("j1", "tests.unit.limits.single", None)
     gate.started("tests.unit.limits.single")
-    assert not gate.may_start("j2", "tests.unit.limits.single", None)
+    assert gate.why_waiting("j2", "tests.unit.limits.single", None) == (
+        "waiting for a slot: at most 1 job(s) of this task run at once"
+    )
     gate.started("tests.unit.limits.free")
     gate.started("tests.unit.limits.free")
     assert gate.may_start("j3", "tests.unit.limits.free", None)
