@@ -107,7 +107,7 @@ class Dispatcher:
                     rate_limit=rate_limit,
                     depends_on=after,
                 )
-                limits.settle(self.connection, enqueued, after)
+                limits.settle(self.connection, enqueued, after, self._is_canceled)
             except redis.exceptions.OutOfMemoryError as exc:
                 raise QueueFull("the queue is out of memory; try again later") from exc
             except QueueFull:
@@ -134,6 +134,10 @@ class Dispatcher:
         if background_tasks is not None:
             background_tasks.add_task(self.runner.wait, job.id)  # graceful shutdown waits for it, as for RQ work
         return Dispatched(DispatchMode.BACKGROUND, job.queue, status, position)
+
+    def _is_canceled(self, job_id: str) -> bool:
+        row = self.lifecycle.get(job_id)
+        return row is not None and row.status is JobStatus.CANCELED
 
     def _rq_position(self, job: Any) -> int | None:
         try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -104,12 +105,18 @@ def _for_a_slot(concurrency: int) -> str:
     return f"waiting for a slot: at most {concurrency} job(s) of this task run at once"
 
 
-def settle(connection: redis.Redis, enqueued: KitJob, dependency: Dependency | None) -> None:
-    """Closes the race of a job that started waiting for one being canceled or stopped just then."""
+def settle(
+    connection: redis.Redis, enqueued: KitJob, dependency: Dependency | None, canceled: Callable[[str], bool]
+) -> None:
+    """Closes the race of a job that started waiting for one stopped just then: RQ marks a stopped job
+    `stopped` after its stop callback (which releases the successors it has then) and never releases
+    the ones that joined in between. `canceled(job_id)`: the job's row says it is canceled."""
     if dependency is None or enqueued.get_status(refresh=True) != RQStatus.DEFERRED:
         return
-    if _status(connection, str(dependency.dependencies[0])) in _NOT_MET:
-        release_successors(connection, str(dependency.dependencies[0]))
+    previous = str(dependency.dependencies[0])
+    status = _status(connection, previous)
+    if status in _NOT_MET or (status == RQStatus.STARTED.value and canceled(previous)):
+        release_successors(connection, previous)
 
 
 def _text(value: Any) -> str | None:
