@@ -111,10 +111,16 @@ def settle(
     """Closes the race of a job that started waiting for one stopped just then: RQ marks a stopped job
     `stopped` after its stop callback (which releases the successors it has then) and never releases
     the ones that joined in between. `canceled(job_id)`: the job's row says it is canceled."""
-    if dependency is None or enqueued.get_status(refresh=True) != RQStatus.DEFERRED:
+    if dependency is None:
         return
     previous = str(dependency.dependencies[0])
-    status = _status(connection, previous)
+    try:
+        if enqueued.get_status(refresh=True) != RQStatus.DEFERRED:
+            return
+        status = _status(connection, previous)
+    except redis.exceptions.RedisError:
+        log.exception("job %s: the state of job %s before it was not read", enqueued.id, previous)
+        return
     if status in _NOT_MET or (status == RQStatus.STARTED.value and canceled(previous)):
         release_successors(connection, previous)
 
