@@ -52,10 +52,10 @@ def on_failure(
 
 def on_stopped(job: Job, connection: Any) -> None:
     """RQ stopped callback: the job was stopped on request (`send_stop_job_command`)."""
-    recorder = _RECORDERS.get(job.func_name or "")
-    if recorder is not None:
-        recorder[1](job.id)
-    if job.func_name == RUN_JOB:
+    if job.func_name == RUN_JOB and job.connection.scard(job.dependents_key):
         row = get_runtime().lifecycle.get(job.id)
         if row is not None and row.ordering_key is not None:
             limits.release_successors(job.connection, job.id)  # the next job of its key runs
+    recorder = _RECORDERS.get(job.func_name or "")
+    if recorder is not None:
+        recorder[1](job.id)
