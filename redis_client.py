@@ -22,7 +22,8 @@ from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.callbacks import Callback
 from rq.exceptions import DeserializationError, NoSuchJobError
-from rq.job import Job
+from rq.job import Dependency, Job
+from rq.rate_limit import RateLimit
 from rq.serializers import JSONSerializer
 
 from core.errors import JobNotAllowed, QueueFull, QueueUnavailable, RedisPolicyError
@@ -167,8 +168,12 @@ def enqueue(
     job_timeout: int | None = None,
     retries: int | None = None,
     retry_intervals: Sequence[int] = (),
+    rate_limit: RateLimit | None = None,
+    depends_on: Dependency | None = None,
 ) -> KitJob:
     """Enqueues `func(*args)` with the service's TTLs and the job's timeout and retry policy.
+
+    `rate_limit` and `depends_on` are RQ's, passed on (`jobs.limits`).
 
     `job_timeout`, `retries` and `retry_intervals` default to `RQ_JOB_TIMEOUT` and `RQ_RETRY_*`.
 
@@ -189,6 +194,10 @@ def enqueue(
         "on_failure": Callback(on_failure) if on_failure else None,
         "on_stopped": Callback(on_stopped) if on_stopped else None,
     }
+    if rate_limit is not None:
+        options["rate_limit"] = rate_limit
+    if depends_on is not None:
+        options["depends_on"] = depends_on
     try:
         if at is not None:
             return cast(KitJob, queue.enqueue_at(at, func, **options))

@@ -125,6 +125,8 @@ class Job(Base):
     # Unique per task: the same key sent to two tasks names two jobs.
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
+    # Jobs with the same ordering key run one at a time, in the order they were accepted (`jobs.limits`).
+    ordering_key: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Touched by every state change and progress report; the reconciler's notion of "recently alive".
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

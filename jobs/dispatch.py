@@ -19,6 +19,7 @@ from core.errors import ConfigurationError, QueueFull, QueueUnavailable
 from core.lifecycle import Lifecycle
 from core.models import DispatchMode, Job, JobStatus, utcnow
 from core.settings import Settings
+from jobs import limits
 from redis_client import ON_FAILURE, ON_STOPPED, RUN_JOB, enqueue
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ class Dispatcher:
         status = JobStatus.SCHEDULED if at else JobStatus.QUEUED
         if self.mode is DispatchMode.RQ:
             try:
+                rate_limit = limits.rate_limit_for(job.task)
+                after = limits.previous_of_key(self.connection, job)
                 enqueued = enqueue(
                     self.connection,
                     self.settings,
@@ -101,15 +104,24 @@ class Dispatcher:
                     job_timeout=job.timeout_s,
                     retries=job.retries,
                     retry_intervals=job.retry_intervals,
+                    rate_limit=rate_limit,
+                    depends_on=after,
                 )
+                limits.settle(self.connection, enqueued, after, self._is_canceled)
+            except redis.exceptions.OutOfMemoryError as exc:
+                raise QueueFull("the queue is out of memory; try again later") from exc
             except QueueFull:
                 raise  # Redis is up but refuses writes: the caller answers 503 and keeps nothing
-            except QueueUnavailable as exc:
+            except (QueueUnavailable, redis.exceptions.RedisError) as exc:
                 log.warning("job %s stays pending, Redis unreachable: %s", job.id, exc)
                 return Dispatched(DispatchMode.RQ, job.queue, JobStatus.PENDING)
             self.lifecycle.mark_dispatched(
                 job.id, mode=DispatchMode.RQ, queue=job.queue, status=status, from_statuses=from_statuses
             )
+            reason = limits.waiting_reason(enqueued, after, rate_limit)
+            if reason is not None:
+                self.lifecycle.log(job.id, reason)
+                return Dispatched(DispatchMode.RQ, job.queue, status)
             return Dispatched(DispatchMode.RQ, job.queue, status, self._rq_position(enqueued) if not at else None)
 
         if self.runner is None:
@@ -122,6 +134,10 @@ class Dispatcher:
         if background_tasks is not None:
             background_tasks.add_task(self.runner.wait, job.id)  # graceful shutdown waits for it, as for RQ work
         return Dispatched(DispatchMode.BACKGROUND, job.queue, status, position)
+
+    def _is_canceled(self, job_id: str) -> bool:
+        row = self.lifecycle.get(job_id)
+        return row is not None and row.status is JobStatus.CANCELED
 
     def _rq_position(self, job: Any) -> int | None:
         try:

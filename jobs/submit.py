@@ -29,6 +29,7 @@ from core.models import Base, Job, JobStatus, Priority
 from core.settings import Settings, parse_queue_names
 from jobs.callback_target import TargetPolicy, parse_callback_url
 from jobs.dispatch import Dispatched, Dispatcher, TaskAdder
+from jobs.limits import check_ordering_key
 from jobs.policy import default_backoff
 from jobs.registry import TaskDef, definition_of
 
@@ -156,17 +157,19 @@ class Submitter:
         request_hash: str | None = None,
         callback_url: str | None = None,
         job_id: str | None = None,
+        ordering_key: str | None = None,
     ) -> Job:
         """A new `pending` job row for `func(*args, **kwargs)` with the task's defaults (not committed).
 
         The job goes to `queue` when given, else to its `priority` level's queue (`PRIORITY_QUEUES`), else
         to the task's own queue; its recorded priority is the given one, else its queue's level (`normal`
-        for a queue of no level).
+        for a queue of no level). Jobs with the same `ordering_key` run one at a time, in the order they
+        were accepted (`jobs.limits`).
 
         Raises:
             TypeError: `func` is not a task, the arguments do not fit it or are not JSON.
             ValueError: a bad queue name or priority.
-            MalformedUpload: a bad idempotency key or callback URL (values a client sends: 422).
+            MalformedUpload: a bad idempotency key, ordering key or callback URL (values a client sends: 422).
         """
         definition = func if isinstance(func, TaskDef) else definition_of(func)
         kwargs = dict(kwargs or {})
@@ -177,6 +180,7 @@ class Submitter:
         level = parse_priority(priority) if priority is not None else None
         queue = queue or (self.settings.queue_for(level) if level is not None else definition.queue)
         level = level or Priority(self.settings.level_of(queue) or Priority.NORMAL)
+        ordering_key = check_ordering_key(ordering_key, at)
         if at is not None and at.tzinfo is None:
             at = at.replace(tzinfo=UTC)  # a time without a zone is UTC, as every time the kit returns
         retries = definition.retries if definition.retries is not None else self.settings.rq_retry_max
@@ -198,6 +202,7 @@ class Submitter:
             scheduled_at=at.astimezone(UTC) if at is not None else None,
             idempotency_key=check_idempotency_key(idempotency_key),
             request_hash=request_hash,
+            ordering_key=ordering_key,
             attempts=0,
             progress=0,
             logs=[],

@@ -71,6 +71,7 @@ class JobTasks:
         at: datetime | None = None,
         idempotency_key: str | None = None,
         callback_url: str | None = None,
+        ordering_key: str | None = None,
         **kwargs: Any,
     ) -> JobHandle:
         """Runs `func(*args, **kwargs)` in the background; `func` is a task (`@task`).
@@ -82,6 +83,7 @@ class JobTasks:
             at: run no earlier than this time (UTC when naive).
             idempotency_key: the same key (for the same task and arguments) returns the same job.
             callback_url: POSTed the outcome when the job ends (signed; see the README).
+            ordering_key: jobs with the same key run one at a time, in the order they were accepted.
 
         Raises:
             TypeError: `func` is not a task, or an argument does not fit it or is not JSON.
@@ -98,6 +100,7 @@ class JobTasks:
             at=at,
             idempotency_key=idempotency_key,
             callback_url=callback_url,
+            ordering_key=ordering_key,
         )
         if idempotency_key is not None:
             job.request_hash = _hash_of(job)
