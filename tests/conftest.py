@@ -96,13 +96,31 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[CHOSEN_DATABASES] = tuple(chosen)
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """The controlling process starts a run afresh: no fault tally from an earlier run is reported.
+# The fault tallies' hooks live here, not in tests/faults/conftest.py: that one is loaded only when
+# collection reaches it, after the session started, and never in xdist's controlling process (which
+# collects nothing), so its summary was printed by no one.
 
-    Here, not in tests/faults/conftest.py: that one is loaded only when collection reaches it, after
-    the session started."""
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The controlling process starts a run afresh: no fault tally from an earlier run is reported."""
     if not hasattr(session.config, "workerinput"):
         shutil.rmtree(Path(str(session.config.rootpath)) / FAULT_TALLIES, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The controlling process prints every test process's fault tallies and keeps them in a file."""
+    config = terminalreporter.config
+    if hasattr(config, "workerinput"):
+        return
+    files = sorted((Path(str(config.rootpath)) / FAULT_TALLIES).glob("*.txt"))
+    lines = sorted(line for path in files for line in path.read_text().splitlines() if line)
+    if not lines:
+        return
+    terminalreporter.section("fault scenarios (Jepsen-style counts)")
+    for line in lines:
+        terminalreporter.write_line(line)
+    out = Path(str(config.rootpath)) / "test-artifacts" / "faults.txt"
+    out.write_text("\n".join(lines) + "\n")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

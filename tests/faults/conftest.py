@@ -37,19 +37,6 @@ def _tally_dir(config: pytest.Config) -> Path:
     return Path(str(config.rootpath)) / FAULT_TALLIES
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    config = terminalreporter.config
-    files = sorted(_tally_dir(config).glob("*.txt"))
-    lines = sorted(line for path in files for line in path.read_text().splitlines() if line)
-    if not lines:
-        return
-    terminalreporter.section("fault scenarios (Jepsen-style counts)")
-    for line in lines:
-        terminalreporter.write_line(line)
-    out = Path(str(config.rootpath)) / "test-artifacts" / "faults.txt"
-    out.write_text("\n".join(lines) + "\n")
-
-
 @pytest.fixture
 def fault_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis")
