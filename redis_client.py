@@ -22,7 +22,7 @@ from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.callbacks import Callback
 from rq.exceptions import DeserializationError, NoSuchJobError
-from rq.job import Job
+from rq.job import Dependency, Job
 from rq.serializers import JSONSerializer
 
 from core.errors import JobNotAllowed, QueueFull, QueueUnavailable, RedisPolicyError
@@ -167,8 +167,11 @@ def enqueue(
     job_timeout: int | None = None,
     retries: int | None = None,
     retry_intervals: Sequence[int] = (),
+    depends_on: Sequence[str] = (),
 ) -> KitJob:
     """Enqueues `func(*args)` with the service's TTLs and the job's timeout and retry policy.
+
+    With `depends_on` (RQ job ids), RQ keeps the job deferred until every one of them has finished.
 
     `job_timeout`, `retries` and `retry_intervals` default to `RQ_JOB_TIMEOUT` and `RQ_RETRY_*`.
 
@@ -188,6 +191,7 @@ def enqueue(
         "description": description or f"{func.rsplit('.', 1)[-1]}({job_id})",
         "on_failure": Callback(on_failure) if on_failure else None,
         "on_stopped": Callback(on_stopped) if on_stopped else None,
+        "depends_on": Dependency(jobs=list(depends_on)) if depends_on else None,
     }
     try:
         if at is not None:

@@ -19,6 +19,7 @@ from core.errors import ConfigurationError, QueueFull, QueueUnavailable
 from core.lifecycle import Lifecycle
 from core.models import DispatchMode, Job, JobStatus, utcnow
 from core.settings import Settings
+from jobs.dependencies import Dependents, judge
 from redis_client import ON_FAILURE, ON_STOPPED, RUN_JOB, enqueue
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,9 @@ class TaskAdder(Protocol):
 class InProcess(Protocol):
     """Runs tasks inside this process (`jobs.inprocess.InProcessRunner`)."""
 
-    def submit(self, job: Job, at: datetime | None = None) -> int | None:
-        """Takes the job in now (it joins the line); returns its place among waiting jobs, None if scheduled."""
+    def submit(self, job: Job, at: datetime | None = None, *, deferred: bool = False) -> int | None:
+        """Takes the job in now (it joins the line unless deferred); returns its place among waiting jobs,
+        None if scheduled or deferred."""
         ...
 
     async def wait(self, job_id: str) -> None: ...
@@ -85,6 +87,17 @@ class Dispatcher:
         """
         at = job.scheduled_at if job.scheduled_at is not None and job.scheduled_at > utcnow() else None
         status = JobStatus.SCHEDULED if at else JobStatus.QUEUED
+        waiting_on: tuple[str, ...] = ()
+        if job.depends_on:
+            verdict = judge(self.lifecycle, job.depends_on)
+            if verdict.blocked_by is not None:
+                ended = self._dependents().block(job, *verdict.blocked_by)
+                return Dispatched(self.mode, job.queue, ended)
+            if verdict.undispatched:
+                # A parent is not on a queue yet (Redis was down): the reconciler dispatches it first.
+                return Dispatched(self.mode, job.queue, JobStatus.PENDING)
+            waiting_on = verdict.waiting_on
+            status = JobStatus.DEFERRED if waiting_on else status
         if self.mode is DispatchMode.RQ:
             try:
                 enqueued = enqueue(
@@ -101,6 +114,7 @@ class Dispatcher:
                     job_timeout=job.timeout_s,
                     retries=job.retries,
                     retry_intervals=job.retry_intervals,
+                    depends_on=waiting_on,
                 )
             except QueueFull:
                 raise  # Redis is up but refuses writes: the caller answers 503 and keeps nothing
@@ -110,6 +124,8 @@ class Dispatcher:
             self.lifecycle.mark_dispatched(
                 job.id, mode=DispatchMode.RQ, queue=job.queue, status=status, from_statuses=from_statuses
             )
+            if waiting_on:
+                return Dispatched(DispatchMode.RQ, job.queue, self._recheck(job))
             return Dispatched(DispatchMode.RQ, job.queue, status, self._rq_position(enqueued) if not at else None)
 
         if self.runner is None:
@@ -118,10 +134,23 @@ class Dispatcher:
             job.id, mode=DispatchMode.BACKGROUND, queue=job.queue, status=status, from_statuses=from_statuses
         )
         # The job joins the line before the answer is written, so its position is its own, as on RQ.
-        position = self.runner.submit(job, at)
+        position = self.runner.submit(job, at, deferred=bool(waiting_on))
         if background_tasks is not None:
             background_tasks.add_task(self.runner.wait, job.id)  # graceful shutdown waits for it, as for RQ work
+        if waiting_on:
+            return Dispatched(DispatchMode.BACKGROUND, job.queue, self._recheck(job))
         return Dispatched(DispatchMode.BACKGROUND, job.queue, status, position)
+
+    def _dependents(self) -> Dependents:
+        return Dependents(self.lifecycle, self.connection if self.mode is DispatchMode.RQ else None)
+
+    def _recheck(self, job: Job) -> JobStatus:
+        """A parent may have ended between the first look and the `deferred` record (its own settling then
+        missed this job): looks again, and settles the job now if so."""
+        row = self.lifecycle.get(job.id)
+        if row is None or row.status is not JobStatus.DEFERRED:
+            return row.status if row is not None else job.status
+        return self._dependents().settle(row)
 
     def _rq_position(self, job: Any) -> int | None:
         try:
