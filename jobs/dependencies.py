@@ -67,8 +67,8 @@ def judge(lifecycle: Lifecycle, depends_on: list[str]) -> Verdict:
     if not depends_on:
         return Verdict(ready=True)
     with lifecycle.database.session() as session:
-        rows = session.execute(select(Job.id, Job.status).where(Job.id.in_(depends_on))).tuples()
-        found = {job_id: status for job_id, status in rows}
+        # `.all()`: a Result has `keys()`, so `dict()` would take it for a mapping.
+        found = dict(session.execute(select(Job.id, Job.status).where(Job.id.in_(depends_on))).tuples().all())
     waiting: list[str] = []
     undispatched: list[str] = []
     for parent_id in depends_on:
@@ -179,5 +179,5 @@ def parent_results() -> dict[str, Any]:
         return {}
     with lifecycle.database.session() as session:
         query = select(Job.id, Job.result).where(Job.id.in_(row.depends_on))
-        results: dict[str, Any] = {job_id: result for job_id, result in session.execute(query).tuples()}
+        results: dict[str, Any] = dict(session.execute(query).tuples().all())
     return {parent_id: results.get(parent_id) for parent_id in row.depends_on}
