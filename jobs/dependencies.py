@@ -68,7 +68,7 @@ def judge(lifecycle: Lifecycle, depends_on: list[str]) -> Verdict:
         return Verdict(ready=True)
     with lifecycle.database.session() as session:
         # `.all()`: a Result has `keys()`, so `dict()` would take it for a mapping.
-        found = dict(session.execute(select(Job.id, Job.status).where(Job.id.in_(depends_on))).tuples().all())
+        found = dict(session.execute(select(Job.id, Job.status).where(Job.id.in_(depends_on))).all())
     waiting: list[str] = []
     undispatched: list[str] = []
     for parent_id in depends_on:
@@ -179,5 +179,5 @@ def parent_results() -> dict[str, Any]:
         return {}
     with lifecycle.database.session() as session:
         query = select(Job.id, Job.result).where(Job.id.in_(row.depends_on))
-        results: dict[str, Any] = dict(session.execute(query).tuples().all())
+        results: dict[str, Any] = dict(session.execute(query).all())
     return {parent_id: results.get(parent_id) for parent_id in row.depends_on}

@@ -107,7 +107,7 @@ def change_priority(services: JobServices, job_id: str, priority: Priority) -> P
     row = services.lifecycle.require(job_id)
     if row.status not in WAITING_STATUSES:
         raise InvalidTransition(
-            f"job is {row.status.value}; only waiting jobs (pending, queued, scheduled) can change priority"
+            f"job is {row.status.value}; only waiting jobs (pending, queued, scheduled, deferred) can change priority"
         )
     queue = services.settings.queue_for(priority.value)
     if row.mode is DispatchMode.BACKGROUND:

@@ -63,6 +63,7 @@ _REDISPATCH_FROM = (
     JobStatus.PENDING,
     JobStatus.QUEUED,
     JobStatus.SCHEDULED,
+    JobStatus.DEFERRED,  # dispatched again, a dependent is judged again (`jobs.dependencies`)
     JobStatus.STARTED,
 )
 

@@ -52,7 +52,8 @@ def test_a_batch_with_a_bad_file_analyses_the_others_and_reports_its_progress_to
     assert rejected["error"]
     assert accepted["status_url"].endswith(f"/batches/{accepted['id']}")
 
-    assert events and all(event.event == "progress" for event in events)
+    assert events
+    assert all(event.event == "progress" for event in events)
     percents = [event.data["percent"] for event in events]
     assert percents == sorted(percents)
     assert events[-1].data["done"] is True
