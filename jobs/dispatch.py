@@ -125,7 +125,7 @@ class Dispatcher:
                 job.id, mode=DispatchMode.RQ, queue=job.queue, status=status, from_statuses=from_statuses
             )
             if waiting_on:
-                return Dispatched(DispatchMode.RQ, job.queue, self._recheck(job))
+                return Dispatched(DispatchMode.RQ, job.queue, self._recheck(job, waiting_on))
             return Dispatched(DispatchMode.RQ, job.queue, status, self._rq_position(enqueued) if not at else None)
 
         if self.runner is None:
@@ -138,15 +138,16 @@ class Dispatcher:
         if background_tasks is not None:
             background_tasks.add_task(self.runner.wait, job.id)  # graceful shutdown waits for it, as for RQ work
         if waiting_on:
-            return Dispatched(DispatchMode.BACKGROUND, job.queue, self._recheck(job))
+            return Dispatched(DispatchMode.BACKGROUND, job.queue, self._recheck(job, waiting_on))
         return Dispatched(DispatchMode.BACKGROUND, job.queue, status, position)
 
     def _dependents(self) -> Dependents:
         return Dependents(self.lifecycle, self.connection if self.mode is DispatchMode.RQ else None)
 
-    def _recheck(self, job: Job) -> JobStatus:
-        """A parent may have ended between the first look and the `deferred` record (its own settling then
-        missed this job): looks again, and settles the job now if so."""
+    def _recheck(self, job: Job, waiting_on: tuple[str, ...]) -> JobStatus:
+        """Logs why the job waits; a parent may have ended between the first look and the `deferred` record
+        (its own settling then missed this job): looks again, and settles the job now if so."""
+        self.lifecycle.log(job.id, f"waits for {', '.join(waiting_on)}")
         row = self.lifecycle.get(job.id)
         if row is None or row.status is not JobStatus.DEFERRED:
             return row.status if row is not None else job.status

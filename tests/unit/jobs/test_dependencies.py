@@ -68,6 +68,7 @@ def test_a_dependent_waits_deferred_until_its_parents_finish_then_reads_their_re
     _work(runtime)
 
     assert deferred == [summed]
+    assert f"waits for {first}, {second}" in [line["message"] for line in runtime.lifecycle.require(summed).logs]
     row = runtime.lifecycle.require(summed)
     assert (row.status, row.result) == (JobStatus.FINISHED, {"total": 5, "parents": [first, second]})
     late = _submit(runtime, total, depends_on=[first])  # its parent has finished: queued at once
