@@ -42,6 +42,7 @@ from core.lifecycle import Lifecycle, grace_cutoff
 from core.models import DispatchMode, Job, JobStatus
 from core.settings import Settings
 from jobs import callbacks
+from jobs.dependencies import Dependents
 from jobs.dispatch import Dispatcher
 from jobs.reconcile_status import note_failure, note_success
 from jobs.rq_state import JobPlace, locate, served_queues, take_back
@@ -189,6 +190,12 @@ class Reconciler:
                     if job.queue not in served and located.job and take_back(self.connection, located.job):
                         self._redispatch(job, report.taken_back)
                         continue
+                if job.status is JobStatus.DEFERRED:
+                    # RQ releases a dependent only when its parents finish: one whose parent failed or was
+                    # canceled while its settling was lost (a crash) is settled here.
+                    if Dependents(self.lifecycle, self.connection).settle(job) is not JobStatus.DEFERRED:
+                        report.settled.append(job.id)
+                    continue
                 if job.status is JobStatus.PENDING:
                     # Enqueued, but the API died before recording it.
                     self.lifecycle.mark_dispatched(

@@ -12,11 +12,13 @@ from rq.serializers import JSONSerializer
 
 from core.models import JobStatus
 from jobs import parent_results
+from jobs.dispatch import Dispatcher
+from jobs.reconcile import Reconciler
 from jobs.registry import task
 from jobs.rq_move import Moved, move_waiting
 from jobs.runtime import Runtime
 from redis_client import KitJob, KitQueue, get_queue
-from tests.support.analyses import submitter
+from tests.support.analyses import age_row, submitter
 
 QUEUE = "reports"
 
@@ -116,3 +118,21 @@ def test_unknown_dependencies_and_bad_options_are_refused_at_submission(make_run
         kit.build(total, on_dependency_failure="ignore")
     with pytest.raises(TypeError, match="depends_on takes job ids or job handles"):
         kit.build(total, depends_on=[42])
+
+
+def test_the_reconciler_settles_a_deferred_job_whose_parent_failed_without_settling_it(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    runtime = make_runtime(reconcile_grace_s=60)
+    parent = _submit(runtime, value, 1)
+    child = _submit(runtime, total, depends_on=[parent])
+    runtime.lifecycle.begin_attempt(parent)
+    runtime.lifecycle.record_failure(parent, "the worker's settling was lost", retry_in_s=None)  # no after_end
+    age_row(runtime, child)
+    dispatcher = Dispatcher(runtime.settings, runtime.redis, None, runtime.lifecycle)
+
+    report = Reconciler(runtime.settings, runtime.lifecycle, runtime.redis, dispatcher).run_once()
+
+    assert report.settled == [child]
+    assert _status(runtime, child) is JobStatus.CANCELED
+    assert get_queue(QUEUE, runtime.redis).deferred_job_registry.get_job_ids() == []
