@@ -136,3 +136,21 @@ def test_the_reconciler_settles_a_deferred_job_whose_parent_failed_without_settl
     assert report.settled == [child]
     assert _status(runtime, child) is JobStatus.CANCELED
     assert get_queue(QUEUE, runtime.redis).deferred_job_registry.get_job_ids() == []
+
+
+def test_the_reconciler_releases_a_deferred_job_whose_parents_finished_without_rq_releasing_it(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    runtime = make_runtime(reconcile_grace_s=60)
+    parent = _submit(runtime, value, 4)
+    child = _submit(runtime, total, depends_on=[parent])
+    runtime.lifecycle.begin_attempt(parent)
+    runtime.lifecycle.complete(parent, {"value": 4})  # its worker died before RQ released the child
+    age_row(runtime, child)
+    dispatcher = Dispatcher(runtime.settings, runtime.redis, None, runtime.lifecycle)
+
+    report = Reconciler(runtime.settings, runtime.lifecycle, runtime.redis, dispatcher).run_once()
+    _work(runtime)
+
+    assert report.redispatched == [child]
+    assert runtime.lifecycle.require(child).result == {"total": 4, "parents": [parent]}
