@@ -134,7 +134,7 @@ class Dispatcher:
             job.id, mode=DispatchMode.BACKGROUND, queue=job.queue, status=status, from_statuses=from_statuses
         )
         # The job joins the line before the answer is written, so its position is its own, as on RQ.
-        position = self.runner.submit(job, at, deferred=True) if waiting_on else self.runner.submit(job, at)
+        position = self.runner.submit(job, at, deferred=bool(waiting_on))
         if background_tasks is not None:
             background_tasks.add_task(self.runner.wait, job.id)  # graceful shutdown waits for it, as for RQ work
         if waiting_on:
