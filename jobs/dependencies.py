@@ -106,6 +106,19 @@ class Dependents:
             except Exception:
                 log.exception("dependent %s of %s not settled; the reconciler retries", row.id, job_id)
 
+    def cascade(self, parent_id: str, state: str) -> None:
+        """Settles the dependents of `parent_id` as blocked by it (`state`: what became of it), before its
+        own final write; a job that ended otherwise meanwhile (it finished) keeps its dependents."""
+        parent = self.lifecycle.get(parent_id)
+        if parent is None or (parent.status.is_terminal and parent.status.value != state):
+            return
+        _release_here(parent_id)
+        for row in self.waiting_on(parent_id):
+            try:
+                self.block(row, parent_id, state)
+            except Exception:
+                log.exception("dependent %s of %s not settled; the reconciler retries", row.id, parent_id)
+
     def settle(self, row: Job) -> JobStatus:
         """Moves a deferred job on when its parents allow it; returns its status afterwards."""
         verdict = judge(self.lifecycle, row.depends_on)
@@ -161,6 +174,12 @@ def after_end(job_id: str) -> None:
     """Settles the dependents of `job_id` with this process's runtime (a worker or the API in-process)."""
     runtime = get_runtime()
     Dependents(runtime.lifecycle, runtime.redis).after_end(job_id)
+
+
+def settle_dependents_of(job_id: str, state: str) -> None:
+    """Settles the dependents of `job_id`, about to end as `state`, with this process's runtime."""
+    runtime = get_runtime()
+    Dependents(runtime.lifecycle, runtime.redis).cascade(job_id, state)
 
 
 def parent_results() -> dict[str, Any]:

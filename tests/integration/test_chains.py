@@ -101,6 +101,13 @@ def test_dependents_wait_deferred_read_their_parents_results_and_never_outlive_a
         late_canceled = client.post("/chains/total", params={"after": [broken]}).json()
         unknown = client.post("/chains/total", params={"after": ["no-such-job"]})
 
+        # A running parent stopped on request: its dependent is canceled too.
+        running = _start(client, "step", value=1, gate=str(tmp_path / "never"))
+        behind = _start(client, "total", after=[running])
+        wait_for(lambda: _job(client, running)["status"] == "started" or None, 60, "the parent to run")
+        stop = client.delete(f"/jobs/{running}/cancel", headers=ADMIN)
+        stopped = [_ended(client, job_id)["status"] for job_id in (running, behind)]
+
     assert waiting["status"] == "deferred"
     assert done["status"] == "finished", done
     assert done["result"] == {"total": 5, "parents": [first, second], "job": summed}
@@ -122,3 +129,6 @@ def test_dependents_wait_deferred_read_their_parents_results_and_never_outlive_a
     assert late_canceled["status"] == "canceled"
     assert unknown.status_code == 422
     assert "no-such-job" in unknown.json()["detail"]
+
+    assert (stop.status_code, stop.json()["stopping"]) == (202, True)
+    assert stopped == ["canceled", "canceled"]

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs import current_job_id, parent_results, task
+from jobs import current_job_id, parent_results, progress, task
 from tests.support.sample_tasks import SAMPLE_QUEUE, SAMPLE_TASK_MODULES
 
 CHAIN_TASK_MODULES = (*SAMPLE_TASK_MODULES, __name__)
@@ -20,11 +20,12 @@ _GATE_POLL_S = 0.05
 
 @task(name="chains.step", queue=SAMPLE_QUEUE, retry=0)
 def step(value: int, gate: str = "") -> dict[str, Any]:
-    """Returns `value` (once the file `gate` exists, when one is named)."""
+    """Returns `value` (once the file `gate` exists, when one is named; a cancel stops it while it waits)."""
     deadline = time.monotonic() + GATE_WAIT_S
     while gate and not Path(gate).exists():
         if time.monotonic() > deadline:
             raise TimeoutError(f"gate {gate} never opened")
+        progress(10)  # where a cancel stops it, in both modes
         time.sleep(_GATE_POLL_S)
     return {"value": value}
 

@@ -26,7 +26,7 @@ from tasks.audio_analysis import process_audio_analysis
 router = APIRouter(prefix="/audio", tags=["audio"])
 
 FILES_FIELD = "files"
-OPTION_FIELDS = ("priority", "callback_url")  # apply to every file of the batch
+OPTION_FIELDS = ("priority", "callback_url", "scheduled_at")  # apply to every file of the batch
 
 
 class AcceptedItem(BaseModel):
@@ -68,6 +68,7 @@ def batch_body_schema(max_upload_bytes: int, max_files: int) -> dict[str, Any]:
             },
             "priority": {**text, "enum": ["critical", "high", "normal", "low"], "default": "normal"},
             "callback_url": {**text, "format": "uri", "description": "POSTed each file's outcome"},
+            "scheduled_at": {**text, "format": "date-time", "description": "Run no earlier than this time"},
         },
     }
 
