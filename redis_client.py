@@ -23,6 +23,7 @@ from rq import Queue, Retry
 from rq.callbacks import Callback
 from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import Dependency, Job
+from rq.rate_limit import RateLimit
 from rq.serializers import JSONSerializer
 
 from core.errors import JobNotAllowed, QueueFull, QueueUnavailable, RedisPolicyError
@@ -167,11 +168,12 @@ def enqueue(
     job_timeout: int | None = None,
     retries: int | None = None,
     retry_intervals: Sequence[int] = (),
-    depends_on: Sequence[str] = (),
+    rate_limit: RateLimit | None = None,
+    depends_on: Dependency | None = None,
 ) -> KitJob:
     """Enqueues `func(*args)` with the service's TTLs and the job's timeout and retry policy.
 
-    With `depends_on` (RQ job ids), RQ keeps the job deferred until every one of them has finished.
+    `rate_limit` and `depends_on` are RQ's, passed on (`jobs.limits`, `jobs.dependencies`).
 
     `job_timeout`, `retries` and `retry_intervals` default to `RQ_JOB_TIMEOUT` and `RQ_RETRY_*`.
 
@@ -191,8 +193,11 @@ def enqueue(
         "description": description or f"{func.rsplit('.', 1)[-1]}({job_id})",
         "on_failure": Callback(on_failure) if on_failure else None,
         "on_stopped": Callback(on_stopped) if on_stopped else None,
-        "depends_on": Dependency(jobs=list(depends_on)) if depends_on else None,
     }
+    if rate_limit is not None:
+        options["rate_limit"] = rate_limit
+    if depends_on is not None:
+        options["depends_on"] = depends_on
     try:
         if at is not None:
             return cast(KitJob, queue.enqueue_at(at, func, **options))

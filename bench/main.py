@@ -1,4 +1,5 @@
-"""The benchmark run: analyzer alone, then the service in RQ mode (1 and 2 workers) and background mode.
+"""The benchmark run: analyzer alone, then the service in RQ mode (1 and 2 workers) and background mode,
+then the workers' own cost against raw RQ's (`bench.workers`; alone with `--workers-only`).
 
 Each service scenario gets fresh processes, database and storage on one private redis-server (emptied in
 between). Numbers come from one run on one machine: compare rows with each other (the ratios), not with
@@ -28,6 +29,7 @@ from bench.report import load_average, machine_info, write_results
 from bench.scenarios import burst_rows, check_outcomes, run_burst, run_sequential, sequential_rows, warm_up
 from bench.stack import StackConfig, running_stack
 from bench.stats import Row, format_table, ratio
+from bench.workers import run_probe, worker_rows
 from devserver.redis import RedisServer
 
 T = TypeVar("T")
@@ -117,14 +119,47 @@ def _ordered(rows: dict[str, Row]) -> list[Row]:
     ]
 
 
+def _workers_main(profile: Profile, breakdown: bool, baseline: Path | None) -> int:
+    """`--workers-only`: the kit's workers against raw RQ's (and the phases with `--breakdown`), printed;
+    with `baseline`, the same for another checkout's code first, its rows marked "before"."""
+    root = Path(tempfile.mkdtemp(prefix="audiokit-bench-"))
+    rows: list[Row] = []
+    try:
+        if baseline is not None:
+            before = _step(
+                f"workers: {baseline}",
+                lambda: run_probe(root / "before", profile.name, breakdown=breakdown, code_root=baseline.resolve()),
+            )
+            rows += worker_rows(before, " [before]")
+        probe = _step("workers: kit vs raw RQ", lambda: run_probe(root / "now", profile.name, breakdown=breakdown))
+        rows += worker_rows(probe)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(format_table(rows))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small samples, under a minute")
     parser.add_argument("--analysis-only", action="store_true", help="only the local analyzer: time and memory")
+    parser.add_argument("--analysis-baseline", metavar="REV", help="also run the analyzer of git revision REV")
+    parser.add_argument("--workers-only", action="store_true", help="only the workers: kit vs raw RQ on a no-op")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="also time each phase of a 0.1 s file's job in the forking worker"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help="with --workers-only: measure this checkout's code too (e.g. `git worktree add /tmp/before main`)",
+    )
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
     if args.analysis_only:
-        return analysis_main(profile.analyzer_runs)
+        return analysis_main(profile.analyzer_runs, args.analysis_baseline)
+    if args.workers_only:
+        return _workers_main(profile, args.breakdown, args.baseline)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     started_at = datetime.now(UTC)
     document: dict[str, Any] = {
@@ -140,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files = benchmark_files(root / "audio")
         rows = _step("analyzer in-process", lambda: analyzer_rows(files, profile.analyzer_runs))
-        analysis = _step("analysis 10 s-10 min", lambda: run_analysis(root / "analysis", profile.analyzer_runs))
+        analysis = _step(
+            "analysis 10 s-10 min",
+            lambda: run_analysis(root / "analysis", profile.analyzer_runs, args.analysis_baseline),
+        )
         document["analysis"] = [row.as_json() for row in analysis]
         rows.append(_step("job-module imports", lambda: import_row(min(profile.analyzer_runs, IMPORT_PROBE_RUNS))))
         data = files[0].path.read_bytes()
@@ -152,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             redis_server.stop()
         rows += _ordered(service)
+        probe = _step(
+            "workers: kit vs raw RQ", lambda: run_probe(root / "workers", profile.name, breakdown=args.breakdown)
+        )
+        rows += worker_rows(probe)
         succeeded = True
     finally:
         if succeeded:

@@ -1,7 +1,10 @@
 """Database engine, sessions and migrations.
 
-Engines are built per process: a worker forks a work-horse per job, and a
-connection must never be shared across a fork.
+One engine per URL and process. A worker builds it before it forks a
+work-horse per job, and the work-horse keeps the engine (its compiled-statement
+cache, its dialect, already imported) but never a connection: after a fork the
+child drops the pool it inherited without closing the parent's connections
+(SQLAlchemy's `engine.dispose(close=False)` pattern) and opens its own.
 """
 
 from __future__ import annotations
@@ -87,18 +90,32 @@ class Database:
         self.engine.dispose()
 
 
-_databases: dict[tuple[int, str], Database] = {}
+_databases: dict[str, Database] = {}
 _lock = threading.Lock()
+# Pools a forked child inherited: kept referenced, never closed or collected, since closing (or a
+# finalizer of) a PostgreSQL connection there would end the parent's session on the shared socket.
+_inherited_pools: list[Any] = []
 
 
 def get_database(url: str) -> Database:
-    """The database for `url` in this process (a forked child builds its own)."""
-    key = (os.getpid(), url)
+    """The database for `url` in this process (inherited across a fork, with a pool of the child's own)."""
     with _lock:
-        database = _databases.get(key)
+        database = _databases.get(url)
         if database is None:
-            database = _databases[key] = Database(url)
+            database = _databases[url] = Database(url)
         return database
+
+
+def _after_fork_in_child() -> None:
+    """Gives every inherited engine a fresh, empty pool, leaving the parent's connections untouched."""
+    global _lock
+    _lock = threading.Lock()  # another thread of the parent may have held it at the fork
+    for database in _databases.values():
+        _inherited_pools.append(database.engine.pool)
+        database.engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def alembic_config(url: str) -> Config:

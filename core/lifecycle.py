@@ -9,12 +9,12 @@ it lost. Every change notifies listeners after its commit.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, delete, func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from core.callback_records import CallbackRecords, clip
 from core.db import Database
@@ -44,24 +44,22 @@ _CALLBACK_OWED = case(
 _clip = clip
 
 
-def _append_log(session: Session, job_id: str, message: str) -> None:
-    logs = session.scalar(select(Job.logs).where(Job.id == job_id)) or []
+def _append_log(session: Session, job_id: str, message: str, logs: list[dict[str, Any]] | None = None) -> list[Any]:
+    """Appends a line to the job's log (read, then written, inside the caller's write transaction).
+
+    `logs`: the log as the caller's own UPDATE ... RETURNING read it (saves reading it again).
+    """
+    if logs is None:
+        logs = session.scalar(select(Job.logs).where(Job.id == job_id)) or []
     seq = logs[-1]["seq"] + 1 if logs else 1
     entry = {"seq": seq, "at": utcnow().isoformat(), "message": _clip(message)}
-    session.execute(update(Job).where(Job.id == job_id).values(logs=[*logs[-(LOG_LINES_KEPT - 1) :], entry]))
+    new_logs = [*logs[-(LOG_LINES_KEPT - 1) :], entry]
+    session.execute(update(Job).where(Job.id == job_id).values(logs=new_logs))
+    return new_logs
 
 
-@dataclass(frozen=True)
-class _Changed:
-    """What a state change reports about the row it changed (for metrics)."""
-
-    queue: str
-    attempts: int
-    created_at: datetime
-    attempt_started_at: datetime | None
-
-    def seconds_since(self, moment: datetime | None) -> float | None:
-        return (utcnow() - moment).total_seconds() if moment is not None else None
+def _seconds_since(moment: datetime | None) -> float | None:
+    return (utcnow() - moment).total_seconds() if moment is not None else None
 
 
 class Lifecycle(CallbackRecords):
@@ -119,22 +117,24 @@ class Lifecycle(CallbackRecords):
         *,
         where: Iterable[Any] = (),
         log: str | None = None,
-    ) -> _Changed | None:
-        """One compare-and-set; the changed row's facts, or None when the condition did not hold."""
+    ) -> Job | None:
+        """One compare-and-set, in one transaction with its log line; the changed row as written, or None
+        when the condition did not hold."""
         with self.database.session() as session:
             query = (
                 update(Job)
                 .where(Job.id == job_id, *where)
                 .values(updated_at=utcnow(), **values)
-                .returning(Job.queue, Job.attempts, Job.created_at, Job.attempt_started_at)
+                .returning(Job)
+                .execution_options(synchronize_session=False)
             )
-            row = session.execute(query).one_or_none()
-            if row is not None and log:
-                _append_log(session, job_id, log)
-        if row is None:
+            job = session.scalars(query).one_or_none()
+            if job is not None and log:
+                set_committed_value(job, "logs", _append_log(session, job_id, log, list(job.logs or [])))
+        if job is None:
             return None
         self.notifier.changed(job_id)
-        return _Changed(row.queue, row.attempts, row.created_at, row.attempt_started_at)
+        return job
 
     def accept(self, job: Job, *rows: Base, log: str = "accepted") -> Job:
         """Commits a new job (and its domain rows, e.g. an upload's): from here on it is acknowledged."""
@@ -193,10 +193,8 @@ class Lifecycle(CallbackRecords):
                 self.mark_canceled(job_id, "canceled before it started")
             return None
         first = changed.attempts == 1
-        self.metrics.started(
-            changed.queue, changed.attempts, changed.seconds_since(changed.created_at) if first else None
-        )
-        return self.require(job_id)
+        self.metrics.started(changed.queue, changed.attempts, _seconds_since(changed.created_at) if first else None)
+        return changed
 
     def report_progress(self, job_id: str, percent: int, message: str | None = None) -> None:
         """Stores progress (0-100) and a log line.
@@ -205,25 +203,42 @@ class Lifecycle(CallbackRecords):
             JobCanceled: a cancel was requested, or another run already ended this job.
         """
         with self.database.session() as session:
-            row = session.execute(select(Job.status, Job.cancel_requested).where(Job.id == job_id)).one_or_none()
-            if row is None:
-                raise JobCanceled("the job no longer exists")
-            if row.cancel_requested:
-                raise JobCanceled("canceled on request")
-            if row.status != JobStatus.STARTED:
-                raise JobCanceled(f"the job is {row.status.value} already")
-            session.execute(
-                update(Job).where(Job.id == job_id).values(progress=max(0, min(99, int(percent))), updated_at=utcnow())
+            query = (
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.STARTED, Job.cancel_requested.is_(False))
+                .values(progress=max(0, min(99, int(percent))), updated_at=utcnow())
+                .returning(Job.logs)
             )
-            if message:
-                _append_log(session, job_id, message)
+            written = session.execute(query).one_or_none()
+            if written is not None and message:
+                _append_log(session, job_id, message, list(written.logs or []))
+        if written is None:
+            self._refuse_progress(job_id)
         self.notifier.changed(job_id)
+
+    def _refuse_progress(self, job_id: str) -> None:
+        """Why a progress write did not apply (the rare path: read the row again).
+
+        Raises:
+            JobCanceled: always.
+        """
+        with self.database.session() as session:
+            row = session.execute(select(Job.status, Job.cancel_requested).where(Job.id == job_id)).one_or_none()
+        if row is None:
+            raise JobCanceled("the job no longer exists")
+        if row.cancel_requested:
+            raise JobCanceled("canceled on request")
+        raise JobCanceled(f"the job is {row.status.value} already")
 
     def log(self, job_id: str, message: str) -> None:
         self._change(job_id, {}, log=message)
 
     def complete(self, job_id: str, result: dict[str, Any]) -> bool:
         """The final write of a successful run; False when another run (or a cancel) got there first."""
+        return self.finish(job_id, result) is not None
+
+    def finish(self, job_id: str, result: dict[str, Any]) -> Job | None:
+        """`complete`, returning the row as written (its `callback_status` says whether a callback is owed)."""
         changed = self._change(
             job_id,
             {
@@ -238,9 +253,9 @@ class Lifecycle(CallbackRecords):
             log="finished",
         )
         if changed is None:
-            return False
-        self.metrics.finished(changed.queue, changed.seconds_since(changed.attempt_started_at))
-        return True
+            return None
+        self.metrics.finished(changed.queue, _seconds_since(changed.attempt_started_at))
+        return changed
 
     def settle_finished(self, job_id: str, result: dict[str, Any]) -> bool:
         """Records a result RQ holds but the database missed (the reconciler's repair)."""

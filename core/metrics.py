@@ -233,8 +233,7 @@ class RedisJobMetrics:
                 # Clocks of API and worker hosts may disagree by a little; a wait is never negative.
                 value = max(0.0, value)
                 pipe.hincrby(histogram_key, f"bucket:{_bucket_for(bounds, value)}:{queue}", 1)
-                pipe.hincrbyfloat(histogram_key, f"sum:{queue}", value)
-                pipe.hincrby(histogram_key, f"count:{queue}", 1)
+                pipe.hincrbyfloat(histogram_key, f"sum:{queue}", value)  # the count is the buckets' total
             pipe.execute()
         except redis.exceptions.RedisError as exc:
             # Metrics are best-effort: a job must never fail, or be retried, because Redis hiccuped here.
@@ -275,7 +274,6 @@ def _histograms(
     """Per-bucket counts from a hash, accumulated into one `HistogramSnapshot` per queue."""
     per_bucket: dict[str, dict[float, int]] = {queue: {} for queue in queues}
     sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
     for field, value in raw.items():
         kind, _, rest = _text(field).partition(":")
         if kind == "bucket":
@@ -284,8 +282,7 @@ def _histograms(
             per_bucket.setdefault(queue, {})[bound] = int(value)
         elif kind == "sum":
             sums[rest] = float(value)
-        elif kind == "count":
-            counts[rest] = int(value)
+        # `count:<queue>` fields of older releases are ignored: the buckets' total is the count.
     snapshots = {}
     for queue, stored in per_bucket.items():
         # Bounds stored by an older release stay visible: a bucket is never silently dropped.
@@ -295,5 +292,5 @@ def _histograms(
         for bound in all_bounds:
             running += stored.get(bound, 0)
             cumulative.append((bound, running))
-        snapshots[queue] = HistogramSnapshot(tuple(cumulative), sums.get(queue, 0.0), counts.get(queue, 0))
+        snapshots[queue] = HistogramSnapshot(tuple(cumulative), sums.get(queue, 0.0), running)
     return snapshots

@@ -138,6 +138,8 @@ class Job(Base):
     on_dependency_failure: Mapped[OnDependencyFailure] = mapped_column(
         _enum(OnDependencyFailure, 16), default=OnDependencyFailure.CANCEL
     )
+    # Jobs with the same ordering key run one at a time, in the order they were accepted (`jobs.limits`).
+    ordering_key: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Touched by every state change and progress report; the reconciler's notion of "recently alive".
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

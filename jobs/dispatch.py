@@ -14,11 +14,13 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import redis
+from rq.job import Dependency
 
 from core.errors import ConfigurationError, QueueFull, QueueUnavailable
 from core.lifecycle import Lifecycle
 from core.models import DispatchMode, Job, JobStatus, utcnow
 from core.settings import Settings
+from jobs import limits
 from jobs.dependencies import Dependents, judge
 from redis_client import ON_FAILURE, ON_STOPPED, RUN_JOB, enqueue
 
@@ -100,6 +102,8 @@ class Dispatcher:
             status = JobStatus.DEFERRED if waiting_on else status
         if self.mode is DispatchMode.RQ:
             try:
+                rate_limit = limits.rate_limit_for(job.task)
+                after = limits.previous_of_key(self.connection, job)
                 enqueued = enqueue(
                     self.connection,
                     self.settings,
@@ -114,11 +118,16 @@ class Dispatcher:
                     job_timeout=job.timeout_s,
                     retries=job.retries,
                     retry_intervals=job.retry_intervals,
-                    depends_on=waiting_on,
+                    rate_limit=rate_limit,
+                    # Never both: a job with parents cannot take an ordering key (`jobs.submit`).
+                    depends_on=Dependency(jobs=list(waiting_on)) if waiting_on else after,
                 )
+                limits.settle(self.connection, enqueued, after, self._is_canceled)
+            except redis.exceptions.OutOfMemoryError as exc:
+                raise QueueFull("the queue is out of memory; try again later") from exc
             except QueueFull:
                 raise  # Redis is up but refuses writes: the caller answers 503 and keeps nothing
-            except QueueUnavailable as exc:
+            except (QueueUnavailable, redis.exceptions.RedisError) as exc:
                 log.warning("job %s stays pending, Redis unreachable: %s", job.id, exc)
                 return Dispatched(DispatchMode.RQ, job.queue, JobStatus.PENDING)
             self.lifecycle.mark_dispatched(
@@ -126,6 +135,10 @@ class Dispatcher:
             )
             if waiting_on:
                 return Dispatched(DispatchMode.RQ, job.queue, self._recheck(job, waiting_on))
+            reason = limits.waiting_reason(enqueued, after, rate_limit)
+            if reason is not None:
+                self.lifecycle.log(job.id, reason)
+                return Dispatched(DispatchMode.RQ, job.queue, status)
             return Dispatched(DispatchMode.RQ, job.queue, status, self._rq_position(enqueued) if not at else None)
 
         if self.runner is None:
@@ -152,6 +165,10 @@ class Dispatcher:
         if row is None or row.status is not JobStatus.DEFERRED:
             return row.status if row is not None else job.status
         return self._dependents().settle(row)
+
+    def _is_canceled(self, job_id: str) -> bool:
+        row = self.lifecycle.get(job_id)
+        return row is not None and row.status is JobStatus.CANCELED
 
     def _rq_position(self, job: Any) -> int | None:
         try:

@@ -65,11 +65,13 @@ def run_job(job_id: str, interrupted: Callable[[], bool] | None = None) -> Any:
     except (TypeError, ValueError) as exc:
         raise BadJobResult(f"task {job.task!r} returned a result that is not JSON: {exc}") from None
     mirror_to_rq(100, "finished")
-    if not lifecycle.complete(job_id, result):
+    finished = lifecycle.finish(job_id, result)
+    if finished is None:
         ended = lifecycle.get(job_id)
         log.info("job %s: another run ended it first (%s)", job_id, ended and ended.status.value)
         return ended.result if ended else None
-    notify_client(job_id)
+    if finished.callback_status is CallbackStatus.PENDING:
+        schedule_delivery(job_id)
     after_end(job_id)
     return result
 

@@ -14,7 +14,8 @@ number of such threads bounds the memory the API keeps after a burst. The
 runner's line is the waiting line: a job joins it when it is submitted (before
 the upload is answered), and its position is its place in that line. The line is
 ordered as RQ's workers drain the priority queues: by priority level (critical,
-high, normal, low), then by arrival; a free thread takes the head of the line.
+high, normal, low), then by arrival; a free thread takes the first job of the line that its limits
+let start (`jobs.limits.LocalGate`: a free slot of its task's `concurrency`, first of its ordering key).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from core.models import Job, Priority, utcnow
 from core.settings import Settings, intervals_for
 from jobs import execute
 from jobs.dependencies import register_holder
+from jobs.limits import LocalGate
 from jobs.policy import is_permanent, retry_interval_s
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,9 @@ class _Job:
     retries_left: int
     intervals: tuple[int, ...]
     rank: int = Priority.NORMAL.rank  # its priority level, 0 the highest
+    task: str = ""
+    key: str | None = None  # its ordering key
+    noted: str | None = None  # what held it back last, as logged on its row
     attempt: Future[int | None] | None = None  # the attempt in line or running, if any
     released: Future[None] | None = None  # set for a deferred job: done once its dependencies let it go
     ended: Future[None] = field(default_factory=Future)
@@ -77,6 +82,8 @@ class InProcessRunner:
         self._waiting: list[tuple[int, int, str]] = []
         self._arrivals = itertools.count()
         self._running: set[str] = set()
+        self._gate = LocalGate.empty()
+        self._parked = 0  # pool tasks that found no job its limits let start; woken when one ends
         self._pool: ThreadPoolExecutor | None = None
         self._drivers: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -154,9 +161,11 @@ class InProcessRunner:
             if held is not None:
                 return self._place(job_id)
             at = at if at is not None and at > utcnow() else None
-            job = _Job(job_id, at, row.retries, intervals_for(row.retries, row.retry_intervals), _rank(row))
+            intervals = intervals_for(row.retries, row.retry_intervals)
+            job = _Job(job_id, at, row.retries, intervals, _rank(row), row.task, row.ordering_key)
             job.released = Future() if deferred else None
             self._jobs[job_id] = job
+            self._gate.join(job_id, job.key)
             position = None if job.at is not None or deferred else self._line_up(job)
         self._loop.call_soon_threadsafe(self._follow, job)
         return position
@@ -223,9 +232,51 @@ class InProcessRunner:
     def _run_head(self) -> None:
         """On a free pool thread: runs the next attempt of the job at the head of the line."""
         with self._lock:
-            entry = self._waiting.pop(0) if self._waiting else None
-            job = self._jobs.get(entry[2]) if entry is not None else None
-        if job is None or job.attempt is None or not job.attempt.set_running_or_notify_cancel():
+            job, held_back = self._next_startable()
+            if job is not None:
+                self._gate.started(job.task)
+        for job_id, reason in held_back:
+            try:
+                self._lifecycle.log(job_id, reason)
+            except Exception:
+                log.exception("in-process job %s: why it waits was not logged", job_id)
+        if job is None:
+            return
+        try:
+            self._run_attempt(job)
+        finally:
+            with self._lock:
+                self._gate.ended(job.task)
+            self._wake()
+
+    def _next_startable(self) -> tuple[_Job | None, list[tuple[str, str]]]:
+        """Takes the first job of the line that its limits let start (called with the lock held); returns
+        it and the jobs before it held back for a new reason, with the reason."""
+        held_back: list[tuple[str, str]] = []
+        for place, (_, _, job_id) in enumerate(self._waiting):
+            job = self._jobs.get(job_id)
+            reason = self._gate.why_waiting(job_id, job.task, job.key) if job is not None else None
+            if job is None or reason is None:
+                del self._waiting[place]
+                return job, held_back
+            if reason != job.noted:
+                job.noted = reason
+                held_back.append((job_id, reason))
+        if self._waiting:
+            self._parked += 1  # every waiting job is held back by its limits: one that ends wakes this up
+        return None, held_back
+
+    def _wake(self) -> None:
+        """A slot or a key's turn freed: the pool tasks that found nothing startable look again."""
+        with self._lock:
+            parked, self._parked = self._parked, 0
+            pool = self._pool
+        if pool is not None and not self._stopping.is_set():
+            for _ in range(parked):
+                pool.submit(self._run_head)
+
+    def _run_attempt(self, job: _Job) -> None:
+        if job.attempt is None or not job.attempt.set_running_or_notify_cancel():
             return  # its driver was canceled (shutdown) while it waited
         attempt = job.attempt
         try:
@@ -295,6 +346,8 @@ class InProcessRunner:
                 self._jobs.pop(job.job_id, None)
                 while self._leave_line(job.job_id) is not None:
                     pass
+                self._gate.leave(job.job_id, job.key)
+            self._wake()
             job.attempt = None
             if not job.ended.done():
                 job.ended.set_result(None)

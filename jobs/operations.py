@@ -49,7 +49,9 @@ def cancel(services: JobServices, job_id: str) -> CancelOutcome:
     # The flag first: a worker that dequeued the job already will see it and not run it.
     job = lifecycle.request_cancel(job_id)
     located = _locate(services, job_id)
-    if located.place is JobPlace.WAITING and located.job is not None:
+    # A waiting job with an ordering key stays in its key's chain: its turn comes, it runs nothing (its row is
+    # canceled), and the next one runs then, in order (`jobs.limits`).
+    if located.place is JobPlace.WAITING and located.job is not None and job.ordering_key is None:
         with contextlib.suppress(InvalidJobOperation):  # canceled already
             located.job.cancel()
     elif located.place is JobPlace.RUNNING:

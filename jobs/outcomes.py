@@ -14,8 +14,9 @@ from typing import Any
 from rq.job import Job
 
 from core.errors import JobCanceled
-from jobs import callbacks, execute
+from jobs import callbacks, execute, limits
 from jobs.policy import is_permanent
+from jobs.runtime import get_runtime
 from redis_client import DELIVER_CALLBACK, RUN_JOB
 
 Recorder = tuple[Callable[[str, BaseException, int | None], None], Callable[[str], None]]
@@ -51,6 +52,10 @@ def on_failure(
 
 def on_stopped(job: Job, connection: Any) -> None:
     """RQ stopped callback: the job was stopped on request (`send_stop_job_command`)."""
+    if job.func_name == RUN_JOB and job.connection.scard(job.dependents_key):
+        row = get_runtime().lifecycle.get(job.id)
+        if row is not None and row.ordering_key is not None:
+            limits.release_successors(job.connection, job.id)  # the next job of its key runs
     recorder = _RECORDERS.get(job.func_name or "")
     if recorder is not None:
         recorder[1](job.id)

@@ -11,6 +11,9 @@ workers and the scheduler import `TASK_MODULES` at start-up (before they fork).
     @task(retry=5, backoff=exponential(base="2s", max="5m", jitter=True))
     def call_partner(order_id: int) -> dict: ...
 
+    @task(concurrency=1)  # one at a time across all workers
+    def rebuild_index() -> None: ...
+
 `def` and `async def` both work, on RQ workers and in-process. The function stays callable as it
 was: the decorator returns it unchanged, with its declaration attached.
 """
@@ -30,7 +33,8 @@ from jobs.policy import Backoff, BackoffKind
 F = TypeVar("F", bound=Callable[..., Any])
 ATTRIBUTE = "__job_task__"
 # `add_task`'s own keyword-only options: a task parameter of the same name would be ambiguous.
-OPTION_NAMES = frozenset({"queue", "priority", "at", "idempotency_key", "callback_url"})
+OPTION_NAMES = frozenset({"queue", "priority", "at", "idempotency_key", "callback_url", "ordering_key"})
+MAX_CONCURRENCY = 1000  # a limit above any worker fleet's size is no limit
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class TaskDef:
     retries: int | None
     retry_intervals: tuple[int, ...] | None
     backoff: Backoff | None = None  # `retry_intervals` as a fixed backoff, or an exponential one
+    concurrency: int | None = None  # at most this many of its jobs run at once, everywhere (None: no limit)
 
     @property
     def is_async(self) -> bool:
@@ -67,6 +72,7 @@ def task(
     retry: int | None = None,
     retry_intervals: Sequence[int] | None = None,
     backoff: Backoff | None = None,
+    concurrency: int | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -80,6 +86,7 @@ def task(
     retry: int | None = None,
     retry_intervals: Sequence[int] | None = None,
     backoff: Backoff | None = None,
+    concurrency: int | None = None,
 ) -> Any:
     """Registers a module-level function as a task; usable as `@task` or `@task(...)`.
 
@@ -91,9 +98,11 @@ def task(
         retry_intervals: the backoff before each retry, in seconds (the last one repeats).
         backoff: instead of `retry_intervals`, a policy: `exponential(base=, max=, jitter=)` or `fixed(...)`
             (`jobs.policy`); default `RQ_RETRY_BACKOFF`.
+        concurrency: at most this many of its jobs run at once, across all workers (in-process: in this
+            process); the others stay `queued` until a slot frees (`jobs.limits`).
 
     Raises:
-        ValueError: a bad timeout or retry, both `retry_intervals` and `backoff`, or a name registered for
+        ValueError: a bad timeout, retry or concurrency, both `retry_intervals` and `backoff`, or a name registered for
             another function.
         TypeError: not a module-level function, or a parameter named like an `add_task` option.
     """
@@ -124,6 +133,7 @@ def task(
             retries=_check_retries(retry),
             retry_intervals=intervals,
             backoff=policy,
+            concurrency=_check_concurrency(concurrency),
         )
         with _lock:
             known = _tasks.get(definition.name)
@@ -144,6 +154,14 @@ def _check_retries(retry: int | None) -> int | None:
     if retry is not None and (isinstance(retry, bool) or not 0 <= retry <= 25):
         raise ValueError("retry must be a whole number from 0 to 25")
     return retry
+
+
+def _check_concurrency(concurrency: int | None) -> int | None:
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY
+    ):
+        raise ValueError(f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY}")
+    return concurrency
 
 
 def _check_intervals(intervals: Iterable[int]) -> list[int]:

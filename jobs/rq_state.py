@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import redis
 from rq import Worker
 from rq.job import JobStatus
+from rq.rate_limit import RateLimitRegistry
 from rq.registry import StartedJobRegistry
 
 from core.models import utcnow
@@ -21,7 +22,7 @@ from redis_client import KitJob, KitQueue, fetch_job, get_queue
 class JobPlace(enum.StrEnum):
     """Where a job is, as far as delivery is concerned."""
 
-    WAITING = "waiting"  # on a queue, in the scheduled or deferred registry
+    WAITING = "waiting"  # on a queue, in the scheduled or deferred registry, or waiting for a rate-limit slot
     RUNNING = "running"  # in the started registry: RQ's maintenance handles a dead worker
     ENDED = "ended"  # finished, failed, stopped or canceled in RQ
     LOST = "lost"  # the hash says queued/started/scheduled but no list or registry holds it
@@ -52,8 +53,13 @@ def locate(connection: redis.Redis, job_id: str) -> Located:
     queue = get_queue(job.origin, connection)
     if status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
         return Located(JobPlace.ENDED, job)
-    if status == JobStatus.DEFERRED:
+    if status in (JobStatus.DEFERRED, JobStatus.READY_TO_ENQUEUE):
         return Located(JobPlace.WAITING, job)
+    if status == JobStatus.RATE_LIMITED:  # waiting for a slot of its task's limit (`jobs.limits`)
+        waiting = bool(job.rate_limit_key) and (
+            connection.zscore(RateLimitRegistry.from_job(job).rate_limited_key, job.id) is not None
+        )
+        return Located(JobPlace.WAITING if waiting else JobPlace.LOST, job)
     if status == JobStatus.SCHEDULED:
         in_registry = connection.zscore(queue.scheduled_job_registry.key, job.id) is not None
         return Located(JobPlace.WAITING if in_registry else JobPlace.LOST, job)

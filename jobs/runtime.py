@@ -1,8 +1,10 @@
 """What a running job needs (settings, database, storage, Redis), built once per process.
 
-A worker's work-horse is a fork, so everything is keyed by PID and rebuilt
-after a fork. The API installs its own runtime for jobs it runs in-process,
-so those use the app's settings.
+A worker builds it once, before it forks a work-horse per job, and the work-horse
+uses the same one: the database engine gives the child an empty pool of its own
+(`core.db`), and redis-py's connection pool opens new connections in a process
+other than the one that created it. The API installs its own runtime for jobs it
+runs in-process, so those use the app's settings.
 """
 
 from __future__ import annotations
@@ -53,8 +55,16 @@ def build_runtime(settings: Settings, *, role: str = "worker") -> Runtime:
 
 
 _installed: Runtime | None = None
-_built: dict[int, Runtime] = {}
+_built: Runtime | None = None  # inherited by a forked work-horse
 _lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def install_runtime(runtime: Runtime | None) -> None:
@@ -66,8 +76,8 @@ def install_runtime(runtime: Runtime | None) -> None:
 def get_runtime() -> Runtime:
     if _installed is not None:
         return _installed
+    global _built
     with _lock:
-        runtime = _built.get(os.getpid())
-        if runtime is None:
-            runtime = _built[os.getpid()] = build_runtime(get_settings())
-        return runtime
+        if _built is None:
+            _built = build_runtime(get_settings())
+        return _built

@@ -29,6 +29,7 @@ from core.models import Base, Job, JobStatus, OnDependencyFailure, Priority
 from core.settings import Settings, parse_queue_names
 from jobs.callback_target import TargetPolicy, parse_callback_url
 from jobs.dispatch import Dispatched, Dispatcher, TaskAdder
+from jobs.limits import check_ordering_key
 from jobs.policy import default_backoff
 from jobs.registry import TaskDef, definition_of
 
@@ -185,19 +186,21 @@ class Submitter:
         job_id: str | None = None,
         depends_on: Sequence[Any] = (),
         on_dependency_failure: str | OnDependencyFailure = OnDependencyFailure.CANCEL,
+        ordering_key: str | None = None,
     ) -> Job:
         """A new `pending` job row for `func(*args, **kwargs)` with the task's defaults (not committed).
 
         The job goes to `queue` when given, else to its `priority` level's queue (`PRIORITY_QUEUES`), else
         to the task's own queue; its recorded priority is the given one, else its queue's level (`normal`
         for a queue of no level). With `depends_on` (job ids or handles) it runs once they have all
-        finished; if one fails or is canceled, it is canceled or fails, by `on_dependency_failure`.
+        finished; if one fails or is canceled, it is canceled or fails, by `on_dependency_failure`. Jobs
+        with the same `ordering_key` run one at a time, in the order they were accepted (`jobs.limits`).
 
         Raises:
             TypeError: `func` is not a task, the arguments do not fit it or are not JSON.
-            ValueError: a bad queue name, priority or `on_dependency_failure`, an unknown dependency, or
-                `depends_on` with `at`.
-            MalformedUpload: a bad idempotency key or callback URL (values a client sends: 422).
+            ValueError: a bad queue name, priority or `on_dependency_failure`, an unknown dependency,
+                `depends_on` with `at`, or `ordering_key` with `at` or `depends_on`.
+            MalformedUpload: a bad idempotency key, ordering key or callback URL (values a client sends: 422).
         """
         definition = func if isinstance(func, TaskDef) else definition_of(func)
         kwargs = dict(kwargs or {})
@@ -208,12 +211,17 @@ class Submitter:
         level = parse_priority(priority) if priority is not None else None
         queue = queue or (self.settings.queue_for(level) if level is not None else definition.queue)
         level = level or Priority(self.settings.level_of(queue) or Priority.NORMAL)
+        ordering_key = check_ordering_key(ordering_key, at)
         if at is not None and at.tzinfo is None:
             at = at.replace(tzinfo=UTC)  # a time without a zone is UTC, as every time the kit returns
         parents = dependency_ids(depends_on)
         on_failure = parse_on_dependency_failure(on_dependency_failure)
         if parents and at is not None:
             raise ValueError("a job runs either at a time (`at`) or after others (`depends_on`), not both")
+        if parents and ordering_key is not None:
+            # A keyed job waits for the previous job of its key whatever became of it; a dependent waits
+            # for its parents to finish. RQ holds one dependency, with one `allow_failure`, per job.
+            raise ValueError("a job runs either after others (`depends_on`) or in its key's order (`ordering_key`)")
         missing = [parent for parent in parents if self.lifecycle.get(parent) is None]
         if missing:
             raise ValueError(f"depends_on: no job with id {missing[0]!r}")
@@ -238,6 +246,7 @@ class Submitter:
             request_hash=request_hash,
             depends_on=parents,
             on_dependency_failure=on_failure,
+            ordering_key=ordering_key,
             attempts=0,
             progress=0,
             logs=[],

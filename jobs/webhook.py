@@ -23,6 +23,7 @@ from standardwebhooks import Webhook
 from core.errors import CallbackRefused
 from core.models import Job
 from core.settings import Settings
+from core.tls import TLS_CONTEXT
 from jobs.callback_target import TargetPolicy, parse_callback_url
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,11 @@ def _send(
     target = url.copy_with(host=str(address))
     with (
         httpx.Client(
-            timeout=settings.callback_timeout_s, transport=transport, trust_env=False, follow_redirects=False
+            timeout=settings.callback_timeout_s,
+            transport=transport,
+            verify=TLS_CONTEXT,
+            trust_env=False,
+            follow_redirects=False,
         ) as client,
         client.stream("POST", target, content=body.encode(), headers=headers, extensions=extensions) as response,
     ):

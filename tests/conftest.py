@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,9 +15,10 @@ from core.db import migrate
 from core.settings import Settings, load_settings
 from devserver.redis import RedisServer
 from jobs.runtime import Runtime, build_runtime, install_runtime
+from tests.faults.cluster import FAULT_TALLIES
 from tests.support.black_hole import BlackHole
 from tests.support.fake_services import FakeServices
-from tests.support.processes import ApiServer, ManagedProcess, start_workers
+from tests.support.processes import ApiServer, ManagedProcess, kill_all, start_workers
 
 if TYPE_CHECKING:
     from tests.support.object_store import ObjectStoreServer
@@ -94,15 +96,26 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[CHOSEN_DATABASES] = tuple(chosen)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The controlling process starts a run afresh: no fault tally from an earlier run is reported.
+
+    Here, not in tests/faults/conftest.py: that one is loaded only when collection reaches it, after
+    the session started."""
+    if not hasattr(session.config, "workerinput"):
+        shutil.rmtree(Path(str(session.config.rootpath)) / FAULT_TALLIES, ignore_errors=True)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Leaves out the runs on databases that were not chosen (`--databases`)."""
+    """Leaves out the runs on databases that were not chosen (`--databases`), and the runs of `one_database`
+    tests on any but the first chosen."""
     chosen = config.stash[CHOSEN_DATABASES]
     kept: list[pytest.Item] = []
     left_out: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
         database = callspec.params.get("db_backend") if callspec is not None else None
-        (kept if database is None or database in chosen else left_out).append(item)
+        wanted = chosen[:1] if item.get_closest_marker("one_database") else chosen
+        (kept if database is None or database in wanted else left_out).append(item)
     if left_out:
         config.hook.pytest_deselected(items=left_out)
         items[:] = kept
@@ -209,33 +222,36 @@ ProcessFactory = Callable[..., ManagedProcess]
 
 
 @pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Callable[..., ManagedProcess]]:
-    """Starts real workers through start_worker.sh; every one is stopped after the test."""
+def launched() -> Iterator[list[ManagedProcess]]:
+    """The processes this test started (workers, APIs), stopped together after it."""
     started: list[ManagedProcess] = []
+    yield started
+    kill_all(started)
+
+
+@pytest.fixture
+def workers(tmp_path: Path, launched: list[ManagedProcess]) -> Callable[..., ManagedProcess]:
+    """Starts real workers through start_worker.sh; every one is stopped after the test."""
+    started = launched
 
     def start(settings: Settings, *args: str, **env: Any) -> ManagedProcess:
         process = start_workers(settings, tmp_path / f"worker-{len(started)}.log", *args, **env)
         started.append(process)
         return process
 
-    yield start
-    for process in started:
-        process.stop()
+    return start
 
 
 @pytest.fixture
-def api_server(tmp_path: Path) -> Iterator[Callable[[Settings], ApiServer]]:
+def api_server(tmp_path: Path, launched: list[ManagedProcess]) -> Callable[[Settings], ApiServer]:
     """Starts the real API under uvicorn; stopped after the test."""
-    started: list[ApiServer] = []
 
     def start(settings: Settings) -> ApiServer:
-        server = ApiServer(settings, tmp_path / f"api-{len(started)}.log")
-        started.append(server)
+        server = ApiServer(settings, tmp_path / f"api-{sum(isinstance(p, ApiServer) for p in launched)}.log")
+        launched.append(server)
         return server
 
-    yield start
-    for server in started:
-        server.stop()
+    return start
 
 
 @pytest.fixture

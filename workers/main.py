@@ -25,14 +25,15 @@ from core.settings import Settings, parse_queue_names
 from core.startup import EXIT_CONFIGURATION, configure_logging, settings_or_exit
 from jobs.registry import import_task_modules
 from redis_client import KitJob, KitQueue, check_redis_policy, make_redis
+from workers.preload import preload
 from workers.wait import wait_for_redis
 from workers.worker import KitWorker
 
 log = logging.getLogger("workers")
 
 # Imported before the pool forks workers and each worker forks a work-horse per job (with the task
-# modules, `TASK_MODULES`); otherwise every job pays ~240 ms importing numpy, soundfile and SQLAlchemy
-# again (measured by bench/).
+# modules, `TASK_MODULES`, and what `workers.preload` loads); otherwise every job pays ~240 ms importing
+# numpy, soundfile and SQLAlchemy again (measured by bench/).
 PRELOADED_JOB_MODULES = (jobs.callbacks, jobs.execute, jobs.maintenance, jobs.outcomes)
 
 
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"start_worker: {exc}", file=sys.stderr)
         return EXIT_CONFIGURATION
 
+    preload()
     pool = WorkerPool(
         list(queues),
         connection=connection,

@@ -73,6 +73,7 @@ class JobTasks:
         callback_url: str | None = None,
         depends_on: Sequence[JobHandle | str] = (),
         on_dependency_failure: str | OnDependencyFailure = OnDependencyFailure.CANCEL,
+        ordering_key: str | None = None,
         **kwargs: Any,
     ) -> JobHandle:
         """Runs `func(*args, **kwargs)` in the background; `func` is a task (`@task`).
@@ -87,6 +88,8 @@ class JobTasks:
             depends_on: jobs (handles or ids) that must all finish first; the job waits `deferred`.
             on_dependency_failure: `cancel` (default) or `fail` the job when one of them fails or is
                 canceled; it never waits for ever.
+            ordering_key: jobs with the same key run one at a time, in the order they were accepted (not
+                with `depends_on`).
 
         Raises:
             TypeError: `func` is not a task, or an argument does not fit it or is not JSON.
@@ -106,6 +109,7 @@ class JobTasks:
             callback_url=callback_url,
             depends_on=depends_on,
             on_dependency_failure=on_dependency_failure,
+            ordering_key=ordering_key,
         )
         if idempotency_key is not None:
             job.request_hash = _hash_of(job)

@@ -83,6 +83,7 @@ def job_out(services: JobServices, job: Job, rq: dict[str, Any] | None = None) -
         callback=CallbackOut.of(job),
         priority=Priority(job.priority) if job.priority in set(Priority) else None,
         stuck=is_stuck(job, services.settings.stuck_margin_s),
+        ordering_key=job.ordering_key,
     )
 
 

@@ -59,6 +59,7 @@ class JobOut(BaseModel):
     callback: CallbackOut | None = None  # null without a callback_url
     priority: Priority | None = None
     stuck: bool = False  # running past its timeout + STUCK_MARGIN_S; the reconciler stops it
+    ordering_key: str | None = None  # runs after the jobs accepted before it with the same key
 
 
 class JobSummary(BaseModel):

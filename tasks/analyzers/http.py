@@ -14,13 +14,17 @@ than failing the upload for good.
 
 from __future__ import annotations
 
+import encodings.idna  # noqa: F401  (httpx loads these on its first request: loaded here, before a worker forks)
 import re
 from pathlib import Path
 from typing import Any
 
+import certifi  # noqa: F401
+import httpcore  # noqa: F401
 import httpx
 
 from core.errors import AnalysisRejected, AnalysisServerUnavailable
+from core.tls import TLS_CONTEXT
 from tasks.analyzers.base import ProgressFn
 
 # Longest excerpt of a refusal's body kept in the error message: enough for a one-line reason,
@@ -72,7 +76,7 @@ class HttpAnalyzer:
         return self._result(response, path)
 
     def _post(self, path: Path) -> httpx.Response:
-        transport = self.transport or httpx.HTTPTransport(retries=CONNECT_RETRIES)
+        transport = self.transport or httpx.HTTPTransport(retries=CONNECT_RETRIES, verify=TLS_CONTEXT)
         timeout = httpx.Timeout(self.timeout_s)
         with path.open("rb") as stream, httpx.Client(transport=transport, timeout=timeout) as client:
             # httpx streams the file object in chunks, so large uploads are not loaded in memory.

@@ -7,6 +7,7 @@ stays constant whatever the duration.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -40,6 +41,18 @@ def fft_size(sample_rate: int) -> int:
     return min(SPECTRUM_MAX_FFT, max(SPECTRUM_MIN_FFT, size))
 
 
+@functools.cache
+def hann_window(size: int) -> FloatArray:
+    """The Hann window of `size` points, computed once per size (a few per process) and read-only."""
+    window = np.hanning(size)
+    window.flags.writeable = False
+    return window
+
+
+# The window of 44.1 and 48 kHz files, made at import: a worker imports this before it forks its jobs.
+hann_window(fft_size(44_100))
+
+
 class Spectrum:
     """Accumulates the Hann-windowed power spectrum of evenly spread frames of the mono mix."""
 
@@ -48,7 +61,7 @@ class Spectrum:
         self.fft_size = fft_size(sample_rate)
         stride = max(self.fft_size, math.ceil(total_frames / SPECTRUM_MAX_FRAMES))
         self._frames = FrameSampler(self.fft_size, stride, SPECTRUM_BATCH_FRAMES)
-        self._window: FloatArray = np.hanning(self.fft_size)
+        self._window = hann_window(self.fft_size)
         self._power: FloatArray = np.zeros(self.fft_size // 2 + 1, dtype=np.float64)
         self.frames_used = 0
 

@@ -25,7 +25,7 @@ from core.settings import PROJECT_ROOT, Settings, load_settings
 from devserver.redis import free_port
 from examples.shop import outside
 from tests.faults.cluster import TERMINAL, Tally
-from tests.support.processes import ManagedProcess, settings_env, start_workers, wait_for
+from tests.support.processes import ManagedProcess, settings_env, start_workers, stop_together, wait_for
 
 APP = "examples.shop.after.app:app"
 TASK_MODULES = "examples.shop.after.tasks"
@@ -223,5 +223,4 @@ class ShopDeployment:
         return tally(scenario, attempted, acknowledged, self.settings.database_url, self.shop_dir)
 
     def stop_all(self) -> None:
-        for process in reversed(self.processes):
-            process.stop(timeout_s=10)
+        stop_together(self.processes, timeout_s=10)

@@ -23,9 +23,11 @@ from core.settings import PROJECT_ROOT, Settings, load_settings
 from devserver.redis import RedisServer
 from tests.support.audio import wav_bytes
 from tests.support.fake_services import FakeServices
-from tests.support.processes import ApiServer, ManagedProcess, settings_env, start_workers, wait_for
+from tests.support.processes import ApiServer, ManagedProcess, settings_env, start_workers, stop_together, wait_for
 
 ADMIN_KEY = "fault-admin-key"
+# Each test process writes its scenarios' tally lines here (processes run in parallel under xdist).
+FAULT_TALLIES = Path("test-artifacts") / "fault-tallies"
 TERMINAL = ("finished", "failed", "canceled")
 
 # Fast recovery for tests: a dead worker's job is noticed ~1 + 5 s after its last heartbeat and
@@ -129,8 +131,7 @@ class Cluster:
         return process
 
     def stop_all(self) -> None:
-        for process in reversed(self.processes):
-            process.stop(timeout_s=10)
+        stop_together(self.processes, timeout_s=10)
 
     # --- traffic ----------------------------------------------------------------------------
 
@@ -165,12 +166,14 @@ class Cluster:
     def drain(self, ids: list[str], timeout_s: float = 120) -> None:
         """Waits until every acknowledged analysis ended and its callback arrived (or the deadline)."""
         deadline = time.monotonic() + timeout_s
+        pause = 0.1
         while time.monotonic() < deadline:
             rows = self.rows(ids)
             ended = all(row is not None and row.status.value in TERMINAL for row in rows.values())
             if ended and all(self.fake.callbacks[analysis_id] for analysis_id in ids):
                 return
-            time.sleep(0.2)
+            time.sleep(pause)
+            pause = min(pause * 1.5, 1.0)  # reading every row is not free: ask less often as the wait goes on
 
     def tally(self, scenario: str, attempted: int, ids: list[str]) -> Tally:
         rows = self.rows(ids)

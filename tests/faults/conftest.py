@@ -7,7 +7,6 @@ Each scenario records its tally; they are printed together at the end of the run
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,9 @@ from typing import Any
 import pytest
 
 from devserver.redis import RedisServer
-from tests.faults.cluster import Cluster, Tally
+from tests.faults.cluster import FAULT_TALLIES, Cluster, Tally
 from tests.support.fake_services import FakeServices
+from tests.support.processes import kill_all
 
 # A scenario starts Redis, an API and workers, injects its fault and drains: on a shared, loaded
 # machine that outlasts the suite's 120 s per test. Each scenario's own deadlines still apply.
@@ -33,13 +33,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _tally_dir(config: pytest.Config) -> Path:
-    """Where each test process writes its scenarios' lines (test processes run in parallel under xdist)."""
-    return Path(str(config.rootpath)) / "test-artifacts" / "fault-tallies"
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    if not hasattr(session.config, "workerinput"):  # the controlling process: a run starts afresh
-        shutil.rmtree(_tally_dir(session.config), ignore_errors=True)
+    """Where each test process writes its scenarios' lines (emptied when a run starts: tests/conftest.py)."""
+    return Path(str(config.rootpath)) / FAULT_TALLIES
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -76,7 +71,7 @@ def cluster(
 
     yield build
     for instance in built:
-        instance.stop_all()
+        kill_all(instance.processes)
 
 
 @pytest.fixture

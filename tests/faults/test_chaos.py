@@ -1,6 +1,6 @@
 """Jobs while workers are killed at random, three times: every job ends once.
 
-100 jobs in the suite (`CHAOS_JOBS` for more); `python -m tests.faults.soak` runs hundreds with more faults.
+40 jobs in the suite (`CHAOS_JOBS` for more); `python -m tests.faults.soak` runs hundreds with more faults.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from tests.faults.cluster import Cluster, Tally, assert_nothing_lost
 from tests.support.processes import wait_for
 
-N_JOBS = int(os.environ.get("CHAOS_JOBS", "100"))
+N_JOBS = int(os.environ.get("CHAOS_JOBS", "40"))
 KILLS = 3
 SEED = int(os.environ.get("CHAOS_SEED", "20261122"))
 

@@ -18,7 +18,7 @@ from core.models import DispatchMode, JobStatus
 from devserver.redis import RedisServer
 from tests.examples.shop import ShopDeployment
 from tests.faults.cluster import FAULT_SETTINGS, Tally, assert_nothing_lost
-from tests.support.processes import wait_for
+from tests.support.processes import kill_all, wait_for
 
 WORK_S = 1.0  # each task's work: long enough for a fault to land mid-job
 ORDERS = range(1, 5)  # 16 jobs
@@ -42,7 +42,7 @@ def shop(tmp_path: Path, fault_redis: RedisServer, database_url: str) -> Iterato
 
     yield build
     for deployment in built:
-        deployment.stop_all()
+        kill_all(deployment.processes)
 
 
 def _mid_job(deployment: ShopDeployment) -> str:

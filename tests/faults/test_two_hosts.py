@@ -24,7 +24,7 @@ from tests.faults.cluster import ADMIN_KEY, Cluster, Tally, assert_nothing_lost
 from tests.support.audio import wav_bytes
 from tests.support.fake_services import FakeServices
 from tests.support.object_store import ObjectStoreServer
-from tests.support.processes import wait_for
+from tests.support.processes import kill_all, wait_for
 
 ADMIN = {"X-API-Key": ADMIN_KEY}
 
@@ -49,7 +49,7 @@ def two_hosts(
     try:
         yield deployment, api_host, worker_host
     finally:
-        deployment.stop_all()
+        kill_all(deployment.processes)
 
 
 def _ended(deployment: Cluster, job_id: str, status: str = "failed") -> Job | None:

@@ -27,8 +27,8 @@ from tests.support.processes import ApiServer, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.slow
 
-WITH_CALLBACK = 24
-WITHOUT_CALLBACK = 4
+WITH_CALLBACK = 8
+WITHOUT_CALLBACK = 2
 
 
 def _upload(client: httpx.Client, index: int, **fields: str) -> str:

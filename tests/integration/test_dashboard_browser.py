@@ -30,7 +30,7 @@ _INJECT_MARKUP = """() => new Promise(resolve => {
     $('body').append(holder);
 })"""
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(60), pytest.mark.one_database]
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from core.settings import Settings
 from tests.support.processes import ManagedProcess, settings_env, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_database]
 
 
 def _healthcheck(settings: Settings, role: str) -> subprocess.CompletedProcess[str]:

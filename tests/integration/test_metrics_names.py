@@ -17,6 +17,8 @@ from tests.conftest import ADMIN_KEY, SettingsFactory
 from tests.support.processes import ApiServer, ManagedProcess, wait_for
 from tests.unit.test_deploy_prometheus import used_metric_names, used_queries
 
+pytestmark = pytest.mark.one_database
+
 # Added by Prometheus to every series it scrapes, not by the application.
 TARGET_LABELS = frozenset({"job", "instance"})
 # Counted by the retention job (jobs/retention.py), which is being written next to this change:

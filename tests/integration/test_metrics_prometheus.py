@@ -23,6 +23,8 @@ from tests.conftest import ADMIN_KEY, SettingsFactory
 from tests.support.audio import wav_bytes
 from tests.support.processes import ApiServer, ManagedProcess, wait_for
 
+pytestmark = pytest.mark.one_database
+
 PROMETHEUS_DIR = PROJECT_ROOT / "deploy" / "prometheus"
 
 

@@ -41,7 +41,7 @@ _DROP = """(zone, files) => {
     }
 }"""
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240), pytest.mark.one_database]
 
 
 @dataclass
@@ -68,8 +68,9 @@ def deployment(
     return Deployment(settings, api)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One Chromium for the module's tests (each opens its own context: no storage is shared)."""
     with chromium() as launched:
         yield launched
 

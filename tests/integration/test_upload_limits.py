@@ -29,7 +29,7 @@ from tests.conftest import SettingsFactory
 from tests.support.audio import wav_bytes
 from tests.support.processes import ApiServer, ManagedProcess, settings_env, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_database]
 
 CHUNK = b"a" * 65536
 FLOOD_BYTES = 512 * 1024 * 1024

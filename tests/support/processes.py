@@ -39,16 +39,29 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def wait_for(condition: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.05) -> T:
-    """Polls `condition` until it returns something truthy; fails with `what` after the deadline."""
+def wait_for(
+    condition: Callable[[], T | None],
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.05,
+    max_interval_s: float = 0.5,
+) -> T:
+    """Polls `condition` until it returns something truthy; fails with `what` after the deadline.
+
+    The pause between polls starts at `interval_s` and grows by half each time up to `max_interval_s`:
+    quick answers are seen at once, and a long wait does not spend the machine's CPU on asking (a
+    condition often costs several HTTP requests or database reads).
+    """
     deadline = time.monotonic() + timeout_s
+    pause = interval_s
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(interval_s)
+        time.sleep(pause)
+        pause = min(pause * 1.5, max(interval_s, max_interval_s))
 
 
 def wait_until_ended(client: httpx.Client, analysis_id: str, timeout_s: float = 60) -> dict[str, Any]:
@@ -72,6 +85,7 @@ class ManagedProcess:
         self.process = subprocess.Popen(
             argv, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
+        self._terminating = False
 
     @property
     def pid(self) -> int:
@@ -93,10 +107,28 @@ class ManagedProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, sig)
 
+    def terminate(self) -> None:
+        """Sends SIGTERM once (a second one would make a worker pool stop at once, not warmly)."""
+        if self.alive and not self._terminating:
+            self._terminating = True
+            self.process.send_signal(signal.SIGTERM)
+
+    def kill_tree(self) -> int:
+        """SIGKILL to the process and every descendant (work-horses run in their own process groups)."""
+        if not self.alive:  # stopped already (its PID may even belong to someone else by now)
+            self._log.close()
+            return self.process.returncode
+        for pid in [self.process.pid, *_descendants(self.process.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
     def stop(self, timeout_s: float = 20.0) -> int:
         """SIGTERM, then SIGKILL of the group after `timeout_s`; returns the exit code."""
         if self.alive:
-            self.process.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
@@ -105,6 +137,43 @@ class ManagedProcess:
         self.kill_group()  # work-horses live in their own groups; the pool's group may hold leftovers
         self._log.close()
         return self.process.returncode
+
+
+def _descendants(root: int) -> list[int]:
+    """PIDs of every live descendant of `root`, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    pending = [root]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+def kill_all(processes: list[ManagedProcess]) -> None:
+    """A test's teardown: its processes and their children are killed at once (a graceful stop, which
+    tests check where it matters, would cost seconds per deployment)."""
+    for process in processes:
+        process.kill_tree()
+
+
+def stop_together(processes: list[ManagedProcess], timeout_s: float = 20.0) -> None:
+    """Stops every process at once (SIGTERM to all, then waits): a deployment's stop costs its slowest
+    process's shutdown, not the sum of them."""
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + timeout_s
+    for process in processes:
+        process.stop(timeout_s=max(0.1, deadline - time.monotonic()))
 
 
 def start_workers(settings: Settings, log_path: Path, *args: str, **env_overrides: Any) -> ManagedProcess:
@@ -128,7 +197,7 @@ class ApiServer(ManagedProcess):
         super().__init__(argv, env, log_path)
         self.url = f"http://127.0.0.1:{self.port}"
         try:
-            wait_for(self._ready, 60, f"the API on port {self.port}")
+            wait_for(self._ready, 60, f"the API on port {self.port}", max_interval_s=0.1)
         except BaseException:
             self.stop()  # the caller never gets this object, so nobody else would
             raise

@@ -25,6 +25,8 @@ from tests.conftest import ADMIN_KEY, SettingsFactory
 from tests.support.analyses import fail_queued_job
 from tests.support.audio import wav_bytes
 
+pytestmark = pytest.mark.one_database
+
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"admin:{ADMIN_KEY}".encode()).decode()}
 SAME_ORIGIN = BASIC | {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
 # Every rq-dashboard 0.9 route that accepts POST, i.e. every one that changes something.

@@ -13,6 +13,8 @@ from app.main import create_app
 from app.routes.pages import STATIC_DIR
 from core.settings import Settings
 
+pytestmark = pytest.mark.one_database
+
 # Ways a script turns a string into markup or code; the pages use none of them.
 MARKUP_SINKS = re.compile(
     r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|setAttribute\(\s*\"on"

@@ -13,6 +13,7 @@ import redis
 from core.metrics import (
     EVENTS_KEY,
     JOB_DURATION_BUCKETS_S,
+    JOB_DURATION_KEY,
     UPLOAD_TO_START_BUCKETS_S,
     HistogramSnapshot,
     JobEvent,
@@ -201,3 +202,17 @@ def test_unknown_fields_are_ignored(server: fakeredis.FakeServer, metrics: Redis
     fakeredis.FakeRedis(server=server).hset(EVENTS_KEY, "exploded:audio_analysis", 5)
 
     assert "exploded" not in {event.value for event in metrics.read().events}
+
+
+def test_an_observation_writes_its_bucket_and_sum_only_and_the_count_is_the_buckets_total(
+    server: fakeredis.FakeServer, metrics: RedisJobMetrics
+) -> None:
+    metrics.finished(QUEUE_NORMAL, 0.2)
+    metrics.finished(QUEUE_NORMAL, 7.0)
+
+    stored = fakeredis.FakeRedis(server=server, decode_responses=True).hgetall(JOB_DURATION_KEY)
+    snapshot = metrics.read().job_duration_s[QUEUE_NORMAL]
+
+    assert sorted(str(field).split(":")[0] for field in stored) == ["bucket", "bucket", "sum"]
+    assert snapshot.count == 2
+    assert snapshot.sum == pytest.approx(7.2)

@@ -118,6 +118,9 @@ def test_unknown_dependencies_and_bad_options_are_refused_at_submission(make_run
         kit.build(total, on_dependency_failure="ignore")
     with pytest.raises(TypeError, match="depends_on takes job ids or job handles"):
         kit.build(total, depends_on=[42])
+    parent = kit.submit(kit.build(total)).job.id
+    with pytest.raises(ValueError, match=r"either after others \(`depends_on`\) or in its key's order"):
+        kit.build(total, depends_on=[parent], ordering_key="customer-42")
 
 
 def test_the_reconciler_settles_a_deferred_job_whose_parent_failed_without_settling_it(
