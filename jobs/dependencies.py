@@ -51,6 +51,41 @@ def _release_here(job_id: str) -> None:
         holder.release(job_id)
 
 
+# A parent's mark: some job was accepted to wait for it. A job that finishes looks for dependents in the
+# database only when it carries one, so the jobs nobody waits for (nearly all) pay one Redis EXISTS, not a
+# database read. The dependent marks its parents before it judges them, the parent writes its end before it
+# looks for a mark: whichever comes second sees the other (a dependent that judges a finished parent runs).
+MARK_PREFIX = "audiokit:dependents:"
+MARK_TTL_S = 30 * 86400
+_MARKED_HERE: set[str] = set()  # marks this process could not write to Redis (in-process, Redis down)
+
+
+def mark_parents(connection: redis.Redis | None, parents: list[str]) -> None:
+    """Marks `parents` as waited for (before they are judged for a new dependent)."""
+    if not parents:
+        return
+    if connection is not None:
+        try:
+            with connection.pipeline(transaction=False) as pipe:
+                for parent in parents:
+                    pipe.set(MARK_PREFIX + parent, 1, ex=MARK_TTL_S)
+                pipe.execute()
+            return
+        except redis.exceptions.RedisError as exc:
+            log.warning("parents of a dependent not marked in Redis (%s); this process remembers them", exc)
+    _MARKED_HERE.update(parents)  # in-process, this process runs the parents itself
+
+
+def may_have_dependents(connection: redis.Redis | None, job_id: str) -> bool:
+    """False only when no job was accepted to wait for `job_id` (cheap: no database read)."""
+    if job_id in _MARKED_HERE or connection is None:
+        return True
+    try:
+        return bool(connection.exists(MARK_PREFIX + job_id))
+    except redis.exceptions.RedisError:
+        return True  # cannot tell: look in the database
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Where a dependent stands: `ready` (every parent finished), `blocked_by` (a parent that failed,
@@ -171,9 +206,12 @@ def _schedule_callback(lifecycle: Lifecycle, job_id: str) -> None:
 
 
 def after_end(job_id: str) -> None:
-    """Settles the dependents of `job_id` with this process's runtime (a worker or the API in-process)."""
+    """Settles the dependents of `job_id` with this process's runtime (a worker or the API in-process),
+    if it may have any (`may_have_dependents`)."""
     runtime = get_runtime()
-    Dependents(runtime.lifecycle, runtime.redis).after_end(job_id)
+    if may_have_dependents(runtime.redis, job_id):
+        Dependents(runtime.lifecycle, runtime.redis).after_end(job_id)
+        _MARKED_HERE.discard(job_id)
 
 
 def settle_dependents_of(job_id: str, state: str) -> None:

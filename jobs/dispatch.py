@@ -21,7 +21,7 @@ from core.lifecycle import Lifecycle
 from core.models import DispatchMode, Job, JobStatus, utcnow
 from core.settings import Settings
 from jobs import limits
-from jobs.dependencies import Dependents, judge
+from jobs.dependencies import Dependents, judge, mark_parents
 from redis_client import ON_FAILURE, ON_STOPPED, RUN_JOB, enqueue
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ class Dispatcher:
         status = JobStatus.SCHEDULED if at else JobStatus.QUEUED
         waiting_on: tuple[str, ...] = ()
         if job.depends_on:
+            mark_parents(self.connection, job.depends_on)  # before judging them: see `jobs.dependencies`
             verdict = judge(self.lifecycle, job.depends_on)
             if verdict.blocked_by is not None:
                 ended = self._dependents().block(job, *verdict.blocked_by)

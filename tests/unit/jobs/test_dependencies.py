@@ -12,6 +12,7 @@ from rq.serializers import JSONSerializer
 
 from core.models import JobStatus
 from jobs import parent_results
+from jobs.dependencies import may_have_dependents
 from jobs.dispatch import Dispatcher
 from jobs.reconcile import Reconciler
 from jobs.registry import task
@@ -157,3 +158,13 @@ def test_the_reconciler_releases_a_deferred_job_whose_parents_finished_without_r
 
     assert report.redispatched == [child]
     assert runtime.lifecycle.require(child).result == {"total": 4, "parents": [parent]}
+
+
+def test_only_a_job_some_job_waits_for_looks_for_dependents_when_it_ends(make_runtime: Callable[..., Runtime]) -> None:
+    runtime = make_runtime(use_rq_queue=True)
+    parent = _submit(runtime, value, 1)
+    alone = _submit(runtime, value, 2)
+    _submit(runtime, total, depends_on=[parent])
+
+    assert may_have_dependents(runtime.redis, parent)
+    assert not may_have_dependents(runtime.redis, alone)  # its end costs no database read
