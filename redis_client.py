@@ -173,7 +173,7 @@ def enqueue(
 ) -> KitJob:
     """Enqueues `func(*args)` with the service's TTLs and the job's timeout and retry policy.
 
-    `rate_limit` and `depends_on` are RQ's, passed on (`jobs.limits`).
+    `rate_limit` and `depends_on` are RQ's, passed on (`jobs.limits`, `jobs.dependencies`).
 
     `job_timeout`, `retries` and `retry_intervals` default to `RQ_JOB_TIMEOUT` and `RQ_RETRY_*`.
 

@@ -22,6 +22,7 @@ class JobStatus(enum.StrEnum):
     PENDING = "pending"  # stored and acknowledged, not on a queue yet (e.g. Redis was down)
     QUEUED = "queued"
     SCHEDULED = "scheduled"  # waits for `scheduled_at` or for a retry's backoff
+    DEFERRED = "deferred"  # waits for the jobs it depends on (`depends_on`) to finish
     STARTED = "started"
     FINISHED = "finished"
     FAILED = "failed"
@@ -33,7 +34,7 @@ class JobStatus(enum.StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED})
-WAITING_STATUSES = frozenset({JobStatus.PENDING, JobStatus.QUEUED, JobStatus.SCHEDULED})
+WAITING_STATUSES = frozenset({JobStatus.PENDING, JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
 
 
 class CallbackStatus(enum.StrEnum):
@@ -42,6 +43,13 @@ class CallbackStatus(enum.StrEnum):
     PENDING = "pending"  # owed: being delivered, or waiting for its next attempt
     DELIVERED = "delivered"  # the receiver answered 2xx
     UNDELIVERABLE = "undeliverable"  # every attempt failed (CALLBACK_MAX_ATTEMPTS), or the target is refused
+
+
+class OnDependencyFailure(enum.StrEnum):
+    """What becomes of a job when a job it depends on fails or is canceled."""
+
+    CANCEL = "cancel"  # the dependent is canceled (the default)
+    FAIL = "fail"  # the dependent fails, its error naming the dependency
 
 
 class DispatchMode(enum.StrEnum):
@@ -125,6 +133,11 @@ class Job(Base):
     # Unique per task: the same key sent to two tasks names two jobs.
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
+    # The jobs this one waits for (`add_task(..., depends_on=[...])`), and what a failed one does to it.
+    depends_on: Mapped[list[str]] = mapped_column(JSON, default=list)
+    on_dependency_failure: Mapped[OnDependencyFailure] = mapped_column(
+        _enum(OnDependencyFailure, 16), default=OnDependencyFailure.CANCEL
+    )
     # Jobs with the same ordering key run one at a time, in the order they were accepted (`jobs.limits`).
     ordering_key: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -151,3 +164,15 @@ class Job(Base):
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.task} {self.status.value}>"
+
+
+class Batch(Base):
+    """Several jobs submitted together (`POST /audio/batch`): its items say, per file, the job or the error."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task: Mapped[str] = mapped_column(String(255))
+    # One entry per submitted item, in order: {"name", "job_id"} or {"name", "error", "status_code"}.
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

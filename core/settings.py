@@ -216,6 +216,8 @@ class Settings(BaseSettings):
     # Uploads stream to the bucket in parts of this size (S3's minimum is 5); one part per upload in memory.
     s3_part_size_mb: int = Field(8, ge=5, le=512)
     max_upload_mb: int = Field(50, ge=1, le=4096)
+    # `POST /audio/batch` takes at most this many files (each within MAX_UPLOAD_MB).
+    batch_max_files: int = Field(20, ge=1, le=1000)
 
     # --- uploads: slow clients and what interrupted uploads leave behind ----------------
     # Request line and headers must arrive within this (`python -m app`; slow-header clients are cut off).

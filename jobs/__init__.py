@@ -11,7 +11,8 @@ No web framework is imported here; the FastAPI adapter is `jobs.web`.
 """
 
 from jobs.context import current_job_id, log_line, progress
+from jobs.dependencies import parent_results
 from jobs.policy import exponential, fixed
 from jobs.registry import task
 
-__all__ = ["current_job_id", "exponential", "fixed", "log_line", "progress", "task"]
+__all__ = ["current_job_id", "exponential", "fixed", "log_line", "parent_results", "progress", "task"]

@@ -14,12 +14,14 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import redis
+from rq.job import Dependency
 
 from core.errors import ConfigurationError, QueueFull, QueueUnavailable
 from core.lifecycle import Lifecycle
 from core.models import DispatchMode, Job, JobStatus, utcnow
 from core.settings import Settings
 from jobs import limits
+from jobs.dependencies import Dependents, judge, mark_parents
 from redis_client import ON_FAILURE, ON_STOPPED, RUN_JOB, enqueue
 
 log = logging.getLogger(__name__)
@@ -34,8 +36,9 @@ class TaskAdder(Protocol):
 class InProcess(Protocol):
     """Runs tasks inside this process (`jobs.inprocess.InProcessRunner`)."""
 
-    def submit(self, job: Job, at: datetime | None = None) -> int | None:
-        """Takes the job in now (it joins the line); returns its place among waiting jobs, None if scheduled."""
+    def submit(self, job: Job, at: datetime | None = None, *, deferred: bool = False) -> int | None:
+        """Takes the job in now (it joins the line unless deferred); returns its place among waiting jobs,
+        None if scheduled or deferred."""
         ...
 
     async def wait(self, job_id: str) -> None: ...
@@ -86,6 +89,18 @@ class Dispatcher:
         """
         at = job.scheduled_at if job.scheduled_at is not None and job.scheduled_at > utcnow() else None
         status = JobStatus.SCHEDULED if at else JobStatus.QUEUED
+        waiting_on: tuple[str, ...] = ()
+        if job.depends_on:
+            mark_parents(self.connection, job.depends_on)  # before judging them: see `jobs.dependencies`
+            verdict = judge(self.lifecycle, job.depends_on)
+            if verdict.blocked_by is not None:
+                ended = self._dependents().block(job, *verdict.blocked_by)
+                return Dispatched(self.mode, job.queue, ended)
+            if verdict.undispatched:
+                # A parent is not on a queue yet (Redis was down): the reconciler dispatches it first.
+                return Dispatched(self.mode, job.queue, JobStatus.PENDING)
+            waiting_on = verdict.waiting_on
+            status = JobStatus.DEFERRED if waiting_on else status
         if self.mode is DispatchMode.RQ:
             try:
                 rate_limit = limits.rate_limit_for(job.task)
@@ -105,7 +120,8 @@ class Dispatcher:
                     retries=job.retries,
                     retry_intervals=job.retry_intervals,
                     rate_limit=rate_limit,
-                    depends_on=after,
+                    # Never both: a job with parents cannot take an ordering key (`jobs.submit`).
+                    depends_on=Dependency(jobs=list(waiting_on)) if waiting_on else after,
                 )
                 limits.settle(self.connection, enqueued, after, self._is_canceled)
             except redis.exceptions.OutOfMemoryError as exc:
@@ -118,6 +134,8 @@ class Dispatcher:
             self.lifecycle.mark_dispatched(
                 job.id, mode=DispatchMode.RQ, queue=job.queue, status=status, from_statuses=from_statuses
             )
+            if waiting_on:
+                return Dispatched(DispatchMode.RQ, job.queue, self._recheck(job, waiting_on))
             reason = limits.waiting_reason(enqueued, after, rate_limit)
             if reason is not None:
                 self.lifecycle.log(job.id, reason)
@@ -130,10 +148,24 @@ class Dispatcher:
             job.id, mode=DispatchMode.BACKGROUND, queue=job.queue, status=status, from_statuses=from_statuses
         )
         # The job joins the line before the answer is written, so its position is its own, as on RQ.
-        position = self.runner.submit(job, at)
+        position = self.runner.submit(job, at, deferred=bool(waiting_on))
         if background_tasks is not None:
             background_tasks.add_task(self.runner.wait, job.id)  # graceful shutdown waits for it, as for RQ work
+        if waiting_on:
+            return Dispatched(DispatchMode.BACKGROUND, job.queue, self._recheck(job, waiting_on))
         return Dispatched(DispatchMode.BACKGROUND, job.queue, status, position)
+
+    def _dependents(self) -> Dependents:
+        return Dependents(self.lifecycle, self.connection if self.mode is DispatchMode.RQ else None)
+
+    def _recheck(self, job: Job, waiting_on: tuple[str, ...]) -> JobStatus:
+        """Logs why the job waits; a parent may have ended between the first look and the `deferred` record
+        (its own settling then missed this job): looks again, and settles the job now if so."""
+        self.lifecycle.log(job.id, f"waits for {', '.join(waiting_on)}")
+        row = self.lifecycle.get(job.id)
+        if row is None or row.status is not JobStatus.DEFERRED:
+            return row.status if row is not None else job.status
+        return self._dependents().settle(row)
 
     def _is_canceled(self, job_id: str) -> bool:
         row = self.lifecycle.get(job_id)

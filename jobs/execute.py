@@ -22,6 +22,7 @@ from core.lifecycle import Lifecycle
 from core.models import CallbackStatus, JobStatus
 from jobs.callbacks import schedule_delivery
 from jobs.context import RunningJob, mirror_to_rq, running
+from jobs.dependencies import after_end, settle_dependents_of
 from jobs.policy import describe_error
 from jobs.registry import TaskDef, lookup
 from jobs.runtime import get_runtime
@@ -71,6 +72,7 @@ def run_job(job_id: str, interrupted: Callable[[], bool] | None = None) -> Any:
         return ended.result if ended else None
     if finished.callback_status is CallbackStatus.PENDING:
         schedule_delivery(job_id)
+    after_end(job_id)
     return result
 
 
@@ -104,8 +106,12 @@ def record_failure(job_id: str, error: BaseException, retry_in_s: int | None) ->
     get_runtime().lifecycle.record_failure(job_id, describe_error(error), retry_in_s=retry_in_s)
     if retry_in_s is None:
         notify_client(job_id)
+        after_end(job_id)
 
 
 def record_stopped(job_id: str) -> None:
     """Records a run stopped on request: the job is canceled."""
+    # Its dependents first: the row's final write stays the last step here, just before RQ records the
+    # stop, so a client that sees the job canceled sees RQ's `stopped` too.
+    settle_dependents_of(job_id, "canceled")
     get_runtime().lifecycle.mark_canceled(job_id, "stopped on request")

@@ -39,6 +39,7 @@ from core.lifecycle import Lifecycle
 from core.models import Job, Priority, utcnow
 from core.settings import Settings, intervals_for
 from jobs import execute
+from jobs.dependencies import register_holder
 from jobs.limits import LocalGate
 from jobs.policy import is_permanent, retry_interval_s
 
@@ -64,6 +65,7 @@ class _Job:
     key: str | None = None  # its ordering key
     noted: str | None = None  # what held it back last, as logged on its row
     attempt: Future[int | None] | None = None  # the attempt in line or running, if any
+    released: Future[None] | None = None  # set for a deferred job: done once its dependencies let it go
     ended: Future[None] = field(default_factory=Future)
 
 
@@ -90,6 +92,7 @@ class InProcessRunner:
         self._released_waits = asyncio.Event()  # requests stop waiting for their jobs
         self._reconcile_grace_s = settings.reconcile_grace_s
         _RUNNERS.add(self)
+        register_holder(self)
 
     @property
     def active_ids(self) -> set[str]:
@@ -142,11 +145,12 @@ class InProcessRunner:
         """The loop that follows jobs (backoff, schedule); `submit` may then be called from any thread."""
         self._loop = loop
 
-    def submit(self, row: Job, at: datetime | None = None) -> int | None:
-        """Takes a job in, from any thread: it joins the line now unless it is scheduled for later.
+    def submit(self, row: Job, at: datetime | None = None, *, deferred: bool = False) -> int | None:
+        """Takes a job in, from any thread: it joins the line now unless it is scheduled for later or
+        `deferred` (it waits for jobs it depends on: `release` lets it go).
 
         Returns:
-            Its 0-based place among waiting jobs (as RQ's `Job.get_position`); None when scheduled.
+            Its 0-based place among waiting jobs (as RQ's `Job.get_position`); None when scheduled or deferred.
             A job held here already is not taken twice: its current place is returned.
         """
         if self._loop is None:
@@ -159,11 +163,27 @@ class InProcessRunner:
             at = at if at is not None and at > utcnow() else None
             intervals = intervals_for(row.retries, row.retry_intervals)
             job = _Job(job_id, at, row.retries, intervals, _rank(row), row.task, row.ordering_key)
+            job.released = Future() if deferred else None
             self._jobs[job_id] = job
             self._gate.join(job_id, job.key)
-            position = None if job.at is not None else self._line_up(job)
+            position = None if job.at is not None or deferred else self._line_up(job)
         self._loop.call_soon_threadsafe(self._follow, job)
         return position
+
+    def release(self, job_id: str) -> bool:
+        """Lets a deferred job held here go (from any thread): it joins the line (or waits for its schedule).
+        Its attempt finds out from the row whether to run (a canceled dependent does not).
+
+        Returns:
+            False when the job is not held here as deferred (or was released already).
+        """
+        with self._lock:
+            job = self._jobs.get(job_id)
+            released = job.released if job is not None else None
+            if released is None or released.done():
+                return False
+            released.set_result(None)
+            return True
 
     async def wait(self, job_id: str) -> None:
         """Returns once the job has ended here (at once when it is not held here), or once the server stops.
@@ -301,6 +321,11 @@ class InProcessRunner:
     async def _drive(self, job: _Job) -> None:
         """Waits for the schedule, each attempt and each backoff, until the job is over; then forgets it."""
         try:
+            if job.released is not None:
+                await asyncio.wrap_future(job.released)
+                if job.at is None:
+                    with self._lock:
+                        self._line_up(job)
             if job.at is not None:
                 await asyncio.sleep(max(0.0, (job.at - utcnow()).total_seconds()))
                 with self._lock:

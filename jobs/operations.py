@@ -13,6 +13,7 @@ from rq.exceptions import InvalidJobOperation
 
 from core.errors import InvalidTransition, NotFound, QueueUnavailable
 from core.models import WAITING_STATUSES, DispatchMode, Job, JobStatus, Priority
+from jobs.dependencies import Dependents
 from jobs.listing import JobFilter, list_jobs
 from jobs.rq_move import Moved, move_waiting
 from jobs.rq_state import JobPlace, Located, locate, workers
@@ -62,6 +63,8 @@ def cancel(services: JobServices, job_id: str) -> CancelOutcome:
     if job.status is JobStatus.STARTED and job.mode is DispatchMode.BACKGROUND:
         return CancelOutcome(JobStatus.STARTED, stopping=True)  # stops at its next progress report
     lifecycle.mark_canceled(job_id, "canceled on request")
+    # Its dependents are canceled or failed now (RQ would leave them deferred for ever).
+    Dependents(lifecycle, services.redis).after_end(job_id)
     return CancelOutcome(JobStatus.CANCELED, stopping=False)
 
 
@@ -106,7 +109,7 @@ def change_priority(services: JobServices, job_id: str, priority: Priority) -> P
     row = services.lifecycle.require(job_id)
     if row.status not in WAITING_STATUSES:
         raise InvalidTransition(
-            f"job is {row.status.value}; only waiting jobs (pending, queued, scheduled) can change priority"
+            f"job is {row.status.value}; only waiting jobs (pending, queued, scheduled, deferred) can change priority"
         )
     queue = services.settings.queue_for(priority.value)
     if row.mode is DispatchMode.BACKGROUND:

@@ -42,6 +42,7 @@ from core.lifecycle import Lifecycle, grace_cutoff
 from core.models import DispatchMode, Job, JobStatus
 from core.settings import Settings
 from jobs import callbacks
+from jobs.dependencies import Dependents, judge
 from jobs.dispatch import Dispatcher
 from jobs.reconcile_status import note_failure, note_success
 from jobs.rq_state import JobPlace, locate, served_queues, take_back
@@ -63,6 +64,7 @@ _REDISPATCH_FROM = (
     JobStatus.PENDING,
     JobStatus.QUEUED,
     JobStatus.SCHEDULED,
+    JobStatus.DEFERRED,  # dispatched again, a dependent is judged again (`jobs.dependencies`)
     JobStatus.STARTED,
 )
 
@@ -188,6 +190,9 @@ class Reconciler:
                     if job.queue not in served and located.job and take_back(self.connection, located.job):
                         self._redispatch(job, report.taken_back)
                         continue
+                if job.depends_on and located.job is not None and located.job.get_status(refresh=False) == "deferred":
+                    self._release_dependent(job, report)
+                    continue
                 if job.status is JobStatus.PENDING:
                     # Enqueued, but the API died before recording it.
                     self.lifecycle.mark_dispatched(
@@ -205,6 +210,17 @@ class Reconciler:
                 self._redispatch(job, report.redispatched)
         self._stop_stuck(report, local, rq_reachable=True)
         self._schedule_callbacks(report)
+
+    def _release_dependent(self, job: Job, report: ReconcileReport) -> None:
+        """A dependent RQ still holds deferred: RQ releases it only when its last parent's run returns, and
+        the kit settles it when a parent fails or is canceled; if either was lost (a worker died between
+        the parent's final write and RQ's release, a crash before the settling), it happens here."""
+        verdict = judge(self.lifecycle, job.depends_on)
+        if verdict.blocked_by is not None:
+            Dependents(self.lifecycle, self.connection).block(job, *verdict.blocked_by)
+            report.settled.append(job.id)
+        elif verdict.ready:
+            self._redispatch(job, report.redispatched)
 
     def _stop_stuck(self, report: ReconcileReport, local: set[str], *, rq_reachable: bool) -> None:
         """Stops attempts running past their timeout + margin; each counts as failed (retried by policy)."""

@@ -26,6 +26,7 @@ DUE_SOON_S = 5.0
 class Moved(enum.StrEnum):
     QUEUED = "queued"  # was on its queue's list; now at the tail of the new queue
     SCHEDULED = "scheduled"  # was in its scheduled registry; now in the new queue's, due at the same time
+    DEFERRED = "deferred"  # was in its deferred registry (waits for its dependencies); now in the new queue's
     DUE = "due"  # scheduled and due now: not moved (try again once it is queued)
     GONE = "gone"  # on no list or registry of its queue: a worker took it, or it never got there
 
@@ -40,6 +41,7 @@ def move_waiting(connection: redis.Redis, job_id: str, origin: str, target: str)
     job_key = f"{KitQueue.job_class.redis_job_namespace_prefix}{job_id}"
     scheduled_from = source.scheduled_job_registry.key
     scheduled_to = destination.scheduled_job_registry.key
+    deferred_from, deferred_to = source.deferred_job_registry.key, destination.deferred_job_registry.key
 
     def attempt(pipe: Pipeline) -> Moved:
         if pipe.lpos(source.key, job_id) is not None:
@@ -49,6 +51,15 @@ def move_waiting(connection: redis.Redis, job_id: str, origin: str, target: str)
             pipe.sadd(KitQueue.redis_queues_keys, destination.key)
             pipe.rpush(destination.key, job_id)
             return Moved.QUEUED
+        waits_until = pipe.zscore(deferred_from, job_id)
+        if waits_until is not None:
+            # RQ enqueues a dependent on its `origin` once its dependencies finish: that is all to change.
+            pipe.multi()
+            pipe.zrem(deferred_from, job_id)
+            pipe.hset(job_key, "origin", target)
+            pipe.sadd(KitQueue.redis_queues_keys, destination.key)
+            pipe.zadd(deferred_to, {job_id: float(waits_until)})
+            return Moved.DEFERRED
         due = pipe.zscore(scheduled_from, job_id)
         if due is None:
             return Moved.GONE
@@ -65,6 +76,7 @@ def move_waiting(connection: redis.Redis, job_id: str, origin: str, target: str)
         attempt,  # type: ignore[arg-type]  # redis-py's stub wants None; `value_from_callable` returns ours
         source.key,
         scheduled_from,
+        deferred_from,
         job_key,
         value_from_callable=True,
     )

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core.errors import CallbackRefused, IdempotencyConflict, IdempotencyMismatch, MalformedUpload, QueueFull
 from core.lifecycle import Lifecycle
-from core.models import Base, Job, JobStatus, Priority
+from core.models import Base, Job, JobStatus, OnDependencyFailure, Priority
 from core.settings import Settings, parse_queue_names
 from jobs.callback_target import TargetPolicy, parse_callback_url
 from jobs.dispatch import Dispatched, Dispatcher, TaskAdder
@@ -127,6 +127,33 @@ def parse_priority(value: str | Priority) -> Priority:
         raise ValueError(f"priority must be one of {', '.join(Priority)}, not {value!r}") from None
 
 
+def parse_on_dependency_failure(value: str | OnDependencyFailure) -> OnDependencyFailure:
+    """Raises:
+    ValueError: not `cancel` or `fail`.
+    """
+    try:
+        return OnDependencyFailure(str(value).strip().lower())
+    except ValueError:
+        choices = ", ".join(OnDependencyFailure)
+        raise ValueError(f"on_dependency_failure must be one of {choices}, not {value!r}") from None
+
+
+def dependency_ids(depends_on: Sequence[Any]) -> list[str]:
+    """Job ids from ids or handles (anything with an `id`), in order, without repeats.
+
+    Raises:
+        TypeError: an item is neither a job id nor has one.
+    """
+    ids: list[str] = []
+    for item in depends_on:
+        job_id = item if isinstance(item, str) else getattr(item, "id", None)
+        if not isinstance(job_id, str) or not job_id:
+            raise TypeError(f"depends_on takes job ids or job handles, not {type(item).__name__}")
+        if job_id not in ids:
+            ids.append(job_id)
+    return ids
+
+
 def fingerprint(*parts: Any) -> str:
     """Identifies a request for `Idempotency-Key`: the same parts, the same fingerprint."""
     text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
@@ -157,18 +184,22 @@ class Submitter:
         request_hash: str | None = None,
         callback_url: str | None = None,
         job_id: str | None = None,
+        depends_on: Sequence[Any] = (),
+        on_dependency_failure: str | OnDependencyFailure = OnDependencyFailure.CANCEL,
         ordering_key: str | None = None,
     ) -> Job:
         """A new `pending` job row for `func(*args, **kwargs)` with the task's defaults (not committed).
 
         The job goes to `queue` when given, else to its `priority` level's queue (`PRIORITY_QUEUES`), else
         to the task's own queue; its recorded priority is the given one, else its queue's level (`normal`
-        for a queue of no level). Jobs with the same `ordering_key` run one at a time, in the order they
-        were accepted (`jobs.limits`).
+        for a queue of no level). With `depends_on` (job ids or handles) it runs once they have all
+        finished; if one fails or is canceled, it is canceled or fails, by `on_dependency_failure`. Jobs
+        with the same `ordering_key` run one at a time, in the order they were accepted (`jobs.limits`).
 
         Raises:
             TypeError: `func` is not a task, the arguments do not fit it or are not JSON.
-            ValueError: a bad queue name or priority.
+            ValueError: a bad queue name, priority or `on_dependency_failure`, an unknown dependency,
+                `depends_on` with `at`, or `ordering_key` with `at` or `depends_on`.
             MalformedUpload: a bad idempotency key, ordering key or callback URL (values a client sends: 422).
         """
         definition = func if isinstance(func, TaskDef) else definition_of(func)
@@ -183,6 +214,17 @@ class Submitter:
         ordering_key = check_ordering_key(ordering_key, at)
         if at is not None and at.tzinfo is None:
             at = at.replace(tzinfo=UTC)  # a time without a zone is UTC, as every time the kit returns
+        parents = dependency_ids(depends_on)
+        on_failure = parse_on_dependency_failure(on_dependency_failure)
+        if parents and at is not None:
+            raise ValueError("a job runs either at a time (`at`) or after others (`depends_on`), not both")
+        if parents and ordering_key is not None:
+            # A keyed job waits for the previous job of its key whatever became of it; a dependent waits
+            # for its parents to finish. RQ holds one dependency, with one `allow_failure`, per job.
+            raise ValueError("a job runs either after others (`depends_on`) or in its key's order (`ordering_key`)")
+        missing = [parent for parent in parents if self.lifecycle.get(parent) is None]
+        if missing:
+            raise ValueError(f"depends_on: no job with id {missing[0]!r}")
         retries = definition.retries if definition.retries is not None else self.settings.rq_retry_max
         # Drawn once, here: RQ's `Retry` takes a list, and every later dispatch reuses the row's.
         intervals = (definition.backoff or default_backoff(self.settings)).intervals(retries, self.rng)
@@ -202,6 +244,8 @@ class Submitter:
             scheduled_at=at.astimezone(UTC) if at is not None else None,
             idempotency_key=check_idempotency_key(idempotency_key),
             request_hash=request_hash,
+            depends_on=parents,
+            on_dependency_failure=on_failure,
             ordering_key=ordering_key,
             attempts=0,
             progress=0,

@@ -14,23 +14,31 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import anyio.to_thread
 import soundfile
 from fastapi import BackgroundTasks
 
 from app.models import Analysis
-from app.upload import ReceivedUpload, UploadLimits, receive_upload
-from core.errors import IdempotencyConflict, MalformedUpload, QueueFull, UnsupportedAudio
+from app.upload import ReceivedUpload, UploadLimits, clean_filename, receive_upload
+from core.errors import IdempotencyConflict, MalformedUpload, QueueFull, UnsupportedAudio, UploadTooLarge
 from core.models import Priority
 from core.settings import Settings
 from core.storage import Incoming, Storage
 from jobs.submit import Submitted, Submitter, check_callback_url, check_idempotency_key, parse_priority
 from tasks.audio_analysis import process_audio_analysis
 
+BATCH_CHUNK_BYTES = 1024 * 1024  # a batch's files are copied into storage this much at a time
+
 # Formats libsndfile reports for the files we analyse, and the extension each is stored under.
 ACCEPTED_FORMATS = {"WAV": "wav", "WAVEX": "wav", "RF64": "wav", "FLAC": "flac", "OGG": "ogg", "MP3": "mp3"}
+
+
+class AsyncReadable(Protocol):
+    """A received file (Starlette's `UploadFile`)."""
+
+    async def read(self, size: int = -1) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -164,6 +172,40 @@ class Intake:
         finally:
             if key is not None:
                 self._keys_in_flight.discard(key)
+
+    async def accept_file(
+        self,
+        filename: str,
+        content_type: str | None,
+        file: AsyncReadable,
+        fields: dict[str, str],
+        background_tasks: BackgroundTasks,
+    ) -> Accepted:
+        """One file of a batch (already received), through the same checks as an upload, stored and submitted.
+
+        Raises:
+            UploadTooLarge, MalformedUpload, UnsupportedAudio: this file's problem (413, 422, 415).
+            QueueFull: Redis refuses writes; nothing of this file was kept (503).
+        """
+        incoming = self.storage.begin()
+        try:
+            upload = ReceivedUpload(incoming, filename=clean_filename(filename), content_type=content_type)
+            upload.fields = fields
+            digest = hashlib.sha256()
+            while chunk := await file.read(BATCH_CHUNK_BYTES):
+                upload.size += len(chunk)
+                if upload.size > self.settings.max_upload_bytes:
+                    raise UploadTooLarge(f"file exceeds the upload limit of {self.settings.max_upload_mb} MB")
+                incoming.write(chunk)
+                digest.update(chunk)
+                if incoming.needs_flush:
+                    await anyio.to_thread.run_sync(incoming.flush)
+            await anyio.to_thread.run_sync(incoming.finish)
+            upload.sha256 = digest.hexdigest()
+            return await self._store_and_submit(upload, incoming, None, background_tasks)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(incoming.discard)
 
     async def _store_and_submit(
         self, upload: ReceivedUpload, incoming: Incoming, key: str | None, background_tasks: BackgroundTasks

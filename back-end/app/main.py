@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from app.dashboard import mount_dashboard
 from app.malloc import return_large_blocks
 from app.metrics import install_metrics
-from app.routes import audio, health, queue
+from app.routes import audio, batch, health, queue
 from app.routes.pages import install_pages
 from app.services import Services, build_services
 from app.sweep import sweep_forever
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None, *, apply_migrations: bool = Fal
     )
     install(app)  # the kit: /jobs and its error answers
     install_metrics(app)
+    app.include_router(batch.router)
     app.include_router(audio.router)
     app.include_router(queue.router)
     app.include_router(health.router)
@@ -79,7 +80,8 @@ def create_app(settings: Settings | None = None, *, apply_migrations: bool = Fal
     openapi = app.openapi
 
     def document() -> dict[str, Any]:
-        return audio.document_upload_limits(openapi(), settings.max_upload_bytes)
+        document = audio.document_upload_limits(openapi(), settings.max_upload_bytes)
+        return batch.document_batch_limits(document, settings.max_upload_bytes, settings.batch_max_files)
 
     app.openapi = document  # type: ignore[method-assign]
     return app

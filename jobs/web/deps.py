@@ -12,14 +12,14 @@ runs it in this process after the response, as `BackgroundTasks` would. It retur
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import BackgroundTasks, Depends, Request
 
-from core.models import DispatchMode, Job, JobStatus, Priority
+from core.models import DispatchMode, Job, JobStatus, OnDependencyFailure, Priority
 from jobs.services import JobServices
 from jobs.submit import fingerprint
 
@@ -71,6 +71,8 @@ class JobTasks:
         at: datetime | None = None,
         idempotency_key: str | None = None,
         callback_url: str | None = None,
+        depends_on: Sequence[JobHandle | str] = (),
+        on_dependency_failure: str | OnDependencyFailure = OnDependencyFailure.CANCEL,
         ordering_key: str | None = None,
         **kwargs: Any,
     ) -> JobHandle:
@@ -83,10 +85,15 @@ class JobTasks:
             at: run no earlier than this time (UTC when naive).
             idempotency_key: the same key (for the same task and arguments) returns the same job.
             callback_url: POSTed the outcome when the job ends (signed; see the README).
-            ordering_key: jobs with the same key run one at a time, in the order they were accepted.
+            depends_on: jobs (handles or ids) that must all finish first; the job waits `deferred`.
+            on_dependency_failure: `cancel` (default) or `fail` the job when one of them fails or is
+                canceled; it never waits for ever.
+            ordering_key: jobs with the same key run one at a time, in the order they were accepted (not
+                with `depends_on`).
 
         Raises:
             TypeError: `func` is not a task, or an argument does not fit it or is not JSON.
+            ValueError: an unknown dependency, or a bad option.
             IdempotencyMismatch: the key was used with other arguments (422).
             QueueFull: Redis refuses writes; nothing was kept (503).
         """
@@ -100,6 +107,8 @@ class JobTasks:
             at=at,
             idempotency_key=idempotency_key,
             callback_url=callback_url,
+            depends_on=depends_on,
+            on_dependency_failure=on_dependency_failure,
             ordering_key=ordering_key,
         )
         if idempotency_key is not None:
@@ -121,7 +130,9 @@ class JobTasks:
 
 def _hash_of(job: Job) -> str:
     scheduled = job.scheduled_at.isoformat() if job.scheduled_at else ""
-    return fingerprint(job.task, job.args, job.kwargs, job.queue, job.priority, scheduled, job.callback_url or "")
+    return fingerprint(
+        job.task, job.args, job.kwargs, job.queue, job.priority, scheduled, job.callback_url or "", job.depends_on
+    )
 
 
 def get_job_tasks(request: Request, background_tasks: BackgroundTasks, services: JobServicesDep) -> JobTasks:

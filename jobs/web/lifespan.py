@@ -25,6 +25,7 @@ from jobs.reconcile import Reconciler
 from jobs.registry import import_task_modules
 from jobs.runtime import install_runtime
 from jobs.services import JobServices, build_job_services
+from jobs.web.batches import router as batches_router
 from jobs.web.errors import install_error_handlers
 from jobs.web.routes import router
 
@@ -111,6 +112,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def install(app: FastAPI) -> None:
-    """Adds the `/jobs` routes and the kit's error answers (404, 409, 422, 503 with `{"detail"}`) to `app`."""
+    """Adds the `/jobs` and `/batches` routes and the kit's error answers (404, 409, 422, 503 with `{"detail"}`)
+    to `app`."""
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(batches_router)

@@ -138,7 +138,7 @@ def test_only_waiting_jobs_change_priority(deployment: Deployment, tmp_path: Pat
 
     assert (running.status_code, running.json()["detail"]) == (
         409,
-        "job is started; only waiting jobs (pending, queued, scheduled) can change priority",
+        "job is started; only waiting jobs (pending, queued, scheduled, deferred) can change priority",
     )
     assert unknown.status_code == 404
     assert bad.status_code == 422
@@ -146,7 +146,7 @@ def test_only_waiting_jobs_change_priority(deployment: Deployment, tmp_path: Pat
     assert anonymous.status_code in (401, 403)
     assert (finished.status_code, finished.json()["detail"]) == (
         409,
-        "job is finished; only waiting jobs (pending, queued, scheduled) can change priority",
+        "job is finished; only waiting jobs (pending, queued, scheduled, deferred) can change priority",
     )
 
 

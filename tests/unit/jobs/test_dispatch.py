@@ -42,7 +42,7 @@ class RecordingRunner:
 
     submitted: list[tuple[str, Any]] = field(default_factory=list)
 
-    def submit(self, job: Job, at: Any = None) -> int | None:
+    def submit(self, job: Job, at: Any = None, *, deferred: bool = False) -> int | None:
         self.submitted.append((job.id, at))
         return 3
 
