@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -67,7 +68,14 @@ def test_a_running_job_is_stopped_and_not_retried(
         assert stopped.json() == {"id": analysis_id, "status": "started", "stopping": True}
         analysis = wait_until_ended(client, analysis_id)
         fake.script.hold.set()
-        job = client.get(f"/jobs/{analysis_id}").json()
+
+        def rq_stopped() -> dict[str, Any] | None:
+            # RQ records `stopped` after its stop callback has written the row: the two writes follow
+            # each other in two stores, so the row may say canceled a moment before RQ says stopped.
+            body: dict[str, Any] = client.get(f"/jobs/{analysis_id}").json()
+            return body if body["rq"]["rq_status"] == "stopped" else None
+
+        job = wait_for(rq_stopped, 30, "RQ to record the job stopped")
     assert (analysis["status"], analysis["attempts"]) == ("canceled", 1)
     assert job["rq"]["rq_status"] == "stopped"
     assert fake.requests[analysis_id] == 1  # never retried
