@@ -43,21 +43,23 @@ def move_waiting(connection: redis.Redis, job_id: str, origin: str, target: str)
     scheduled_to = destination.scheduled_job_registry.key
     deferred_from, deferred_to = source.deferred_job_registry.key, destination.deferred_job_registry.key
 
+    def repoint(pipe: Pipeline) -> None:
+        """Starts the transaction's writes: the job's `origin` is the new queue, which RQ now lists."""
+        pipe.multi()
+        pipe.hset(job_key, "origin", target)
+        pipe.sadd(KitQueue.redis_queues_keys, destination.key)
+
     def attempt(pipe: Pipeline) -> Moved:
         if pipe.lpos(source.key, job_id) is not None:
-            pipe.multi()
+            repoint(pipe)
             pipe.lrem(source.key, 1, job_id)
-            pipe.hset(job_key, "origin", target)
-            pipe.sadd(KitQueue.redis_queues_keys, destination.key)
             pipe.rpush(destination.key, job_id)
             return Moved.QUEUED
         waits_until = pipe.zscore(deferred_from, job_id)
         if waits_until is not None:
             # RQ enqueues a dependent on its `origin` once its dependencies finish: that is all to change.
-            pipe.multi()
+            repoint(pipe)
             pipe.zrem(deferred_from, job_id)
-            pipe.hset(job_key, "origin", target)
-            pipe.sadd(KitQueue.redis_queues_keys, destination.key)
             pipe.zadd(deferred_to, {job_id: float(waits_until)})
             return Moved.DEFERRED
         due = pipe.zscore(scheduled_from, job_id)
@@ -65,10 +67,8 @@ def move_waiting(connection: redis.Redis, job_id: str, origin: str, target: str)
             return Moved.GONE
         if float(due) <= time.time() + DUE_SOON_S:
             return Moved.DUE
-        pipe.multi()
+        repoint(pipe)
         pipe.zrem(scheduled_from, job_id)
-        pipe.hset(job_key, "origin", target)
-        pipe.sadd(KitQueue.redis_queues_keys, destination.key)
         pipe.zadd(scheduled_to, {job_id: float(due)})
         return Moved.SCHEDULED
 
