@@ -51,6 +51,11 @@ class HeldReports:
             self.lines.append(message)
         return time.monotonic() - self.written_at >= self.interval_s
 
+    def take_lines(self) -> list[str]:
+        """The held lines alone (the percentage stays held, with its cancel check)."""
+        lines, self.lines = self.lines, []
+        return lines
+
     def take(self) -> tuple[int | None, list[str]]:
         """The held percentage (None when nothing is held) and lines, now counted as written."""
         held = self.percent, self.lines
@@ -128,7 +133,7 @@ def log_line(message: str) -> None:
     """Adds a line to the job's log (and its event stream)."""
     job = _current.get()
     if job is not None:
-        job.lifecycle.log(job.job_id, message)
+        job.lifecycle.log(job.job_id, *job.held.take_lines(), message)  # after the lines held back: in order
 
 
 def mirror_to_rq(percent: int, *messages: str | None) -> None:

@@ -19,7 +19,7 @@ from core.db import get_database
 from core.errors import JobCanceled
 from core.models import JobStatus
 from core.settings import Settings
-from jobs import current_job_id, progress, task
+from jobs import current_job_id, log_line, progress, task
 from jobs.execute import record_stopped, run_job
 from jobs.runtime import Runtime
 from tests.support.analyses import submitter
@@ -81,6 +81,24 @@ def test_reports_sooner_than_the_interval_are_written_with_the_result_every_line
     assert (row.status, row.progress) == (JobStatus.FINISHED, 100)
     assert [line["message"] for line in row.logs][-4:] == ["attempt started", "a third", "two thirds", "finished"]
     assert [line["seq"] for line in row.logs] == list(range(1, len(row.logs) + 1))
+
+
+@task(queue="audio_analysis")
+def reports_and_logs() -> None:
+    progress(10, "first report")
+    log_line("a line of its own")
+    progress(20, "second report")
+
+
+def test_a_log_line_is_written_after_the_reports_held_before_it(make_runtime: Callable[..., Runtime]) -> None:
+    runtime = make_runtime(job_progress_interval_ms=60_000)
+    kit = submitter(runtime)
+    job = kit.submit(kit.build(reports_and_logs)).job
+
+    run_job(job.id)
+
+    messages = [line["message"] for line in runtime.lifecycle.require(job.id).logs]
+    assert messages[-4:] == ["first report", "a line of its own", "second report", "finished"]
 
 
 @task(queue="audio_analysis")
