@@ -170,7 +170,7 @@ class SpanWorker(KitWorker):
         if result is not None:
             _marks.clear()
             _marks["dequeued"] = time.time()
-            _marks["enqueued"] = _epoch(result[0].enqueued_at)  # type: ignore[arg-type]  # set by the enqueue
+            _marks["enqueued"] = _epoch(result[0].enqueued_at)
         return result
 
     def perform_job(self, job: RQJob, queue: Queue, execution: Execution) -> bool:
@@ -183,7 +183,8 @@ class SpanWorker(KitWorker):
 
     def execute_job(self, job: RQJob, queue: Queue) -> None:
         super().execute_job(job, queue)
-        _write_span_line({"job": job.id, "reaped": time.time()})
+        # The worker's own marks: a work-horse forked ahead of the job has none of them.
+        _write_span_line({"job": job.id, "reaped": time.time(), "marks": _marks})
 
 
 def _wait(condition: Callable[[], Any], what: str) -> Any:
@@ -230,13 +231,13 @@ def _serve(worker: BaseWorker) -> int:
 def _timeline(row: Job, seen: float, lines: list[dict[str, Any]]) -> dict[str, float]:
     """One job's phases in ms, from its row, its spans and marks, and when the client saw it finished."""
     horse = next(line for line in lines if "spans" in line)
-    spans, marks = horse["spans"], horse["marks"]
-    reaped = next(line["reaped"] for line in lines if "reaped" in line)
+    worker = next(line for line in lines if "reaped" in line)
+    spans, marks, reaped = horse["spans"], {**worker["marks"], "horse": horse["marks"]["horse"]}, worker["reaped"]
     committed = _epoch(row.created_at)
     return {
         "commit → on the queue": (marks["enqueued"] - committed) * 1000,
         "wake-up: on the queue → dequeued": (marks["dequeued"] - marks["enqueued"]) * 1000,
-        "fork: dequeued → work-horse runs": (marks["horse"] - marks["dequeued"]) * 1000,
+        "fork (or hand-over): dequeued → work-horse runs": (marks["horse"] - marks["dequeued"]) * 1000,
         "RQ bookkeeping before the job": (spans.get("first", marks["horse"]) - marks["horse"]) * 1000,
         "begin": spans.get("begin", 0.0),
         "task without progress": spans.get("task", 0.0) - spans.get("progress", 0.0),
