@@ -73,6 +73,9 @@ SPAN_FILE_ENV = "BENCH_SPAN_FILE"
 WAIT_TIMEOUT_S = 60.0
 POLL_S = 0.002
 NOTIFICATION_WAIT_S = 0.05  # a lost notification costs at most this (the row is read again)
+# Each job of the breakdown comes after the workers were idle this long: the latency of a job that finds its
+# worker waiting (not of one that queues behind another's end).
+IDLE_GAP_S = 0.25
 SHORT_FILE_LABEL = "0.1 s WAV, kit Worker"
 
 
@@ -273,6 +276,7 @@ def _breakdown(connection: redis.Redis, audio: bytes, jobs: int) -> dict[str, li
     measures: dict[str, list[float]] = {}
     try:
         for _ in range(jobs):
+            time.sleep(IDLE_GAP_S)
             raw = raw_queue.enqueue(noop_function)
             raw.latest_result(timeout=int(WAIT_TIMEOUT_S))
             seen = time.time()
@@ -282,9 +286,11 @@ def _breakdown(connection: redis.Redis, audio: bytes, jobs: int) -> dict[str, li
                 ("raw RQ Worker, no-op: enqueue → result seen (client clock)", seen - _epoch(raw.enqueued_at)),  # type: ignore[arg-type]
             ):
                 measures.setdefault(name, []).append(value * 1000)
+            time.sleep(IDLE_GAP_S)
             timeline = _kit_job(pubsub, runtime.lifecycle, span_file, kit.submit(kit.build(noop_task)).job.id)
             for name in ("commit → finished (row clock)", "commit → seen finished (client clock)"):
                 measures.setdefault(f"kit Worker, no-op task: {name}", []).append(timeline[name])
+            time.sleep(IDLE_GAP_S)
             timeline = _kit_job(pubsub, runtime.lifecycle, span_file, enqueue_upload(runtime, audio))
             for name, value in timeline.items():
                 measures.setdefault(f"{SHORT_FILE_LABEL}: {name}", []).append(value)

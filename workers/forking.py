@@ -27,6 +27,7 @@ import select
 import signal
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from rq import Worker
@@ -110,11 +111,18 @@ class SpareWorkHorse(_Base):  # type: ignore[misc]
 
     def _hand_over(self, spare: _Spare, job: Any, queue: Any) -> bool:
         """Gives the job to the spare; False when the spare is gone (the caller forks as usual)."""
-        order = json.dumps({"job": job.id, "queue": queue.name, "execution": self.execution.id}).encode() + b"\n"
+        execution = self.execution
+        order = {
+            "job": job.id,
+            "queue": queue.name,
+            # RQ's execution record as the worker just wrote it (saves the work-horse reading it back)
+            "execution": [execution.id, execution.created_at.timestamp(), execution.last_heartbeat.timestamp()],
+        }
+        message = json.dumps(order).encode() + b"\n"
         os.environ["RQ_WORKER_ID"] = self.name
         os.environ["RQ_JOB_ID"] = job.id
         try:
-            os.write(spare.pipe, order)  # shorter than PIPE_BUF: written whole or not at all
+            os.write(spare.pipe, message)  # shorter than PIPE_BUF: written whole or not at all
         except OSError:  # it died while waiting (EPIPE)
             self._reap(spare)
             return False
@@ -156,7 +164,10 @@ class SpareWorkHorse(_Base):  # type: ignore[misc]
         queue = next((queue for queue in self.queues if queue.name == order["queue"]), None) or self.queue_class(
             order["queue"], connection=self.connection, job_class=self.job_class, serializer=self.serializer
         )
-        execution = Execution.fetch(order["execution"], job.id, connection=self.connection)
+        execution_id, created_at, last_heartbeat = order["execution"]
+        execution = Execution(execution_id, job.id, connection=self.connection, worker_name=self.name)
+        execution.created_at = datetime.fromtimestamp(created_at, tz=UTC)
+        execution.last_heartbeat = datetime.fromtimestamp(last_heartbeat, tz=UTC)
         execution._job = job
         self.execution = execution
         os.environ["RQ_WORKER_ID"] = self.name
@@ -166,9 +177,9 @@ class SpareWorkHorse(_Base):  # type: ignore[misc]
     def _warm_up(self) -> None:
         """Opens the connections a job uses (reading only: no write lock taken); a failure is the job's to meet."""
         try:
-            self.connection.ping()
             runtime = get_runtime()
-            runtime.redis.ping()
+            for pool in (self.connection.connection_pool, runtime.redis.connection_pool):
+                pool.release(pool.get_connection())  # connected, no command sent
             runtime.lifecycle.get(WARM_UP_JOB_ID)
         except Exception as exc:
             log.debug("spare work-horse not warmed up: %s", exc)
