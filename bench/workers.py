@@ -4,8 +4,9 @@ One private redis-server and SQLite database; the measuring runs in a process of
 (`bench.worker_probe`), configured by the environment as a worker is. Raw RQ's `Worker` and
 `SimpleWorker` drain a no-op function and the kit's workers (the same classes) a no-op task,
 interleaved round by round; Redis commands per job come from `INFO commandstats` deltas around each
-drain. `--breakdown` then runs jobs one at a time on running forking workers, interleaved: a no-op on
-raw RQ's `Worker` (the floor: enqueue → ended), a no-op task and a 0.1 s WAV's analysis on the kit's,
+drain. `--breakdown` then runs jobs one at a time on running forking workers, interleaved, each after the
+workers were idle 0.25 s: a no-op on raw RQ's `Worker` (the floor: enqueue → ended), a no-op task and a
+0.1 s WAV's analysis on the kit's,
 each from its commit to its row's `finished` and to a client that sees it (a change notification, then
 a read of the row, as an event stream does), the analysis phase by phase (wall-clock marks in the
 worker, its work-horse and the client; the same clock for all, the machine's).
