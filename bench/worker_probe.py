@@ -15,10 +15,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import redis
+from redis.client import PubSub
 from rq import Queue, SimpleWorker, Worker
 from rq.executions import Execution
 from rq.job import Job as RQJob
@@ -30,10 +32,12 @@ import jobs.runtime
 from core.db import migrate
 from core.lifecycle import Lifecycle
 from core.models import Job
+from core.notify import CHANNEL_PREFIX
 from core.settings import get_settings
 from jobs import task
 from jobs.registry import import_task_modules
 from jobs.runtime import get_runtime
+from redis_client import make_redis
 from tests.support.analyses import enqueue_upload
 from tests.support.analyses import submitter as make_submitter
 from workers.worker import KitWorker
@@ -68,6 +72,11 @@ KIT_QUEUES = ["audio_analysis"]
 SPAN_FILE_ENV = "BENCH_SPAN_FILE"
 WAIT_TIMEOUT_S = 60.0
 POLL_S = 0.002
+NOTIFICATION_WAIT_S = 0.05  # a lost notification costs at most this (the row is read again)
+# Each job of the breakdown comes after the workers were idle this long: the latency of a job that finds its
+# worker waiting (not of one that queues behind another's end).
+IDLE_GAP_S = 0.25
+SHORT_FILE_LABEL = "0.1 s WAV, kit Worker"
 
 
 class KitSimpleWorker(KitWorker):
@@ -116,19 +125,23 @@ def _timed_class(worker_class: type[BaseWorker]) -> type[BaseWorker]:
 
 
 def _timed(record: dict[str, float], name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """`func`, adding its duration (ms) to `record[name]`; `first`/`last` are the wall-clock start of the
+    first call and end of the last one (`time.time()`: comparable with the other processes' and the rows')."""
+
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+        started, wall = time.perf_counter(), time.time()
         try:
             return func(*args, **kwargs)
         finally:
             record[name] = record.get(name, 0.0) + (time.perf_counter() - started) * 1000
-            record.setdefault("first", started)
-            record["last"] = time.perf_counter()
+            record.setdefault("first", wall)
+            record["last"] = time.time()
 
     return wrapper
 
 
-_spans: dict[str, float] = {}
+_spans: dict[str, float] = {}  # durations (ms) of a job's phases, timed in the work-horse
+_marks: dict[str, float] = {}  # wall-clock moments of a job (s since the epoch), in the worker and its work-horse
 
 
 def _instrument() -> None:
@@ -142,24 +155,39 @@ def _instrument() -> None:
     setattr(Lifecycle, final_write, _timed(_spans, "complete", getattr(Lifecycle, final_write)))
 
 
+def _epoch(moment: datetime) -> float:
+    """Seconds since the epoch of a UTC timestamp (RQ's and older rows' are naive)."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _write_span_line(line: dict[str, Any]) -> None:
+    with open(os.environ[SPAN_FILE_ENV], "a") as spans:
+        spans.write(json.dumps(line) + "\n")
+
+
 class SpanWorker(KitWorker):
-    """The kit's forking worker, timing each job from the parent (fork to reaped) and in the child."""
+    """The kit's forking worker, noting when each job was dequeued, forked, run and reaped."""
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        if result is not None:
+            _marks.clear()
+            _marks["dequeued"] = time.time()
+            _marks["enqueued"] = _epoch(result[0].enqueued_at)
+        return result
 
     def perform_job(self, job: RQJob, queue: Queue, execution: Execution) -> bool:
+        _marks["horse"] = time.time()  # in the work-horse, from here on
         _spans.clear()
         try:
             return super().perform_job(job, queue, execution)
         finally:
-            _spans.pop("first", None)
-            _spans["end"] = _spans.pop("last", 0.0)
-            with open(os.environ[SPAN_FILE_ENV], "a") as spans:
-                spans.write(json.dumps({"child": _spans}) + "\n")
+            _write_span_line({"job": job.id, "spans": _spans, "marks": _marks})
 
     def execute_job(self, job: RQJob, queue: Queue) -> None:
-        started = time.perf_counter()
         super().execute_job(job, queue)
-        with open(os.environ[SPAN_FILE_ENV], "a") as spans:
-            spans.write(json.dumps({"parent_ms": (time.perf_counter() - started) * 1000}) + "\n")
+        # The worker's own marks: a work-horse forked ahead of the job has none of them.
+        _write_span_line({"job": job.id, "reaped": time.time(), "marks": _marks})
 
 
 def _wait(condition: Callable[[], Any], what: str) -> Any:
@@ -171,55 +199,107 @@ def _wait(condition: Callable[[], Any], what: str) -> Any:
     return value
 
 
-def _finished(lifecycle: Lifecycle, job_id: str) -> Job | None:
-    job = lifecycle.get(job_id)
-    return job if job is not None and job.finished_at is not None else None
+def _seen_finished(pubsub: PubSub, lifecycle: Lifecycle, job_id: str) -> tuple[Job, float]:
+    """Waits as an event stream does (a change notification, then a read of the row) until the row says
+    finished; the row and when this client saw it (wall clock)."""
+    deadline = time.monotonic() + WAIT_TIMEOUT_S
+    while time.monotonic() < deadline:
+        job = lifecycle.get(job_id)
+        if job is not None and job.finished_at is not None:
+            return job, time.time()
+        pubsub.get_message(timeout=NOTIFICATION_WAIT_S)
+    raise TimeoutError(f"job {job_id} not finished within {WAIT_TIMEOUT_S} s")
 
 
-def _spans_of_one_job(span_file: Path) -> list[dict[str, Any]] | None:
-    """Both lines of the job (the work-horse's and its parent's), once written."""
+def _lines_of(span_file: Path, job_id: str) -> list[dict[str, Any]] | None:
+    """The job's two lines (the work-horse's and its worker's), once both are written."""
     if not span_file.exists():
         return None
     lines = [json.loads(line) for line in span_file.read_text().splitlines()]
-    return lines if len(lines) >= 2 else None
+    mine = [line for line in lines if line["job"] == job_id]
+    return mine if len(mine) >= 2 else None
 
 
-def _breakdown(connection: redis.Redis, audio: bytes, jobs: int) -> list[dict[str, Any]]:
-    """Runs `jobs` analyses of `audio`, one at a time, on a running kit worker (forking); per-job phases in ms."""
-    span_file = Path(os.environ[SPAN_FILE_ENV])
-    span_file.unlink(missing_ok=True)
-    runtime = get_runtime()
+def _serve(worker: BaseWorker) -> int:
+    """Forks a process that runs `worker` until SIGTERM; its pid."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover (the worker process)
         try:
-            SpanWorker(KIT_QUEUES, connection=connection).work(logging_level="WARNING")
+            worker.work(logging_level="WARNING")
         finally:
             os._exit(0)
-    phases: list[dict[str, Any]] = []
+    return pid
+
+
+def _timeline(row: Job, seen: float, lines: list[dict[str, Any]]) -> dict[str, float]:
+    """One job's phases in ms, from its row, its spans and marks, and when the client saw it finished."""
+    horse = next(line for line in lines if "spans" in line)
+    worker = next(line for line in lines if "reaped" in line)
+    spans, marks, reaped = horse["spans"], {**worker["marks"], "horse": horse["marks"]["horse"]}, worker["reaped"]
+    committed = _epoch(row.created_at)
+    return {
+        "commit → on the queue": (marks["enqueued"] - committed) * 1000,
+        "wake-up: on the queue → dequeued": (marks["dequeued"] - marks["enqueued"]) * 1000,
+        "fork (or hand-over): dequeued → work-horse runs": (marks["horse"] - marks["dequeued"]) * 1000,
+        "RQ bookkeeping before the job": (spans.get("first", marks["horse"]) - marks["horse"]) * 1000,
+        "begin": spans.get("begin", 0.0),
+        "task without progress": spans.get("task", 0.0) - spans.get("progress", 0.0),
+        "progress reports": spans.get("progress", 0.0),
+        "complete": spans.get("complete", 0.0),
+        "after finished: RQ bookkeeping, exit, reaped": (reaped - spans.get("last", reaped)) * 1000,
+        "commit → finished (row clock)": (_epoch(row.finished_at) - committed) * 1000,  # type: ignore[arg-type]
+        "commit → seen finished (client clock)": (seen - committed) * 1000,
+    }
+
+
+def _kit_job(pubsub: PubSub, lifecycle: Lifecycle, span_file: Path, job_id: str) -> dict[str, float]:
+    """The timeline of the kit's job `job_id`, once a client saw it finished and its worker reaped it."""
+    row, seen = _seen_finished(pubsub, lifecycle, job_id)
+    return _timeline(row, seen, _wait(functools.partial(_lines_of, span_file, job_id), "spans"))
+
+
+def _breakdown(connection: redis.Redis, audio: bytes, jobs: int) -> dict[str, list[float]]:
+    """Runs jobs one at a time on running workers, interleaved: a no-op on raw RQ's forking `Worker`, a no-op
+    task and an analysis of `audio` on the kit's; per measure, its values in ms (all clocks are the wall clock
+    of this machine, shared by the processes)."""
+    span_file = Path(os.environ[SPAN_FILE_ENV])
+    span_file.unlink(missing_ok=True)
+    runtime = get_runtime()
+    kit = make_submitter(runtime)
+    raw_queue = Queue(RAW_QUEUE, connection=connection)
+    pubsub = runtime.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub.psubscribe(f"{CHANNEL_PREFIX}*")
+    pids = [
+        _serve(Worker([raw_queue], connection=connection)),
+        _serve(SpanWorker(KIT_QUEUES, connection=make_redis(runtime.settings, role="worker"))),
+    ]
+    measures: dict[str, list[float]] = {}
     try:
         for _ in range(jobs):
-            job_id = enqueue_upload(runtime, audio)
-            row = _wait(functools.partial(_finished, runtime.lifecycle, job_id), "finished job")
-            lines = _wait(lambda: _spans_of_one_job(span_file), "spans")
-            span_file.unlink()
-            child = next(line["child"] for line in lines if "child" in line)
-            parent_ms = next(line["parent_ms"] for line in lines if "parent_ms" in line)
-            in_child = sum(child.get(name, 0.0) for name in ("runtime", "begin", "task", "complete"))
-            phases.append(
-                {
-                    "fork": parent_ms - in_child,
-                    "runtime": child.get("runtime", 0.0),
-                    "begin": child.get("begin", 0.0),
-                    "analysis": child.get("task", 0.0) - child.get("progress", 0.0),
-                    "progress": child.get("progress", 0.0),
-                    "complete": child.get("complete", 0.0),
-                    "enqueue_to_finished": (row.finished_at - row.created_at).total_seconds() * 1000,
-                }
-            )
+            time.sleep(IDLE_GAP_S)
+            raw = raw_queue.enqueue(noop_function)
+            raw.latest_result(timeout=int(WAIT_TIMEOUT_S))
+            seen = time.time()
+            raw.refresh()  # type: ignore[no-untyped-call]
+            for name, value in (
+                ("raw RQ Worker, no-op: enqueue → ended (RQ's clock)", _epoch(raw.ended_at) - _epoch(raw.enqueued_at)),  # type: ignore[arg-type]
+                ("raw RQ Worker, no-op: enqueue → result seen (client clock)", seen - _epoch(raw.enqueued_at)),  # type: ignore[arg-type]
+            ):
+                measures.setdefault(name, []).append(value * 1000)
+            time.sleep(IDLE_GAP_S)
+            timeline = _kit_job(pubsub, runtime.lifecycle, span_file, kit.submit(kit.build(noop_task)).job.id)
+            for name in ("commit → finished (row clock)", "commit → seen finished (client clock)"):
+                measures.setdefault(f"kit Worker, no-op task: {name}", []).append(timeline[name])
+            time.sleep(IDLE_GAP_S)
+            timeline = _kit_job(pubsub, runtime.lifecycle, span_file, enqueue_upload(runtime, audio))
+            for name, value in timeline.items():
+                measures.setdefault(f"{SHORT_FILE_LABEL}: {name}", []).append(value)
     finally:
-        os.kill(pid, signal.SIGTERM)
-        os.waitpid(pid, 0)
-    return phases
+        pubsub.close()
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
+    return measures
 
 
 def main(argv: list[str]) -> int:
@@ -235,7 +315,7 @@ def main(argv: list[str]) -> int:
     for _ in range(rounds):
         for kind in kinds:
             drains[kind].append(list(_drain(connection, kind, jobs)))
-    phases = _breakdown(connection, Path(audio_path).read_bytes(), breakdown_jobs) if breakdown_jobs else []
+    phases = _breakdown(connection, Path(audio_path).read_bytes(), breakdown_jobs) if breakdown_jobs else {}
     Path(result_path).write_text(json.dumps({"drains": drains, "phases": phases}))
     return 0
 

@@ -4,8 +4,12 @@ One private redis-server and SQLite database; the measuring runs in a process of
 (`bench.worker_probe`), configured by the environment as a worker is. Raw RQ's `Worker` and
 `SimpleWorker` drain a no-op function and the kit's workers (the same classes) a no-op task,
 interleaved round by round; Redis commands per job come from `INFO commandstats` deltas around each
-drain. `--breakdown` adds analyses of a 0.1 s WAV run one at a time in the forking worker, timed
-phase by phase (fork, runtime, begin, analysis, progress, complete) in the work-horse and its parent.
+drain. `--breakdown` then runs jobs one at a time on running forking workers, interleaved, each after the
+workers were idle 0.25 s: a no-op on raw RQ's `Worker` (the floor: enqueue → ended), a no-op task and a
+0.1 s WAV's analysis on the kit's,
+each from its commit to its row's `finished` and to a client that sees it (a change notification, then
+a read of the row, as an event stream does), the analysis phase by phase (wall-clock marks in the
+worker, its work-horse and the client; the same clock for all, the machine's).
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ BREAKDOWN_JOBS = {"quick": 10, "full": 30}
 SHORT_FILE_S = 0.1
 PROBE_TIMEOUT_S = 900
 PROBE = Path(__file__).resolve().with_name("worker_probe.py")
-PHASES = ("fork", "runtime", "begin", "analysis", "progress", "complete")
 NAMES = {
     "raw-fork": "raw RQ Worker",
     "kit-fork": "kit Worker",
@@ -92,9 +95,7 @@ def worker_rows(probe: dict[str, Any], label: str = "") -> list[Row]:
     for mode, worker in (("fork", "Worker"), ("simple", "SimpleWorker")):
         value = medians[f"kit-{mode}"] / medians[f"raw-{mode}"]
         rows.append(single(f"ratio kit/raw RQ {worker}{label}", len(drains[f"kit-{mode}"]), value, "x", "goal ≥ 0.5"))
-    phases: list[dict[str, float]] = probe["phases"]
-    if phases:
-        for phase in (*PHASES, "enqueue_to_finished"):
-            values = [job[phase] for job in phases]
-            rows.append(summarize(f"{SHORT_FILE_S:g} s WAV, kit Worker: {phase}{label}", values, "ms", _spread(values)))
+    phases: dict[str, list[float]] = probe["phases"]
+    for phase, values in phases.items():  # in the order of a job's life; one value per job
+        rows.append(summarize(f"{phase}{label}", values, "ms", _spread(values)))
     return rows

@@ -8,7 +8,7 @@ it lost. Every change notifies listeners after its commit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,16 +44,20 @@ _CALLBACK_OWED = case(
 _clip = clip
 
 
-def _append_log(session: Session, job_id: str, message: str, logs: list[dict[str, Any]] | None = None) -> list[Any]:
-    """Appends a line to the job's log (read, then written, inside the caller's write transaction).
+def _append_log(
+    session: Session, job_id: str, message: str | Sequence[str], logs: list[dict[str, Any]] | None = None
+) -> list[Any]:
+    """Appends a line (or several, in order) to the job's log, inside the caller's write transaction.
 
     `logs`: the log as the caller's own UPDATE ... RETURNING read it (saves reading it again).
     """
     if logs is None:
         logs = session.scalar(select(Job.logs).where(Job.id == job_id)) or []
     seq = logs[-1]["seq"] + 1 if logs else 1
-    entry = {"seq": seq, "at": utcnow().isoformat(), "message": _clip(message)}
-    new_logs = [*logs[-(LOG_LINES_KEPT - 1) :], entry]
+    at = utcnow().isoformat()
+    messages = [message] if isinstance(message, str) else list(message)
+    entries = [{"seq": seq + i, "at": at, "message": _clip(text)} for i, text in enumerate(messages)]
+    new_logs = [*logs, *entries][-LOG_LINES_KEPT:]
     session.execute(update(Job).where(Job.id == job_id).values(logs=new_logs))
     return new_logs
 
@@ -116,10 +120,10 @@ class Lifecycle(CallbackRecords):
         values: dict[str, Any],
         *,
         where: Iterable[Any] = (),
-        log: str | None = None,
+        log: str | Sequence[str] | None = None,
     ) -> Job | None:
-        """One compare-and-set, in one transaction with its log line; the changed row as written, or None
-        when the condition did not hold."""
+        """One compare-and-set, in one transaction with its log line (or lines); the changed row as written, or
+        None when the condition did not hold."""
         with self.database.session() as session:
             query = (
                 update(Job)
@@ -196,12 +200,13 @@ class Lifecycle(CallbackRecords):
         self.metrics.started(changed.queue, changed.attempts, _seconds_since(changed.created_at) if first else None)
         return changed
 
-    def report_progress(self, job_id: str, percent: int, message: str | None = None) -> None:
-        """Stores progress (0-100) and a log line.
+    def report_progress(self, job_id: str, percent: int, *messages: str | None) -> None:
+        """Stores progress (0-100) and its log lines (reports held back by `jobs.context` come together).
 
         Raises:
             JobCanceled: a cancel was requested, or another run already ended this job.
         """
+        lines = [message for message in messages if message]
         with self.database.session() as session:
             query = (
                 update(Job)
@@ -210,8 +215,8 @@ class Lifecycle(CallbackRecords):
                 .returning(Job.logs)
             )
             written = session.execute(query).one_or_none()
-            if written is not None and message:
-                _append_log(session, job_id, message, list(written.logs or []))
+            if written is not None and lines:
+                _append_log(session, job_id, lines, list(written.logs or []))
         if written is None:
             self._refuse_progress(job_id)
         self.notifier.changed(job_id)
@@ -230,15 +235,26 @@ class Lifecycle(CallbackRecords):
             raise JobCanceled("canceled on request")
         raise JobCanceled(f"the job is {row.status.value} already")
 
-    def log(self, job_id: str, message: str) -> None:
-        self._change(job_id, {}, log=message)
+    def log(self, job_id: str, *messages: str) -> None:
+        self._change(job_id, {}, log=messages)
 
     def complete(self, job_id: str, result: dict[str, Any]) -> bool:
         """The final write of a successful run; False when another run (or a cancel) got there first."""
         return self.finish(job_id, result) is not None
 
-    def finish(self, job_id: str, result: dict[str, Any]) -> Job | None:
-        """`complete`, returning the row as written (its `callback_status` says whether a callback is owed)."""
+    def finish(
+        self, job_id: str, result: dict[str, Any], *, lines: Sequence[str] = (), unless_canceled: bool = False
+    ) -> Job | None:
+        """`complete`, returning the row as written (its `callback_status` says whether a callback is owed).
+
+        Args:
+            lines: log lines of progress reports not written yet, stored before "finished".
+            unless_canceled: the write also stands in for those reports' cancel check: None when a cancel
+                was requested (the caller then stops the job as canceled).
+        """
+        where = [Job.status == JobStatus.STARTED]
+        if unless_canceled:
+            where.append(Job.cancel_requested.is_(False))
         changed = self._change(
             job_id,
             {
@@ -249,8 +265,8 @@ class Lifecycle(CallbackRecords):
                 "finished_at": utcnow(),
                 "callback_status": _CALLBACK_OWED,
             },
-            where=[Job.status == JobStatus.STARTED],
-            log="finished",
+            where=where,
+            log=[*lines, "finished"],
         )
         if changed is None:
             return None

@@ -263,7 +263,12 @@ class Settings(BaseSettings):
     worker_lease_margin_s: int = Field(60, ge=5)
     # A worker's registration lives this long without heartbeat; also bounds BLPOP waits (ttl - 15 s).
     worker_ttl_s: int = Field(35, ge=20)
+    # A forking worker keeps a work-horse forked and connected ahead of its next job (workers/forking.py).
+    worker_spare_work_horse: bool = True
     background_concurrency: int = Field(2, ge=1, le=64)
+    # A running job's progress reports are written at most this often (both modes); reports in between are
+    # kept and written with the next one or the job's final write, every log line included. 0: each one.
+    job_progress_interval_ms: int = Field(100, ge=0, le=60_000)
 
     # --- reconciler ---------------------------------------------------------------
     reconcile_interval_s: int = Field(30, ge=1)

@@ -17,11 +17,11 @@ from typing import Any
 
 from rq import get_current_job
 
-from core.errors import BadJobResult, TaskNotRegistered
+from core.errors import BadJobResult, JobCanceled, TaskNotRegistered
 from core.lifecycle import Lifecycle
 from core.models import CallbackStatus, JobStatus
 from jobs.callbacks import schedule_delivery
-from jobs.context import RunningJob, mirror_to_rq, running
+from jobs.context import HeldReports, RunningJob, mirror_to_rq, running
 from jobs.dependencies import after_end, settle_dependents_of
 from jobs.policy import describe_error
 from jobs.registry import TaskDef, lookup
@@ -58,16 +58,24 @@ def run_job(job_id: str, interrupted: Callable[[], bool] | None = None) -> Any:
     definition = lookup(job.task)
     if definition is None:
         raise TaskNotRegistered(f"task {job.task!r} is not registered in this process (see TASK_MODULES)")
-    with running(RunningJob(job_id, lifecycle, time.monotonic() + job.timeout_s, job.timeout_s, interrupted or _never)):
+    held = HeldReports(runtime.settings.job_progress_interval_ms / 1000)
+    deadline = time.monotonic() + job.timeout_s
+    with running(RunningJob(job_id, lifecycle, deadline, job.timeout_s, interrupted or _never, held)):
         result = call_task(definition, list(job.args), dict(job.kwargs))
-    try:
-        json.dumps(result, allow_nan=False)  # strict JSON, as for arguments: NaN and infinities are refused
-    except (TypeError, ValueError) as exc:
-        raise BadJobResult(f"task {job.task!r} returned a result that is not JSON: {exc}") from None
-    mirror_to_rq(100, "finished")
-    finished = lifecycle.finish(job_id, result)
+        try:
+            json.dumps(result, allow_nan=False)  # strict JSON, as for arguments: NaN and infinities are refused
+        except (TypeError, ValueError) as exc:
+            raise BadJobResult(f"task {job.task!r} returned a result that is not JSON: {exc}") from None
+    percent, lines = held.take()
+    mirror_to_rq(100, *lines, "finished")
+    # Reports held back are written with the result; their cancel check is this write's.
+    finished = lifecycle.finish(job_id, result, lines=lines, unless_canceled=percent is not None)
     if finished is None:
         ended = lifecycle.get(job_id)
+        if ended is not None and ended.status is JobStatus.STARTED and ended.cancel_requested:
+            if lines:
+                lifecycle.log(job_id, *lines)
+            raise JobCanceled("canceled on request")
         log.info("job %s: another run ended it first (%s)", job_id, ended and ended.status.value)
         return ended.result if ended else None
     if finished.callback_status is CallbackStatus.PENDING:

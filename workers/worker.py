@@ -17,11 +17,12 @@ from core.errors import AudioKitError, WorkHorseDied
 from core.settings import get_settings
 from jobs.policy import describe_error
 from redis_client import KitJob, KitQueue, make_redis
+from workers.forking import SpareWorkHorse
 from workers.scheduler_process import WorkerBoundScheduler
 from workers.wait import wait_for_redis
 
 
-class KitWorker(Worker):
+class KitWorker(SpareWorkHorse, Worker):  # type: ignore[misc]
     """An RQ `Worker` whose defaults come from the settings.
 
     With RQ's defaults a SIGKILLed worker's job is retried after ~11 minutes

@@ -6,6 +6,7 @@ Both modes answer the same API the same way; only where the work runs differs.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -25,8 +26,9 @@ def _serve(
     make_settings: SettingsFactory,
     api_server: Callable[[Settings], ApiServer],
     workers: Callable[..., ManagedProcess],
+    **overrides: Any,
 ) -> ApiServer:
-    settings = make_settings(use_rq_queue=mode == "rq")
+    settings = make_settings(use_rq_queue=mode == "rq", **overrides)
     api = api_server(settings)
     if mode == "rq":
         workers(settings)
@@ -92,7 +94,8 @@ def test_the_event_stream_delivers_ordered_events_to_the_end(
     api_server: Callable[[Settings], ApiServer],
     workers: Callable[..., ManagedProcess],
 ) -> None:
-    api = _serve(mode, make_settings, api_server, workers)
+    # Every report written: a 30 s file's analysis may take less than JOB_PROGRESS_INTERVAL_MS on a fast machine.
+    api = _serve(mode, make_settings, api_server, workers, job_progress_interval_ms=0)
     with api.client() as client:
         answer = client.post("/audio", files={"file": ("long.wav", wav_bytes(30.0))})
         assert answer.status_code == 202

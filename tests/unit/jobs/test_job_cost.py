@@ -1,4 +1,5 @@
-"""What one job costs the worker: database transactions per attempt, and a runtime built once per worker.
+"""What one job costs the worker: database transactions per attempt (progress reports closer together than
+`JOB_PROGRESS_INTERVAL_MS` share one), and a runtime built once per worker.
 
 A worker forks a work-horse per job; the work-horse must reuse what its parent built (engine, compiled
 statements, Redis client) without ever using one of the parent's connections.
@@ -15,9 +16,11 @@ import pytest
 from sqlalchemy import event, text
 
 from core.db import get_database
+from core.errors import JobCanceled
+from core.models import JobStatus
 from core.settings import Settings
-from jobs import progress, task
-from jobs.execute import run_job
+from jobs import current_job_id, log_line, progress, task
+from jobs.execute import record_stopped, run_job
 from jobs.runtime import Runtime
 from tests.support.analyses import submitter
 
@@ -48,8 +51,9 @@ def transactions(runtime: Runtime) -> Iterator[list[str]]:
 
 
 def test_an_attempt_is_one_transaction_to_begin_one_per_report_and_one_to_complete(
-    runtime: Runtime, transactions: list[str]
+    make_runtime: Callable[..., Runtime], transactions: list[str]
 ) -> None:
+    runtime = make_runtime(job_progress_interval_ms=0)  # every report written as it comes
     kit = submitter(runtime)
     job = kit.submit(kit.build(two_reports)).job
     transactions.clear()
@@ -60,6 +64,85 @@ def test_an_attempt_is_one_transaction_to_begin_one_per_report_and_one_to_comple
     row = runtime.lifecycle.require(job.id)
     assert row.progress == 100
     assert [line["message"] for line in row.logs][-4:] == ["attempt started", "a third", "two thirds", "finished"]
+
+
+def test_reports_sooner_than_the_interval_are_written_with_the_result_every_line_kept(
+    make_runtime: Callable[..., Runtime], transactions: list[str]
+) -> None:
+    runtime = make_runtime(job_progress_interval_ms=60_000)
+    kit = submitter(runtime)
+    job = kit.submit(kit.build(two_reports)).job
+    transactions.clear()
+
+    assert run_job(job.id) == {"ok": 1}
+
+    assert len(transactions) == 1 + 1
+    row = runtime.lifecycle.require(job.id)
+    assert (row.status, row.progress) == (JobStatus.FINISHED, 100)
+    assert [line["message"] for line in row.logs][-4:] == ["attempt started", "a third", "two thirds", "finished"]
+    assert [line["seq"] for line in row.logs] == list(range(1, len(row.logs) + 1))
+
+
+@task(queue="audio_analysis")
+def reports_and_logs() -> None:
+    progress(10, "first report")
+    log_line("a line of its own")
+    progress(20, "second report")
+
+
+def test_a_log_line_is_written_after_the_reports_held_before_it(make_runtime: Callable[..., Runtime]) -> None:
+    runtime = make_runtime(job_progress_interval_ms=60_000)
+    kit = submitter(runtime)
+    job = kit.submit(kit.build(reports_and_logs)).job
+
+    run_job(job.id)
+
+    messages = [line["message"] for line in runtime.lifecycle.require(job.id).logs]
+    assert messages[-4:] == ["first report", "a line of its own", "second report", "finished"]
+
+
+@task(queue="audio_analysis")
+def cancels_itself() -> dict[str, int]:
+    from jobs.runtime import get_runtime
+
+    get_runtime().lifecycle.request_cancel(str(current_job_id()))
+    progress(50, "held back")
+    return {"ok": 1}
+
+
+@task(queue="audio_analysis")
+def fails_after_a_report() -> None:
+    progress(50, "half way")
+    raise ValueError("broken input")
+
+
+def test_a_cancel_requested_while_reports_are_held_back_cancels_the_job_at_its_final_write(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    runtime = make_runtime(job_progress_interval_ms=60_000)
+    kit = submitter(runtime)
+    job = kit.submit(kit.build(cancels_itself)).job
+
+    with pytest.raises(JobCanceled):
+        run_job(job.id)
+    record_stopped(job.id)
+
+    row = runtime.lifecycle.require(job.id)
+    assert (row.status, row.result) == (JobStatus.CANCELED, None)
+    assert "held back" in [line["message"] for line in row.logs]
+
+
+def test_a_failing_job_writes_the_lines_it_held_back(make_runtime: Callable[..., Runtime]) -> None:
+    runtime = make_runtime(job_progress_interval_ms=60_000)
+    kit = submitter(runtime)
+    job = kit.submit(kit.build(fails_after_a_report)).job
+
+    with pytest.raises(ValueError, match="broken input"):
+        run_job(job.id)
+
+    row = runtime.lifecycle.require(job.id)
+    assert row.status is JobStatus.STARTED  # the failure is recorded by the caller (RQ's callback, the runner)
+    assert [line["message"] for line in row.logs][-2:] == ["attempt started", "half way"]
 
 
 def test_begin_attempt_returns_the_row_as_written_with_its_log(runtime: Runtime, transactions: list[str]) -> None:
