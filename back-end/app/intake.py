@@ -242,13 +242,14 @@ class Intake:
             audio_format=extension,
             sha256=upload.sha256,
             storage_key=storage_key,
+            job=job,  # the answer reads its status from the rows as committed, not from another query
         )
         try:
             submitted = await anyio.to_thread.run_sync(self._submit, job, analysis, background_tasks)
         except (IdempotencyConflict, QueueFull):
             await anyio.to_thread.run_sync(self.storage.delete, storage_key)
             raise
-        return Accepted(await anyio.to_thread.run_sync(self._analysis, analysis_id), submitted)
+        return Accepted(analysis, submitted)
 
     def _submit(self, job: Any, analysis: Analysis, background_tasks: BackgroundTasks) -> Submitted:
         return self.submitter.submit(job, analysis, background_tasks=background_tasks, log="upload stored")
