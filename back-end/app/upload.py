@@ -1,6 +1,6 @@
 """Receives a multipart upload as a stream, straight to disk, within limits.
 
-Nothing is buffered in memory beyond one chunk (one S3 part with object storage): the file part goes
+Nothing is buffered in memory beyond WRITE_BATCH_BYTES (and one S3 part with object storage): the file part goes
 to a server-named incoming file or object (`core.storage.Incoming`) as it arrives, its size is enforced
 while streaming (413), and small form fields, part counts and header sizes
 are bounded, so a flood of parts or a huge field is refused early. The whole
@@ -45,6 +45,9 @@ DRAIN_BYTES = 16 * 1024 * 1024
 BODY_ALLOWANCE_BYTES = 1024 * 1024
 # RFC 2046 allows text after the closing boundary; clients send a CRLF at most. More is junk.
 EPILOGUE_MAX_BYTES = 64 * 1024
+# File data is written and hashed in a thread this much at a time, not on the event loop chunk by chunk
+# (on a busy disk a page-cache write can take milliseconds, and every other request would wait).
+WRITE_BATCH_BYTES = 1024 * 1024
 # A stalled client is cut off after between 1 and this many times UPLOAD_IDLE_TIMEOUT_S of silence.
 IDLE_SLACK = 1.25
 
@@ -102,6 +105,22 @@ class _Receiver:
         self._field = bytearray()
         self._receiving = False
         self._hash = hashlib.sha256()
+        self._pending: list[bytes] = []  # file data received, not yet written and hashed
+        self._pending_bytes = 0
+
+    @property
+    def needs_write(self) -> bool:
+        return self._pending_bytes >= WRITE_BATCH_BYTES
+
+    def write_pending(self) -> None:
+        """Writes and hashes the file data received so far (blocking: both release the GIL), and sends a
+        whole S3 part off when one is buffered."""
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        for chunk in pending:
+            self.incoming.write(chunk)
+            self._hash.update(chunk)
+        if self.incoming.needs_flush:
+            self.incoming.flush()
 
     # python-multipart callbacks -------------------------------------------------------
     def on_part_begin(self) -> None:
@@ -147,8 +166,8 @@ class _Receiver:
         if self.upload.size > self.max_bytes:
             self.too_large = True
             raise UploadTooLarge(f"file exceeds the upload limit of {self.max_bytes // (1024 * 1024)} MB")
-        self.incoming.write(chunk)
-        self._hash.update(chunk)
+        self._pending.append(chunk)
+        self._pending_bytes += len(chunk)
 
     def on_part_end(self) -> None:
         if not self._is_file:
@@ -158,8 +177,9 @@ class _Receiver:
         self.complete = True
 
     def finish(self) -> None:
-        """Ends the received file (blocking: a last S3 part)."""
+        """Ends the received file (blocking: the last writes, a last S3 part)."""
         if self._receiving:
+            self.write_pending()
             self.incoming.finish()
         self.upload.sha256 = self._hash.hexdigest()
 
@@ -226,8 +246,8 @@ async def _parse(
                     raise UploadTooLarge(f"more than {EPILOGUE_MAX_BYTES // 1024} KB after the end of the form")
                 continue
             parser.write(chunk)
-            if receiver.incoming.needs_flush:  # a whole S3 part is buffered: send it off the event loop
-                await watch.run_sync(receiver.incoming.flush)
+            if receiver.needs_write:
+                await watch.run_sync(receiver.write_pending)
     watch.check()
     parser.finalize()
     if not receiver.complete:
