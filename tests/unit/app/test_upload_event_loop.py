@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +62,7 @@ def test_the_file_is_written_and_hashed_off_the_event_loop(tmp_path: Path) -> No
 
 
 @pytest.fixture
-def hops(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The name of every function the API hands to a thread from here on."""
     names: list[str] = []
     original = anyio.to_thread.run_sync
@@ -73,7 +72,7 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         return await original(func, *args, **kwargs)
 
     monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
-    yield names
+    return names
 
 
 def test_what_follows_the_body_is_one_thread_hop(settings: Settings, hops: list[str]) -> None:
