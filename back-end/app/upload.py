@@ -154,6 +154,9 @@ class _Receiver:
             self.upload.content_type = self._part_type
             self.upload.incoming = self.incoming
             self._receiving = True
+            # The incoming file exists from the file part's start (a sweep or an operator sees the stream),
+            # though its data is written a batch at a time.
+            self.incoming.write(b"")
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
