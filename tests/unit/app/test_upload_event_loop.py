@@ -33,7 +33,8 @@ class _ThreadRecordingIncoming(LocalIncoming):
         self.writers: set[str] = set()
 
     def write(self, data: bytes) -> None:
-        self.writers.add(threading.current_thread().name)
+        if data:  # an empty write only opens the file, at the file part's start
+            self.writers.add(threading.current_thread().name)
         super().write(data)
 
 
