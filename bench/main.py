@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -26,9 +26,9 @@ from bench.analyzer import analyzer_rows
 from bench.audio import SHORT_AUDIO_S, benchmark_files
 from bench.imports import import_row
 from bench.report import load_average, machine_info, write_results
-from bench.scenarios import burst_rows, check_outcomes, run_burst, run_sequential, sequential_rows, warm_up
+from bench.scenarios import ScenarioRuns, run_burst, run_sequential, service_rows, warm_up
 from bench.stack import StackConfig, running_stack
-from bench.stats import Row, format_table, ratio
+from bench.stats import Row, format_table
 from bench.workers import run_probe, worker_rows
 from devserver.redis import RedisServer
 
@@ -43,16 +43,18 @@ class Profile:
     analyzer_runs: int
     sequential_uploads: int
     throughput_uploads: int
+    rounds: int = 3  # interleaved runs of every service scenario
 
 
-QUICK = Profile("quick", analyzer_runs=5, sequential_uploads=5, throughput_uploads=12)  # well under a minute
-FULL = Profile("full", analyzer_runs=20, sequential_uploads=20, throughput_uploads=40)  # a few minutes
+QUICK = Profile("quick", analyzer_runs=5, sequential_uploads=5, throughput_uploads=16)  # a few minutes
+FULL = Profile("full", analyzer_runs=20, sequential_uploads=20, throughput_uploads=40)  # ten minutes or so
 
 IMPORT_PROBE_RUNS = 5  # each run starts an interpreter (about half a second)
 
 RQ_ONE = StackConfig("rq-1-worker", use_rq_queue=True, workers=1)
 RQ_TWO = StackConfig("rq-2-workers", use_rq_queue=True, workers=2)
 BACKGROUND = StackConfig("background", use_rq_queue=False)
+SCENARIOS = (RQ_ONE, RQ_TWO, BACKGROUND)
 
 
 def _step(what: str, action: Callable[[], T]) -> T:
@@ -70,53 +72,32 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def _keyed(config: StackConfig, rows: dict[str, Row]) -> dict[str, Row]:
-    return {f"{kind}:{config.name}": row for kind, row in rows.items()}
-
-
 def _service_rows(
-    profile: Profile, redis_server: RedisServer, root: Path, data: bytes, problems: list[str]
-) -> dict[str, Row]:
-    """Runs every service scenario; adds to `problems` any upload that did not finish in one attempt."""
-    upload_mb = len(data) / 1e6
-    rows: dict[str, Row] = {}
-    for config in (RQ_ONE, RQ_TWO, BACKGROUND):
-        with running_stack(config, redis_server, root) as stack:
-            label = config.label
-            _step(f"{label}: warm-up", lambda: warm_up(stack, data))
-            if config is not RQ_TWO:
-                outcomes = _step(
-                    f"{label}: {profile.sequential_uploads} sequential uploads",
-                    lambda: run_sequential(stack, data, profile.sequential_uploads),
+    profile: Profile, redis_server: RedisServer, root: Path, data: bytes, problems: list[str], baseline: Path | None
+) -> list[Row]:
+    """Runs every service scenario `profile.rounds` times, interleaved (each round in another order), on this
+    checkout and on `baseline`'s; adds to `problems` any upload that did not finish in one attempt."""
+    configs = [config.of(code) for code in ([baseline] if baseline else []) + [None] for config in SCENARIOS]
+    runs = {config.name: ScenarioRuns(config) for config in configs}
+    for index in range(profile.rounds):
+        shift = index % len(configs)
+        for config in configs[shift:] + configs[:shift]:
+            with running_stack(config, redis_server, root / f"round-{index + 1}") as stack:
+                label = f"{config.label}, round {index + 1}"
+                _step(f"{label}: warm-up", lambda: warm_up(stack, data))
+                if index == 0 and config.workers != 2:
+                    runs[config.name].sequential = _step(
+                        f"{label}: {profile.sequential_uploads} sequential uploads",
+                        lambda: run_sequential(stack, data, profile.sequential_uploads),
+                    )
+                burst = _step(
+                    f"{label}: burst of {profile.throughput_uploads}",
+                    lambda: run_burst(stack, data, profile.throughput_uploads),
                 )
-                rows |= _keyed(config, sequential_rows(label, outcomes, upload_mb))
-                problems += filter(None, [check_outcomes(f"{label} sequential", outcomes)])
-            burst = _step(
-                f"{label}: burst of {profile.throughput_uploads}",
-                lambda: run_burst(stack, data, profile.throughput_uploads),
-            )
-            rows |= _keyed(config, burst_rows(label, burst))
-            problems += filter(None, [check_outcomes(f"{label} burst", burst.outcomes)])
-    return rows
-
-
-def _ordered(rows: dict[str, Row]) -> list[Row]:
-    """Service rows grouped by measurement, then the ratios that compare the modes."""
-    kinds = ("post_idle", "post_burst", "observed", "send_to_finished", "queue_wait", "run", "burst_run", "throughput")
-    names = (RQ_ONE.name, RQ_TWO.name, BACKGROUND.name)
-    ordered = [rows[f"{kind}:{name}"] for kind in kinds for name in names if f"{kind}:{name}" in rows]
-
-    def row(kind: str, config: StackConfig) -> Row:
-        return rows[f"{kind}:{config.name}"]
-
-    return [
-        *ordered,
-        ratio("ratio POST idle rq/bg", row("post_idle", RQ_ONE), row("post_idle", BACKGROUND)),
-        ratio("ratio POST in burst rq 1w/bg", row("post_burst", RQ_ONE), row("post_burst", BACKGROUND)),
-        ratio("ratio send→finished rq/bg", row("send_to_finished", RQ_ONE), row("send_to_finished", BACKGROUND)),
-        ratio("ratio throughput rq 2w/1w", row("throughput", RQ_TWO), row("throughput", RQ_ONE)),
-        ratio("ratio throughput rq 2w/bg", row("throughput", RQ_TWO), row("throughput", BACKGROUND)),
-    ]
+                runs[config.name].bursts.append(burst)
+    for item in runs.values():
+        problems += item.problems()
+    return service_rows(list(runs.values()), len(data) / 1e6)
 
 
 def _workers_main(profile: Profile, breakdown: bool, baseline: Path | None) -> int:
@@ -146,16 +127,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--analysis-baseline", metavar="REV", help="also run the analyzer of git revision REV")
     parser.add_argument("--workers-only", action="store_true", help="only the workers: kit vs raw RQ on a no-op")
     parser.add_argument(
+        "--uploads-only", action="store_true", help="only the service: POST /audio at c=8 and burst throughput"
+    )
+    parser.add_argument("--rounds", type=int, metavar="N", help="interleaved runs of each service scenario (3)")
+    parser.add_argument(
         "--breakdown", action="store_true", help="also time each phase of a 0.1 s file's job in the forking worker"
     )
     parser.add_argument(
         "--baseline",
         type=Path,
         metavar="CHECKOUT",
-        help="with --workers-only: measure this checkout's code too (e.g. `git worktree add /tmp/before main`)",
+        help="measure this checkout's code too, its rows marked [before] (e.g. `git worktree add /tmp/before main`):"
+        " the workers with --workers-only, else the service",
     )
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
+    if args.rounds is not None:
+        profile = replace(profile, rounds=max(1, args.rounds))
     if args.analysis_only:
         return analysis_main(profile.analyzer_runs, args.analysis_baseline)
     if args.workers_only:
@@ -174,26 +162,28 @@ def main(argv: list[str] | None = None) -> int:
     succeeded = False
     try:
         files = benchmark_files(root / "audio")
-        rows = _step("analyzer in-process", lambda: analyzer_rows(files, profile.analyzer_runs))
-        analysis = _step(
-            "analysis 10 s-10 min",
-            lambda: run_analysis(root / "analysis", profile.analyzer_runs, args.analysis_baseline),
-        )
-        document["analysis"] = [row.as_json() for row in analysis]
-        rows.append(_step("job-module imports", lambda: import_row(min(profile.analyzer_runs, IMPORT_PROBE_RUNS))))
+        rows: list[Row] = []
+        if not args.uploads_only:
+            rows += _step("analyzer in-process", lambda: analyzer_rows(files, profile.analyzer_runs))
+            analysis = _step(
+                "analysis 10 s-10 min",
+                lambda: run_analysis(root / "analysis", profile.analyzer_runs, args.analysis_baseline),
+            )
+            document["analysis"] = [row.as_json() for row in analysis]
+            rows.append(_step("job-module imports", lambda: import_row(min(profile.analyzer_runs, IMPORT_PROBE_RUNS))))
         data = files[0].path.read_bytes()
         assert files[0].label == f"{SHORT_AUDIO_S:g} s WAV"
         redis_server = RedisServer(root / "redis")
         redis_server.start()
         try:
-            service = _service_rows(profile, redis_server, root, data, problems)
+            rows += _service_rows(profile, redis_server, root, data, problems, args.baseline)
         finally:
             redis_server.stop()
-        rows += _ordered(service)
-        probe = _step(
-            "workers: kit vs raw RQ", lambda: run_probe(root / "workers", profile.name, breakdown=args.breakdown)
-        )
-        rows += worker_rows(probe)
+        if not args.uploads_only:
+            probe = _step(
+                "workers: kit vs raw RQ", lambda: run_probe(root / "workers", profile.name, breakdown=args.breakdown)
+            )
+            rows += worker_rows(probe)
         succeeded = True
     finally:
         if succeeded:

@@ -1,15 +1,25 @@
-"""Phases 2-4 on a running stack: sequential uploads (POST time, latency) and a burst (throughput)."""
+"""The service on a running stack: sequential uploads (POST time, latency) and a burst (throughput, and
+POST time at c=8 while jobs run), repeated in interleaved rounds, and the rows that summarize them.
+
+A burst is `count` uploads of the same 10 s WAV posted by BURST_CONCURRENCY clients at once; its
+throughput is count ÷ (first send → last row's finished_at), so it counts what a client waits for:
+receiving, storing, queueing and running. Every mode runs one API process; in-process mode runs
+BACKGROUND_CONCURRENCY (2) analyses at once, as RQ mode's two workers do.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from bench.client import JOB_TIMEOUT_S, Outcome, Upload, make_client, submit_burst, upload_and_wait, wait_all
-from bench.stack import Stack
-from bench.stats import Row, single, summarize
+from bench.stack import Stack, StackConfig
+from bench.stats import Row, over_runs, spread, summarize
 
 WARMUP_UPLOADS = 2  # first jobs pay for imports in the work-horse / thread pool and a cold page cache
-BURST_SUBMITTERS = 4  # concurrent client connections posting the burst
+BURST_CONCURRENCY = 8  # client connections posting the burst at once (uploads while jobs run)
+POST_P99_GOAL_MS = 150.0
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ def run_sequential(stack: Stack, data: bytes, count: int) -> list[Outcome]:
 
 def run_burst(stack: Stack, data: bytes, count: int) -> Burst:
     """`count` uploads posted as fast as possible, then waited for."""
-    uploads = submit_burst(stack.api.url, data, count, BURST_SUBMITTERS)
+    uploads = submit_burst(stack.api.url, data, count, BURST_CONCURRENCY)
     with make_client(stack.api.url) as client:
         outcomes = wait_all(client, uploads, JOB_TIMEOUT_S + count * 10.0)
     return Burst(uploads, outcomes)
@@ -112,28 +122,81 @@ def sequential_rows(label: str, outcomes: list[Outcome], upload_mb: float) -> di
     }
 
 
-def burst_rows(label: str, burst: Burst) -> dict[str, Row]:
-    count = len(burst.outcomes)
-    lost = count - burst.finished
-    check = f"finished {burst.finished}/{count}, attempts==1 {burst.attempted_once}/{count}, lost {lost}"
-    return {
-        "post_burst": summarize(
-            f"POST /audio in burst, {label}",
-            [upload.post_ms for upload in burst.uploads],
+@dataclass
+class ScenarioRuns:
+    """Every run of one scenario (a mode on one checkout's code): one burst per round, sequential uploads
+    in the first round only."""
+
+    config: StackConfig
+    bursts: list[Burst] = field(default_factory=list)
+    sequential: list[Outcome] = field(default_factory=list)
+
+    def throughputs(self) -> list[float]:
+        return [len(burst.outcomes) / burst.makespan_s for burst in self.bursts]
+
+    def problems(self) -> list[str]:
+        label = self.config.label
+        found = [check_outcomes(f"{label} sequential", self.sequential)] if self.sequential else []
+        found += [
+            check_outcomes(f"{label} burst {index + 1}", burst.outcomes) for index, burst in enumerate(self.bursts)
+        ]
+        return [problem for problem in found if problem]
+
+
+def burst_rows(runs: ScenarioRuns) -> list[Row]:
+    """POST time at c=8 (all rounds' samples together, and each round's p99) and throughput per round."""
+    label, bursts = runs.config.label, runs.bursts
+    posts = [upload.post_ms for burst in bursts for upload in burst.uploads]
+    p99s = [summarize("p99", [upload.post_ms for upload in burst.uploads], "ms").p99 or 0.0 for burst in bursts]
+    goal = f"; goal p99 ≤ {POST_P99_GOAL_MS:g} ms" if runs.config.use_rq_queue else ""
+    finished = sum(burst.finished for burst in bursts)
+    once = sum(burst.attempted_once for burst in bursts)
+    total = sum(len(burst.outcomes) for burst in bursts)
+    run_ms = [value for burst in bursts for value in _values(burst.outcomes, "run_ms")]
+    return [
+        summarize(
+            f"POST /audio at c={BURST_CONCURRENCY}, {label}",
+            posts,
             "ms",
-            f"{BURST_SUBMITTERS} concurrent clients while jobs run",
+            f"until 202, while jobs run; p99 per run {spread(p99s)}{goal}",
         ),
-        "burst_run": summarize(
-            f"started→finished in burst, {label}",
-            _values(burst.outcomes, "run_ms"),
-            "ms",
-            "per-job run time under load",
-        ),
-        "throughput": single(
+        summarize(f"started→finished in burst, {label}", run_ms, "ms", "per-job run time under load"),
+        over_runs(
             f"throughput, {label}",
-            count,
-            count / burst.makespan_s,
+            runs.throughputs(),
             "jobs/s",
-            f"{count} in {burst.makespan_s:.1f} s (first send→last finished_at); {check}",
+            f"{len(bursts[0].outcomes)} uploads a run, first send→last finished_at; "
+            f"finished {finished}/{total}, attempts==1 {once}/{total}",
         ),
+    ]
+
+
+def _ratio_row(name: str, numerator: ScenarioRuns, denominator: ScenarioRuns, goal: str) -> Row:
+    """Throughput ratio of two scenarios, run by run (the runs of one round ran back to back)."""
+    pairs = zip(numerator.throughputs(), denominator.throughputs(), strict=True)
+    return over_runs(name, [top / bottom for top, bottom in pairs], "x", goal)
+
+
+def service_rows(runs: Sequence[ScenarioRuns], upload_mb: float) -> list[Row]:
+    """Rows of every scenario, grouped by measurement, then the ratios between the modes of each checkout."""
+    sequential = [sequential_rows(item.config.label, item.sequential, upload_mb) for item in runs if item.sequential]
+    rows = [row for kind in _SEQUENTIAL_KINDS for found in sequential for key, row in found.items() if key == kind]
+    bursts = [burst_rows(item) for item in runs]
+    rows += [group[index] for index in range(3) for group in bursts]
+    by_mode: dict[tuple[bool, int, bool], ScenarioRuns] = {
+        (item.config.use_rq_queue, item.config.workers, item.config.code_root is None): item for item in runs
     }
+    for current in (False, True):
+        one, two, background = (by_mode.get((*key, current)) for key in ((True, 1), (True, 2), (False, 0)))
+        suffix = "" if current else " [before]"
+        if one and two:
+            rows.append(_ratio_row(f"ratio throughput rq 2w/1w{suffix}", two, one, "goal ≥ 1.7"))
+        if two and background:
+            rows.append(_ratio_row(f"ratio throughput rq 2w/bg{suffix}", two, background, "goal ≥ 1.0"))
+        if one and background and one.sequential and background.sequential:
+            medians = [statistics.median(_values(item.sequential, "send_to_finished_ms")) for item in (one, background)]
+            rows.append(over_runs(f"ratio send→finished rq 1w/bg{suffix}", [medians[0] / medians[1]], "x"))
+    return rows
+
+
+_SEQUENTIAL_KINDS = ("post_idle", "observed", "send_to_finished", "queue_wait", "run")

@@ -1,25 +1,30 @@
 """A running service for one scenario: a fresh database and storage, the API, and workers in RQ mode.
 
-Every process started here is stopped on the way out, also when start-up or the scenario fails.
+Every process started here is stopped on the way out, also when start-up or the scenario fails. With a
+`code_root` (another checkout, e.g. `git worktree add /tmp/before main`), the API and the workers run
+that checkout's code with this checkout's interpreter: its "before" numbers, measured in the same run.
 """
 
 from __future__ import annotations
 
 import secrets
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import redis
 from rq import Worker
 
 from core.db import migrate
 from core.settings import Settings, load_settings
-from devserver.redis import RedisServer
-from tests.support.processes import ApiServer, ManagedProcess, start_workers, wait_for
+from devserver.redis import RedisServer, free_port
+from tests.support.processes import ApiServer, ManagedProcess, settings_env, start_workers, wait_for
 
 WORKERS_READY_TIMEOUT_S = 30.0
+API_READY_TIMEOUT_S = 60.0
 BACKGROUND_CONCURRENCY = 2  # in-process analyses at once in background mode: one per core here
 
 
@@ -30,19 +35,56 @@ class StackConfig:
     name: str
     use_rq_queue: bool
     workers: int = 0
+    code_root: Path | None = None  # another checkout's code (None: this one's)
 
     @property
     def label(self) -> str:
+        before = " [before]" if self.code_root is not None else ""
         if self.use_rq_queue:
-            return f"rq {self.workers}w"
-        return f"bg c{BACKGROUND_CONCURRENCY}"
+            return f"rq {self.workers}w{before}"
+        return f"bg c{BACKGROUND_CONCURRENCY}{before}"
+
+    def of(self, code_root: Path | None) -> StackConfig:
+        """The same scenario on another checkout's code."""
+        if code_root is None:
+            return self
+        return StackConfig(f"{self.name}-before", self.use_rq_queue, self.workers, code_root.resolve())
+
+
+class CheckoutApi(ManagedProcess):
+    """The API of another checkout under uvicorn: its code first on the path, run from its directory."""
+
+    def __init__(self, settings: Settings, log_path: Path, code_root: Path) -> None:
+        port = free_port()
+        argv = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app"]
+        argv += ["--host", "127.0.0.1", "--port", str(port)]
+        super().__init__(argv, _checkout_env(settings_env(settings), code_root), log_path, cwd=code_root)
+        self.url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(self._ready, API_READY_TIMEOUT_S, f"the API of {code_root}", max_interval_s=0.1)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _ready(self) -> bool:
+        if not self.alive:
+            raise RuntimeError(f"the API exited:\n{self.output()[-3000:]}")
+        try:
+            return httpx.get(f"{self.url}/health", timeout=1).status_code in (200, 503)
+        except httpx.HTTPError:
+            return False
+
+
+def _checkout_env(env: dict[str, str], code_root: Path) -> dict[str, str]:
+    # The checkout's modules come before this one's editable install; start_worker.sh takes this interpreter.
+    return env | {"PYTHONPATH": f"{code_root}:{code_root / 'back-end'}", "PYTHON": sys.executable}
 
 
 @dataclass(frozen=True)
 class Stack:
     config: StackConfig
     settings: Settings
-    api: ApiServer
+    api: ApiServer | CheckoutApi
     log_dir: Path
     workers: ManagedProcess | None = None  # the worker pool in RQ mode
 
@@ -71,11 +113,24 @@ def running_stack(config: StackConfig, redis_server: RedisServer, root: Path) ->
     )
     migrate(settings.database_url)
     with ExitStack() as cleanup:
-        api = ApiServer(settings, log_dir / "api.log")  # stops itself if it never gets ready
+        code_root = config.code_root
+        # Either stops itself if it never gets ready.
+        api = (
+            ApiServer(settings, log_dir / "api.log")
+            if code_root is None
+            else CheckoutApi(settings, log_dir / "api.log", code_root)
+        )
         cleanup.callback(api.stop)
         workers: ManagedProcess | None = None
         if config.use_rq_queue:
-            workers = start_workers(settings, log_dir / "workers.log", "-n", str(config.workers))
+            arguments = ["-n", str(config.workers)]
+            if code_root is None:
+                workers = start_workers(settings, log_dir / "workers.log", *arguments)
+            else:
+                env = _checkout_env(settings_env(settings), code_root)
+                workers = ManagedProcess(
+                    [str(code_root / "start_worker.sh"), *arguments], env, log_dir / "workers.log", cwd=code_root
+                )
             cleanup.callback(workers.stop)
             with redis_server.client() as client:
                 wait_for(

@@ -1,4 +1,4 @@
-"""Result rows: median/p90 of samples, and the table printed at the end of a run."""
+"""Result rows: median/p90/p99 of samples, spreads over repeated runs, and the table printed at the end."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Columns of the printed table, and how wide each is at least.
-_HEADERS = ("name", "n", "median", "p90", "unit", "notes")
+_HEADERS = ("name", "n", "median", "p90", "p99", "unit", "notes")
 
 
 @dataclass(frozen=True)
@@ -23,29 +23,48 @@ class Row:
     unit: str
     notes: str = ""
     samples: list[float] = field(default_factory=list)
+    p99: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         """A plain dict for JSON (NaN, which strict JSON lacks, becomes null)."""
         data = asdict(self)
-        for key in ("median", "p90"):
+        for key in ("median", "p90", "p99"):
             if data[key] is not None and not math.isfinite(data[key]):
                 data[key] = None
         return data
 
 
-def p90(samples: Sequence[float]) -> float:
-    """The 90th percentile (linear interpolation between closest ranks, like numpy's default)."""
+def percentile(samples: Sequence[float], percent: int) -> float:
+    """The `percent`th percentile (linear interpolation between closest ranks, like numpy's default)."""
     if len(samples) == 1:
         return samples[0]
-    return statistics.quantiles(samples, n=10, method="inclusive")[8]
+    return statistics.quantiles(samples, n=100, method="inclusive")[percent - 1]
+
+
+def p90(samples: Sequence[float]) -> float:
+    return percentile(samples, 90)
+
+
+def spread(values: Sequence[float], digits: int = 1) -> str:
+    """`min/median/max` of per-run values, for the notes."""
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"min/median/max {low:.{digits}f}/{mid:.{digits}f}/{high:.{digits}f}"
 
 
 def summarize(name: str, samples: Sequence[float], unit: str, notes: str = "") -> Row:
-    """A row holding the median and p90 of `samples` (which must not be empty)."""
+    """A row holding the median, p90 and p99 of `samples` (which must not be empty)."""
     if not samples:
         raise ValueError(f"{name}: no samples")
     values = [float(value) for value in samples]
-    return Row(name, len(values), statistics.median(values), p90(values), unit, notes, values)
+    return Row(name, len(values), statistics.median(values), p90(values), unit, notes, values, percentile(values, 99))
+
+
+def over_runs(name: str, per_run: Sequence[float], unit: str, notes: str = "") -> Row:
+    """A row for one value measured once per run: its median over the runs, min/median/max in the notes."""
+    values = [float(value) for value in per_run]
+    digits = 2 if unit in ("x", "jobs/s") else 1
+    text = f"{len(values)} runs: {spread(values, digits)}" + (f"; {notes}" if notes else "")
+    return Row(name, len(values), statistics.median(values), None, unit, text, values)
 
 
 def single(name: str, n: int, value: float, unit: str, notes: str = "") -> Row:
@@ -70,11 +89,19 @@ def _number(value: float | None, unit: str) -> str:
 def format_table(rows: Sequence[Row]) -> str:
     """The rows as an aligned plain-text table (numbers right-aligned)."""
     cells = [list(_HEADERS)] + [
-        [row.name, str(row.n), _number(row.median, row.unit), _number(row.p90, row.unit), row.unit, row.notes]
+        [
+            row.name,
+            str(row.n),
+            _number(row.median, row.unit),
+            _number(row.p90, row.unit),
+            _number(row.p99, row.unit),
+            row.unit,
+            row.notes,
+        ]
         for row in rows
     ]
     widths = [max(len(line[column]) for line in cells) for column in range(len(_HEADERS) - 1)]
-    right_aligned = {1, 2, 3}
+    right_aligned = {1, 2, 3, 4}
     lines = []
     for index, line in enumerate(cells):
         parts = [

@@ -140,14 +140,19 @@ class Lifecycle(CallbackRecords):
         self.notifier.changed(job_id)
         return job
 
-    def accept(self, job: Job, *rows: Base, log: str = "accepted") -> Job:
-        """Commits a new job (and its domain rows, e.g. an upload's): from here on it is acknowledged."""
+    def accept(self, job: Job, *rows: Base, log: str | Sequence[str] = "accepted") -> Job:
+        """Commits a new job (and its domain rows, e.g. an upload's) with its first log lines, in one
+        transaction of INSERTs only: from here on it is acknowledged. Returns `job`, as written."""
+        lines = [log] if isinstance(log, str) else list(log)
+        at = utcnow().isoformat()
+        logs = list(job.logs or [])
+        first = logs[-1]["seq"] + 1 if logs else 1
+        job.logs = [*logs, *({"seq": first + n, "at": at, "message": _clip(m)} for n, m in enumerate(lines))]
         with self.database.session() as session:
             session.add(job)
-            session.flush()
+            session.flush()  # the job's row before the rows that point at it
             session.add_all(rows)
-            _append_log(session, job.id, log)
-        return self.require(job.id)
+        return job
 
     def discard(self, job_id: str, *dependents: type[Base]) -> None:
         """Deletes a job that was never acknowledged (its request is answered with an error), and the rows

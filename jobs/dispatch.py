@@ -69,12 +69,21 @@ class Dispatcher:
     def mode(self) -> DispatchMode:
         return DispatchMode.RQ if self.settings.use_rq_queue else DispatchMode.BACKGROUND
 
+    def planned_status(self, job: Job) -> JobStatus | None:
+        """The status a new job can be committed with, before its dispatch (`dispatch(recorded=True)`):
+        `queued` or `scheduled`; None when only its dispatch can tell (it waits for other jobs)."""
+        if job.depends_on or (self.mode is DispatchMode.BACKGROUND and self.runner is None):
+            return None
+        at = job.scheduled_at
+        return JobStatus.SCHEDULED if at is not None and at > utcnow() else JobStatus.QUEUED
+
     def dispatch(
         self,
         background_tasks: TaskAdder | None,
         job: Job,
         *,
         from_statuses: tuple[JobStatus, ...] = (JobStatus.PENDING,),
+        recorded: bool = False,
     ) -> Dispatched:
         """Runs the committed `job` in the background and records where it went.
 
@@ -83,6 +92,8 @@ class Dispatcher:
             job: the job's row, as committed (its id is also the RQ job id: a re-enqueue replaces, never
                 duplicates; its queue, timeout, retries and schedule say how it runs).
             from_statuses: row states this dispatch may move on from (the reconciler passes more).
+            recorded: the row was committed with its `planned_status`, mode and queue already (a new job:
+                one transaction per submission); it goes back to `pending` if Redis cannot take it.
 
         Raises:
             QueueFull: Redis refuses writes (out of memory); nothing was enqueued.
@@ -130,10 +141,15 @@ class Dispatcher:
                 raise  # Redis is up but refuses writes: the caller answers 503 and keeps nothing
             except (QueueUnavailable, redis.exceptions.RedisError) as exc:
                 log.warning("job %s stays pending, Redis unreachable: %s", job.id, exc)
+                if recorded:
+                    self.lifecycle.mark_dispatched(
+                        job.id, mode=DispatchMode.RQ, queue=job.queue, status=JobStatus.PENDING, from_statuses=(status,)
+                    )
                 return Dispatched(DispatchMode.RQ, job.queue, JobStatus.PENDING)
-            self.lifecycle.mark_dispatched(
-                job.id, mode=DispatchMode.RQ, queue=job.queue, status=status, from_statuses=from_statuses
-            )
+            if not recorded:
+                self.lifecycle.mark_dispatched(
+                    job.id, mode=DispatchMode.RQ, queue=job.queue, status=status, from_statuses=from_statuses
+                )
             if waiting_on:
                 return Dispatched(DispatchMode.RQ, job.queue, self._recheck(job, waiting_on))
             reason = limits.waiting_reason(enqueued, after, rate_limit)
@@ -144,9 +160,10 @@ class Dispatcher:
 
         if self.runner is None:
             raise ConfigurationError("USE_RQ_QUEUE is false but this process cannot run jobs in-process")
-        self.lifecycle.mark_dispatched(
-            job.id, mode=DispatchMode.BACKGROUND, queue=job.queue, status=status, from_statuses=from_statuses
-        )
+        if not recorded:
+            self.lifecycle.mark_dispatched(
+                job.id, mode=DispatchMode.BACKGROUND, queue=job.queue, status=status, from_statuses=from_statuses
+            )
         # The job joins the line before the answer is written, so its position is its own, as on RQ.
         position = self.runner.submit(job, at, deferred=bool(waiting_on))
         if background_tasks is not None:

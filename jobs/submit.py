@@ -285,13 +285,20 @@ class Submitter:
         replay = self.earlier(job)
         if replay is not None:
             return replay
+        lines = [log]
+        planned = self.dispatcher.planned_status(job)
+        if planned is not None:
+            # Committed as it will be once dispatched, so the submission is one transaction; a crash before
+            # the enqueue leaves a row RQ does not hold, which the reconciler dispatches again.
+            job.status, job.mode = planned, self.dispatcher.mode
+            lines.append(f"{planned.value} ({job.mode.value}, {job.queue})")
         try:
-            job = self.lifecycle.accept(job, *rows, log=log)
+            job = self.lifecycle.accept(job, *rows, log=lines)
         except IntegrityError:
             # Another process committed the same key between our lookup and insert.
             raise IdempotencyConflict("a request with this Idempotency-Key is in progress") from None
         try:
-            dispatched = self.dispatcher.dispatch(background_tasks, job)
+            dispatched = self.dispatcher.dispatch(background_tasks, job, recorded=planned is not None)
         except QueueFull:
             self.lifecycle.discard(job.id, *(type(row) for row in rows))
             raise

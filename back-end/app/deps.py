@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from app.services import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # `async`: FastAPI runs a plain `def` dependency in a thread, a hop per request for an attribute read.
     services: Services = request.app.state.services
     return services
 

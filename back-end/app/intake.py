@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Protocol
@@ -164,11 +164,7 @@ class Intake:
         try:
             incoming = self.storage.begin()
             upload = await receive_upload(content_type, body, incoming, UploadLimits.from_settings(self.settings))
-            try:
-                return await self._store_and_submit(upload, incoming, key, background_tasks)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(incoming.discard)
+            return await self._in_thread(self._store_and_submit, upload, incoming, key, background_tasks)
         finally:
             if key is not None:
                 self._keys_in_flight.discard(key)
@@ -200,14 +196,53 @@ class Intake:
                 digest.update(chunk)
                 if incoming.needs_flush:
                     await anyio.to_thread.run_sync(incoming.flush)
-            await anyio.to_thread.run_sync(incoming.finish)
             upload.sha256 = digest.hexdigest()
-            return await self._store_and_submit(upload, incoming, None, background_tasks)
-        finally:
+        except BaseException:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(incoming.discard)
+            raise
+        return await self._in_thread(self._finish_and_submit, upload, incoming, background_tasks)
 
-    async def _store_and_submit(
+    @staticmethod
+    async def _in_thread(
+        work: Callable[..., Accepted], upload: ReceivedUpload, incoming: Incoming, *args: Any
+    ) -> Accepted:
+        """Runs what follows the body in one thread (a thread hop is a wake-up to wait for on a busy machine);
+        `work` discards `incoming` when done, or this does if `work` never ran."""
+        started = False
+
+        def run() -> Accepted:
+            nonlocal started
+            started = True
+            return work(upload, incoming, *args)
+
+        try:
+            return await anyio.to_thread.run_sync(run)
+        finally:
+            if not started:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(incoming.discard)
+
+    def _finish_and_submit(
+        self, upload: ReceivedUpload, incoming: Incoming, background_tasks: BackgroundTasks
+    ) -> Accepted:
+        try:
+            incoming.finish()
+        except BaseException:
+            incoming.discard()
+            raise
+        return self._store_and_submit(upload, incoming, None, background_tasks)
+
+    def _store_and_submit(
+        self, upload: ReceivedUpload, incoming: Incoming, key: str | None, background_tasks: BackgroundTasks
+    ) -> Accepted:
+        """Checks and stores a received upload, then submits its analysis (blocking); discards `incoming`."""
+        try:
+            return self._check_store_and_submit(upload, incoming, key, background_tasks)
+        finally:
+            incoming.discard()
+
+    def _check_store_and_submit(
         self, upload: ReceivedUpload, incoming: Incoming, key: str | None, background_tasks: BackgroundTasks
     ) -> Accepted:
         options = parse_options(upload.fields, self.settings)
@@ -223,17 +258,16 @@ class Intake:
             callback_url=options.callback_url,
             job_id=analysis_id,
         )
-        earlier = await anyio.to_thread.run_sync(self.submitter.earlier, job)
+        earlier = self.submitter.earlier(job)
         if earlier is not None:
-            analysis = await anyio.to_thread.run_sync(self._analysis, earlier.job.id)
-            return Accepted(analysis, earlier)
+            return Accepted(self._analysis(earlier.job.id), earlier)
         if upload.size == 0:
             raise MalformedUpload("the file is empty")
-        extension = await anyio.to_thread.run_sync(_sniff, incoming)
+        extension = _sniff(incoming)
 
         storage_key = Storage.key_for(analysis_id, extension)
         job.args = [storage_key]
-        await anyio.to_thread.run_sync(self.storage.commit, incoming, storage_key)
+        self.storage.commit(incoming, storage_key)
         analysis = Analysis(
             id=analysis_id,
             filename=upload.filename,
@@ -242,16 +276,14 @@ class Intake:
             audio_format=extension,
             sha256=upload.sha256,
             storage_key=storage_key,
+            job=job,  # the answer reads its status from the rows as committed, not from another query
         )
         try:
-            submitted = await anyio.to_thread.run_sync(self._submit, job, analysis, background_tasks)
+            submitted = self.submitter.submit(job, analysis, background_tasks=background_tasks, log="upload stored")
         except (IdempotencyConflict, QueueFull):
-            await anyio.to_thread.run_sync(self.storage.delete, storage_key)
+            self.storage.delete(storage_key)
             raise
-        return Accepted(await anyio.to_thread.run_sync(self._analysis, analysis_id), submitted)
-
-    def _submit(self, job: Any, analysis: Analysis, background_tasks: BackgroundTasks) -> Submitted:
-        return self.submitter.submit(job, analysis, background_tasks=background_tasks, log="upload stored")
+        return Accepted(analysis, submitted)
 
     def _analysis(self, analysis_id: str) -> Analysis:
         with self.submitter.lifecycle.database.session() as session:

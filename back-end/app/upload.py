@@ -1,6 +1,6 @@
 """Receives a multipart upload as a stream, straight to disk, within limits.
 
-Nothing is buffered in memory beyond one chunk (one S3 part with object storage): the file part goes
+Nothing is buffered in memory beyond WRITE_BATCH_BYTES (and one S3 part with object storage): the file part goes
 to a server-named incoming file or object (`core.storage.Incoming`) as it arrives, its size is enforced
 while streaming (413), and small form fields, part counts and header sizes
 are bounded, so a flood of parts or a huge field is refused early. The whole
@@ -12,8 +12,9 @@ drips bytes is cut off (408). Whatever is refused leaves no file behind.
 from __future__ import annotations
 
 import hashlib
+import math
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +45,11 @@ DRAIN_BYTES = 16 * 1024 * 1024
 BODY_ALLOWANCE_BYTES = 1024 * 1024
 # RFC 2046 allows text after the closing boundary; clients send a CRLF at most. More is junk.
 EPILOGUE_MAX_BYTES = 64 * 1024
+# File data is written and hashed in a thread this much at a time, not on the event loop chunk by chunk
+# (on a busy disk a page-cache write can take milliseconds, and every other request would wait).
+WRITE_BATCH_BYTES = 1024 * 1024
+# A stalled client is cut off after between 1 and this many times UPLOAD_IDLE_TIMEOUT_S of silence.
+IDLE_SLACK = 1.25
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,22 @@ class _Receiver:
         self._field = bytearray()
         self._receiving = False
         self._hash = hashlib.sha256()
+        self._pending: list[bytes] = []  # file data received, not yet written and hashed
+        self._pending_bytes = 0
+
+    @property
+    def needs_write(self) -> bool:
+        return self._pending_bytes >= WRITE_BATCH_BYTES
+
+    def write_pending(self) -> None:
+        """Writes and hashes the file data received so far (blocking: both release the GIL), and sends a
+        whole S3 part off when one is buffered."""
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        for chunk in pending:
+            self.incoming.write(chunk)
+            self._hash.update(chunk)
+        if self.incoming.needs_flush:
+            self.incoming.flush()
 
     # python-multipart callbacks -------------------------------------------------------
     def on_part_begin(self) -> None:
@@ -132,6 +154,9 @@ class _Receiver:
             self.upload.content_type = self._part_type
             self.upload.incoming = self.incoming
             self._receiving = True
+            # The incoming file exists from the file part's start (a sweep or an operator sees the stream),
+            # though its data is written a batch at a time.
+            self.incoming.write(b"")
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
@@ -144,8 +169,8 @@ class _Receiver:
         if self.upload.size > self.max_bytes:
             self.too_large = True
             raise UploadTooLarge(f"file exceeds the upload limit of {self.max_bytes // (1024 * 1024)} MB")
-        self.incoming.write(chunk)
-        self._hash.update(chunk)
+        self._pending.append(chunk)
+        self._pending_bytes += len(chunk)
 
     def on_part_end(self) -> None:
         if not self._is_file:
@@ -155,20 +180,41 @@ class _Receiver:
         self.complete = True
 
     def finish(self) -> None:
-        """Ends the received file (blocking: a last S3 part)."""
+        """Ends the received file (blocking: the last writes, a last S3 part)."""
         if self._receiving:
+            self.write_pending()
             self.incoming.finish()
         self.upload.sha256 = self._hash.hexdigest()
 
 
-async def _next_chunk(chunks: AsyncIterator[bytes], idle_timeout_s: float) -> bytes | None:
-    """The next chunk of the body, None at its end."""
-    with anyio.move_on_after(idle_timeout_s):
-        try:
-            return await anext(chunks)
-        except StopAsyncIteration:
-            return None
-    raise UploadTimedOut(f"the upload stalled: no data for {idle_timeout_s:g} s")
+class _IdleWatch:
+    """Cuts off a body that stops arriving: no data for `idle_timeout_s` (at most IDLE_SLACK times that).
+
+    One cancel scope for the whole body, its deadline moved on only when less than `idle_timeout_s` is left:
+    entering a scope per chunk (or moving its timer per chunk) costs more than parsing the chunk.
+    """
+
+    def __init__(self, idle_timeout_s: float) -> None:
+        self.idle_timeout_s = idle_timeout_s
+        self.scope = anyio.CancelScope()
+        self._restart()
+
+    def _restart(self) -> None:
+        self.scope.deadline = anyio.current_time() + self.idle_timeout_s * IDLE_SLACK
+
+    def data_arrived(self) -> None:
+        if self.scope.deadline - anyio.current_time() < self.idle_timeout_s:
+            self._restart()
+
+    async def run_sync(self, work: Callable[[], None]) -> None:
+        """Runs blocking work (an S3 part) in a thread, the client's silence meanwhile not counted."""
+        self.scope.deadline = math.inf
+        await anyio.to_thread.run_sync(work)
+        self._restart()
+
+    def check(self) -> None:
+        if self.scope.cancelled_caught:
+            raise UploadTimedOut(f"the upload stalled: no data for {self.idle_timeout_s:g} s")
 
 
 async def _drain(chunks: AsyncIterator[bytes], idle_timeout_s: float) -> None:
@@ -188,20 +234,24 @@ async def _parse(
     limits: UploadLimits,
 ) -> None:
     received = epilogue = 0
-    while (chunk := await _next_chunk(chunks, limits.idle_timeout_s)) is not None:
-        received += len(chunk)
-        if received > limits.max_body_bytes:
-            raise UploadTooLarge(
-                f"the request body exceeds the upload limit of {limits.max_file_bytes // (1024 * 1024)} MB"
-            )
-        if receiver.complete:
-            epilogue += len(chunk)
-            if epilogue > EPILOGUE_MAX_BYTES:
-                raise UploadTooLarge(f"more than {EPILOGUE_MAX_BYTES // 1024} KB after the end of the form")
-            continue
-        parser.write(chunk)
-        if receiver.incoming.needs_flush:  # a whole S3 part is buffered: send it off the event loop
-            await anyio.to_thread.run_sync(receiver.incoming.flush)
+    watch = _IdleWatch(limits.idle_timeout_s)
+    with watch.scope:
+        async for chunk in chunks:
+            watch.data_arrived()
+            received += len(chunk)
+            if received > limits.max_body_bytes:
+                raise UploadTooLarge(
+                    f"the request body exceeds the upload limit of {limits.max_file_bytes // (1024 * 1024)} MB"
+                )
+            if receiver.complete:
+                epilogue += len(chunk)
+                if epilogue > EPILOGUE_MAX_BYTES:
+                    raise UploadTooLarge(f"more than {EPILOGUE_MAX_BYTES // 1024} KB after the end of the form")
+                continue
+            parser.write(chunk)
+            if receiver.needs_write:
+                await watch.run_sync(receiver.write_pending)
+    watch.check()
     parser.finalize()
     if not receiver.complete:
         raise MalformedUpload(
