@@ -263,6 +263,14 @@ class Settings(BaseSettings):
     worker_lease_margin_s: int = Field(60, ge=5)
     # A worker's registration lives this long without heartbeat; also bounds BLPOP waits (ttl - 15 s).
     worker_ttl_s: int = Field(35, ge=20)
+    # fork: a fresh work-horse per job (RQ's Worker); simple: jobs run in the warm worker (`--no-fork`).
+    worker_mode: Literal["fork", "simple"] = "fork"
+    # Simple mode: the pool kills a worker whose job runs this long past its timeout (C code, blocked alarm).
+    worker_watchdog_grace_s: int = Field(30, ge=1)
+    # Simple mode: a worker exits after this many jobs, or past this RSS between jobs; the pool starts a new
+    # one. 0: never.
+    worker_max_jobs: int = Field(0, ge=0)
+    worker_max_memory_mb: int = Field(1024, ge=0)
     background_concurrency: int = Field(2, ge=1, le=64)
 
     # --- reconciler ---------------------------------------------------------------
