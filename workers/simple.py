@@ -22,6 +22,7 @@ import os
 import resource
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import FrameType, TracebackType
 from typing import Any
@@ -41,6 +42,8 @@ from workers.worker import KitWorkerBase
 
 # Sent by the worker to its own main thread to interrupt the job it runs (RQ's stop-job, kill-horse).
 INTERRUPT_SIGNAL = signal.SIGUSR1
+INTERRUPT_RETRY_S = 0.2
+INTERRUPT_TRIES = 50
 _MB = 1024 * 1024
 
 
@@ -152,7 +155,18 @@ class KitSimpleWorker(KitWorkerBase, SimpleWorker):
         else:
             self._interruption = WorkHorseDied("the job was interrupted in its worker (kill-horse)")
         self.log.info("Worker %s: interrupting job %s", self.name, job_id)
-        signal.pthread_kill(threading.main_thread().ident or 0, INTERRUPT_SIGNAL)
+        threading.Thread(target=self._deliver_interruption, args=(job_id,), daemon=True).start()
+
+    def _deliver_interruption(self, job_id: str) -> None:
+        """Signals the main thread until its handler took the interruption: a signal that lands between a
+        blocking call's last check and the call itself (`time.sleep` letting go of the GIL) is only handled
+        once the call returns, so it is sent again."""
+        main = threading.main_thread().ident or 0
+        for _ in range(INTERRUPT_TRIES):
+            if self._interruption is None or self._interruptible_job_id != job_id:
+                return
+            signal.pthread_kill(main, INTERRUPT_SIGNAL)
+            time.sleep(INTERRUPT_RETRY_S)
 
     def handle_payload(self, message: dict[str, Any]) -> None:
         """RQ ignores kill-horse for a worker without a horse process; here the job is the horse."""
