@@ -4,7 +4,7 @@ A job runs in the worker process itself: no fork, no cold child, the runtime (en
 compiled statements, imported modules) stays warm from one job to the next. What a fork gave for free
 is done here instead:
 
-- the lease: a thread renews the job's heartbeat every `WORKER_JOB_MONITORING_INTERVAL_S` (a forking
+- the lease: a thread renews the running job's heartbeat every `WORKER_JOB_MONITORING_INTERVAL_S` (a forking
   worker's parent does it while the horse works), so a dead worker's job is found as soon as in fork mode;
 - hard timeouts: RQ's SIGALRM death penalty stops Python code; code it cannot reach (C code, SIGALRM
   blocked) is the pool's watchdog's: the deadline goes into the slot the pool watches (`workers.watchdog`);
@@ -17,13 +17,12 @@ is done here instead:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import resource
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -67,6 +66,9 @@ class KitSimpleWorker(KitWorkerBase, SimpleWorker):
         self.max_jobs = settings.worker_max_jobs
         self.max_memory_mb = settings.worker_max_memory_mb
         self._interruption: BaseException | None = None
+        self._leased: tuple[Job, Execution] | None = None
+        self._leases_done = threading.Event()
+        self._lease_thread: threading.Thread | None = None
         self._interruptible_job_id: str | None = None
         self._signal_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
         self._directory = os.getcwd()
@@ -93,36 +95,36 @@ class KitSimpleWorker(KitWorkerBase, SimpleWorker):
             timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
             slot.start(job.id, execution.id, job.origin, timeout, self.watchdog_grace_s)
         job.perform = self._interruptible(job, job.perform)  # type: ignore[method-assign]
+        if self._lease_thread is None:
+            self._lease_thread = threading.Thread(target=self._keep_leases, name="lease", daemon=True)
+            self._lease_thread.start()
+        self._leased = (job, execution)
         try:
-            with self._lease_kept(job, execution):
-                self.perform_job(job, queue, execution)
+            self.perform_job(job, queue, execution)
         finally:
+            self._leased = None
             if slot is not None:
                 slot.clear()
             self._restore_process_state()
         self.set_state(WorkerStatus.IDLE)
         self._recycle_if_bloated()
 
-    @contextlib.contextmanager
-    def _lease_kept(self, job: Job, execution: Execution) -> Iterator[None]:
-        """Renews the job's lease (and the worker's registration) while it runs, as RQ's forking worker
-        does from the parent (`maintain_heartbeats`)."""
-        done = threading.Event()
+    def _keep_leases(self) -> None:
+        """The lease thread's loop: renews the running job's lease (and the worker's registration) every
+        monitoring interval, as RQ's forking worker does from the parent (`maintain_heartbeats`). One
+        thread for the worker's life: a job never waits for it to start or stop."""
+        while not self._leases_done.wait(self.job_monitoring_interval):
+            leased = self._leased
+            if leased is None:
+                continue
+            try:
+                self.maintain_heartbeats(*leased)
+            except Exception as exc:  # Redis away for a moment: the next beat tries again
+                self.log.warning("Worker %s: heartbeat of job %s failed: %s", self.name, leased[0].id, exc)
 
-        def beat() -> None:
-            while not done.wait(self.job_monitoring_interval):
-                try:
-                    self.maintain_heartbeats(job, execution)
-                except Exception as exc:  # Redis away for a moment: the next beat tries again
-                    self.log.warning("Worker %s: heartbeat of job %s failed: %s", self.name, job.id, exc)
-
-        thread = threading.Thread(target=beat, name=f"lease-{job.id}", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            done.set()
-            thread.join()
+    def teardown(self) -> None:
+        self._leases_done.set()
+        super().teardown()  # type: ignore[no-untyped-call]
 
     def _interruptible(self, job: Job, perform: Callable[[], Any]) -> Callable[[], Any]:
         """`job.perform`, during which `INTERRUPT_SIGNAL` raises the pending interruption (`kill_horse`)."""

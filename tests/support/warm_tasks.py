@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rq import get_current_job
 from rq.command import send_stop_job_command
 from rq.serializers import JSONSerializer
 
@@ -72,3 +73,18 @@ def stops_itself() -> None:
     assert job_id is not None
     send_stop_job_command(get_runtime().redis, job_id, serializer=JSONSerializer)
     time.sleep(STOPPED_WAIT_S)
+
+
+@task(name="tests.warm.lease", retry=0)
+def lease(seconds: float) -> dict[str, float]:
+    """How far its lease (the started registry's score) moved while it ran for `seconds`."""
+    job = get_current_job()
+    assert job is not None
+
+    def score() -> float:
+        entries = job.connection.zrange(job.started_job_registry.key, 0, -1, withscores=True)
+        return next(value for key, value in entries if key.decode().startswith(f"{job.id}:"))
+
+    first = score()
+    time.sleep(seconds)
+    return {"moved_s": score() - first}

@@ -111,3 +111,16 @@ def test_rqs_stop_command_interrupts_the_job_running_in_the_worker_and_it_ends_c
     row = runtime.lifecycle.require(job_id)
     assert (row.status, row.attempts) == (JobStatus.CANCELED, 1)  # stopped in its sleep, not retried
     assert runtime.lifecycle.require(after).status is JobStatus.FINISHED  # the worker went on
+
+
+def test_the_running_jobs_lease_is_renewed_while_it_runs(
+    runtime: Runtime, kit: Submitter, make_worker: Callable[..., KitSimpleWorker]
+) -> None:
+    job_id = _submit(kit, warm_tasks.lease, 2.5)
+
+    make_worker(worker_job_monitoring_interval_s=1).work(burst=True)
+
+    row = runtime.lifecycle.require(job_id)
+    assert row.status is JobStatus.FINISHED, row.error
+    assert row.result is not None
+    assert row.result["moved_s"] >= 1  # renewed by the lease thread (RQ's SimpleWorker never does)
