@@ -69,7 +69,7 @@ def test_stuck_and_crashing_jobs_and_recycled_warm_workers_lose_nothing(
     assert_nothing_lost(tally, failed=1)
     assert workers.alive
 
-    pids = [rows[job_id].result["pid"] for job_id in counted]  # type: ignore[union-attr,index]
+    pids = [rows[job_id].result["pid"] for job_id in counted]  # type: ignore[union-attr]
     # Three jobs in one process, then a fresh worker: no fork per job, a new process after WORKER_MAX_JOBS.
     assert pids[:RECYCLE_AFTER] == [pids[0]] * RECYCLE_AFTER
     assert pids[RECYCLE_AFTER:] == [pids[-1]] * RECYCLE_AFTER

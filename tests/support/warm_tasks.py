@@ -82,7 +82,9 @@ def lease(seconds: float) -> dict[str, float]:
     assert job is not None
 
     def score() -> float:
-        entries = job.connection.zrange(job.started_job_registry.key, 0, -1, withscores=True)
+        entries: list[tuple[bytes, float]] = job.connection.zrange(  # type: ignore[assignment]
+            job.started_job_registry.key, 0, -1, withscores=True
+        )
         return next(value for key, value in entries if key.decode().startswith(f"{job.id}:"))
 
     first = score()
