@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rq import get_current_job
-from rq.command import send_stop_job_command
+from rq.command import send_kill_horse_command, send_stop_job_command
 from rq.serializers import JSONSerializer
 
 from core.settings import DEFAULT_TASK_MODULES
@@ -90,3 +90,18 @@ def lease(seconds: float) -> dict[str, float]:
     first = score()
     time.sleep(seconds)
     return {"moved_s": score() - first}
+
+
+@task(name="tests.warm.killed_once", retry=1, retry_intervals=[0])
+def killed_once(marker: str) -> dict[str, str]:
+    """Its first run sends RQ's kill-horse command to its own worker (what the reconciler does to a stuck
+    job), then waits to be killed; a later run returns."""
+    if Path(marker).exists():
+        return {"run": "again"}
+    Path(marker).touch()
+    job = get_current_job()
+    assert job is not None
+    assert job.worker_name is not None
+    send_kill_horse_command(job.connection, job.worker_name)
+    time.sleep(STOPPED_WAIT_S)
+    return {"run": "first"}

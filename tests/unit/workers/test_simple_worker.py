@@ -113,6 +113,19 @@ def test_rqs_stop_command_interrupts_the_job_running_in_the_worker_and_it_ends_c
     assert runtime.lifecycle.require(after).status is JobStatus.FINISHED  # the worker went on
 
 
+def test_rqs_kill_horse_command_interrupts_the_job_as_a_failed_attempt_and_it_is_retried(
+    runtime: Runtime, kit: Submitter, make_worker: Callable[..., KitSimpleWorker], tmp_path: Path
+) -> None:
+    job_id = _submit(kit, warm_tasks.killed_once, str(tmp_path / "killed"))
+
+    make_worker().work(burst=True)
+
+    row = runtime.lifecycle.require(job_id)
+    assert (row.status, row.attempts, row.result) == (JobStatus.FINISHED, 2, {"run": "again"})
+    failed = "attempt failed, retrying in 0s: the job was interrupted in its worker (kill-horse)"
+    assert failed in [line["message"] for line in row.logs], row.logs
+
+
 def test_the_running_jobs_lease_is_renewed_while_it_runs(
     runtime: Runtime, kit: Submitter, make_worker: Callable[..., KitSimpleWorker]
 ) -> None:
