@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Starts RQ workers for the audio analysis service.
 #
-#   ./start_worker.sh [-n COUNT] [-q QUEUES] [--burst]
+#   ./start_worker.sh [-n COUNT] [-q QUEUES] [--burst] [--no-fork]
 #
 #   -n, --count N     workers to run, in RQ's worker pool            [env WORKER_COUNT, default 2]
 #   -q, --queues Q    comma-separated, highest priority first          [env WORKER_QUEUES, default the
 #                                                                      PRIORITY_QUEUES: critical,high_priority,audio_analysis,low]
 #   --burst           drain the queues, then exit
+#   --no-fork         run each job in the warm worker process, no fork per job  [env WORKER_MODE=simple,
+#                                                                      default fork]
 #
 # Every other setting (REDIS_URL, DATABASE_URL, RQ_JOB_TIMEOUT, ...) comes from the environment
 # or .env, exactly as for the API. SIGTERM/Ctrl-C: finish the current job, then exit (warm

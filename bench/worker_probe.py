@@ -79,11 +79,13 @@ IDLE_GAP_S = 0.25
 SHORT_FILE_LABEL = "0.1 s WAV, kit Worker"
 
 
-class KitSimpleWorker(KitWorker):
-    """The kit's worker without a fork per job (RQ's `SimpleWorker` execution), to compare like with like."""
+try:  # the kit's no-fork worker (`start_worker.sh --no-fork`)
+    from workers.simple import KitSimpleWorker
+except ImportError:  # pragma: no cover (an older checkout: its worker with RQ's SimpleWorker execution)
 
-    execute_job = SimpleWorker.execute_job
-    get_heartbeat_ttl = SimpleWorker.get_heartbeat_ttl
+    class KitSimpleWorker(KitWorker):  # type: ignore[no-redef]
+        execute_job = SimpleWorker.execute_job
+        get_heartbeat_ttl = SimpleWorker.get_heartbeat_ttl
 
 
 def _commands(connection: redis.Redis) -> int:

@@ -37,7 +37,7 @@ NAMES = {
     "raw-fork": "raw RQ Worker",
     "kit-fork": "kit Worker",
     "raw-simple": "raw RQ SimpleWorker",
-    "kit-simple": "kit SimpleWorker",
+    "kit-simple": "kit SimpleWorker (--no-fork)",
 }
 
 

@@ -265,6 +265,14 @@ class Settings(BaseSettings):
     worker_ttl_s: int = Field(35, ge=20)
     # A forking worker keeps a work-horse forked and connected ahead of its next job (workers/forking.py).
     worker_spare_work_horse: bool = True
+    # fork: a fresh work-horse per job (RQ's Worker); simple: jobs run in the warm worker (`--no-fork`).
+    worker_mode: Literal["fork", "simple"] = "fork"
+    # Simple mode: the pool kills a worker whose job runs this long past its timeout (C code, blocked alarm).
+    worker_watchdog_grace_s: int = Field(30, ge=1)
+    # Simple mode: a worker exits after this many jobs, or past this RSS between jobs; the pool starts a new
+    # one. 0: never.
+    worker_max_jobs: int = Field(0, ge=0)
+    worker_max_memory_mb: int = Field(1024, ge=0)
     background_concurrency: int = Field(2, ge=1, le=64)
     # A running job's progress reports are written at most this often (both modes); reports in between are
     # kept and written with the next one or the job's final write, every log line included. 0: each one.

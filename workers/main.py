@@ -4,7 +4,8 @@ Runs RQ's `WorkerPool` of N workers (also for N = 1: the pool respawns a
 worker that dies), on the queues in priority order, with RQ's scheduler
 (scheduled jobs and retry backoff), JSON jobs and the allow-list. SIGTERM (or
 Ctrl-C) is a warm shutdown: current jobs finish, then the workers exit; a
-second signal stops at once and the jobs are retried later.
+second signal stops at once and the jobs are retried later. `WORKER_MODE` (or
+`--no-fork`) picks the worker class: a fork per job, or jobs in the warm worker.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import logging
 import sys
 
 from rq.serializers import JSONSerializer
-from rq.worker_pool import WorkerPool
 
 import jobs.callbacks
 import jobs.execute
@@ -25,9 +25,11 @@ from core.settings import Settings, parse_queue_names
 from core.startup import EXIT_CONFIGURATION, configure_logging, settings_or_exit
 from jobs.registry import import_task_modules
 from redis_client import KitJob, KitQueue, check_redis_policy, make_redis
+from workers.pool import KitWorkerPool
 from workers.preload import preload
+from workers.simple import KitSimpleWorker
 from workers.wait import wait_for_redis
-from workers.worker import KitWorker
+from workers.worker import KitWorker, KitWorkerBase
 
 log = logging.getLogger("workers")
 
@@ -44,6 +46,14 @@ def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace
         "-q", "--queues", default=",".join(settings.worker_queues), help="queues, highest priority first"
     )
     parser.add_argument("--burst", action="store_true", help="quit when the queues are empty")
+    parser.add_argument(
+        "--no-fork",
+        dest="mode",
+        action="store_const",
+        const="simple",
+        default=settings.worker_mode,
+        help="run jobs in the warm worker process, without a fork per job (WORKER_MODE=simple)",
+    )
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")
@@ -74,11 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIGURATION
 
     preload()
-    pool = WorkerPool(
+    worker_class: type[KitWorkerBase] = KitSimpleWorker if args.mode == "simple" else KitWorker
+    log.info("worker mode: %s (%s)", args.mode, worker_class.__name__)
+    pool = KitWorkerPool(
         list(queues),
         connection=connection,
         num_workers=args.count,
-        worker_class=KitWorker,
+        worker_class=worker_class,
         serializer=JSONSerializer,
         job_class=KitJob,
         queue_class=KitQueue,

@@ -1,4 +1,8 @@
-"""The RQ worker class: JSON jobs through the allow-list, maintenance tuned for fast recovery."""
+"""The RQ worker classes: JSON jobs through the allow-list, maintenance tuned for fast recovery.
+
+`KitWorkerBase` holds what both worker modes share; `KitWorker` forks a work-horse per job (RQ's
+`Worker`), `workers.simple.KitSimpleWorker` runs jobs in the worker itself (RQ's `SimpleWorker`).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.job import Job
 from rq.job_lifecycle import call_exception_handlers
 from rq.serializers import JSONSerializer
+from rq.worker.base import BaseWorker
 
 from core.errors import AudioKitError, WorkHorseDied
 from core.settings import get_settings
@@ -22,8 +27,8 @@ from workers.scheduler_process import WorkerBoundScheduler
 from workers.wait import wait_for_redis
 
 
-class KitWorker(SpareWorkHorse, Worker):  # type: ignore[misc]
-    """An RQ `Worker` whose defaults come from the settings.
+class KitWorkerBase(BaseWorker):
+    """What both worker modes share: defaults from the settings, logging, the lease, the scheduler.
 
     With RQ's defaults a SIGKILLed worker's job is retried after ~11 minutes
     (600 s maintenance, 90 s lease). Here it is retried after at most
@@ -62,24 +67,6 @@ class KitWorker(SpareWorkHorse, Worker):  # type: ignore[misc]
         self.log.warning("Worker %s: job %s failed: %s", self.name, job.id, describe_error(error))
         call_exception_handlers(self._exc_handlers, job, *exc_info)
 
-    def handle_work_horse_killed(self, job: Job, retpid: int, ret_val: int, rusage: Any) -> None:
-        """Records a work-horse that died mid-job (SIGKILL, out of memory) as a failed attempt.
-
-        RQ retries such a job but calls no failure callback on this path (it does for a job abandoned by
-        a dead worker, and for an exception), so the job's row would say `started` through the backoff and
-        the retry would go uncounted. The failure callback runs here, before RQ decides, as it would there.
-        """
-        super().handle_work_horse_killed(job, retpid, ret_val, rusage)  # type: ignore[no-untyped-call]
-        how = f"exit status {ret_val}"
-        if ret_val and os.WIFSIGNALED(ret_val):
-            number = os.WTERMSIG(ret_val)
-            how = f"killed by {signal.Signals(number).name}" if number in signal.valid_signals() else f"signal {number}"
-        error = WorkHorseDied(f"the process running the job died ({how})")
-        try:
-            execute_failure_callback(job, self.death_penalty_class, WorkHorseDied, error, None)
-        except Exception:  # e.g. the database is down: the reconciler repairs the row later
-            self.log.exception("Worker %s: failure of job %s not recorded", self.name, job.id)
-
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """RQ's lease arithmetic with our margin instead of its fixed 60 s."""
         interval = self.job_monitoring_interval
@@ -115,3 +102,26 @@ class KitWorker(SpareWorkHorse, Worker):  # type: ignore[misc]
                 self.scheduler.register_death()
         else:
             self.scheduler.start()
+
+
+class KitWorker(SpareWorkHorse, KitWorkerBase, Worker):  # type: ignore[misc]
+    """The forking worker (`WORKER_MODE=fork`, the default): each job runs in a work-horse of its own,
+    forked ahead of it after the first (`workers.forking`, `WORKER_SPARE_WORK_HORSE`)."""
+
+    def handle_work_horse_killed(self, job: Job, retpid: int, ret_val: int, rusage: Any) -> None:
+        """Records a work-horse that died mid-job (SIGKILL, out of memory) as a failed attempt.
+
+        RQ retries such a job but calls no failure callback on this path (it does for a job abandoned by
+        a dead worker, and for an exception), so the job's row would say `started` through the backoff and
+        the retry would go uncounted. The failure callback runs here, before RQ decides, as it would there.
+        """
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)  # type: ignore[no-untyped-call]
+        how = f"exit status {ret_val}"
+        if ret_val and os.WIFSIGNALED(ret_val):
+            number = os.WTERMSIG(ret_val)
+            how = f"killed by {signal.Signals(number).name}" if number in signal.valid_signals() else f"signal {number}"
+        error = WorkHorseDied(f"the process running the job died ({how})")
+        try:
+            execute_failure_callback(job, self.death_penalty_class, WorkHorseDied, error, None)
+        except Exception:  # e.g. the database is down: the reconciler repairs the row later
+            self.log.exception("Worker %s: failure of job %s not recorded", self.name, job.id)

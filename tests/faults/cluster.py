@@ -8,6 +8,9 @@ callback delivered twice, or a final result written twice).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,9 @@ ADMIN_KEY = "fault-admin-key"
 # Each test process writes its scenarios' tally lines here (processes run in parallel under xdist).
 FAULT_TALLIES = Path("test-artifacts") / "fault-tallies"
 TERMINAL = ("finished", "failed", "canceled")
+# Worker modes (`WORKER_MODE`): a fork per job, or jobs in the warm worker (`start_worker.sh --no-fork`).
+FORK, SIMPLE = "fork", "simple"
+BOTH_WORKER_MODES = (FORK, SIMPLE)
 
 # Fast recovery for tests: a dead worker's job is noticed ~1 + 5 s after its last heartbeat and
 # picked up by the next maintenance (every 3 s); lost rows are re-enqueued after 3 s of silence.
@@ -48,6 +54,13 @@ FAULT_SETTINGS: dict[str, Any] = {
     "callback_signing_secret": "whsec_dGVzdC1zaWduaW5nLXNlY3JldC0wMTIzNDU2Nzg5",
     "callback_allowed_networks": "127.0.0.0/8",
 }
+
+
+def kill_runner(pid: int) -> None:
+    """SIGKILLs the process running a job: its work-horse (in a process group of its own), or in simple
+    mode the worker itself, which may be gone already with its pool's group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -85,8 +98,12 @@ def assert_nothing_lost(tally: Tally, *, failed: int = 0, acknowledged: int | No
 class Cluster:
     """Processes of one deployment sharing one database, storage and Redis."""
 
-    def __init__(self, tmp_path: Path, redis: RedisServer, fake: FakeServices, **overrides: Any) -> None:
+    def __init__(
+        self, tmp_path: Path, redis: RedisServer, fake: FakeServices, *, worker_mode: str = "fork", **overrides: Any
+    ) -> None:
+        """`worker_mode`: how the analysis workers run jobs, "fork" or "simple" (`start_worker.sh --no-fork`)."""
         self.tmp_path = tmp_path
+        self.worker_mode = worker_mode
         self.redis = redis
         self.fake = fake
         self.base: dict[str, Any] = FAULT_SETTINGS | {
@@ -116,7 +133,7 @@ class Cluster:
 
     def start_workers(self, *args: str, **overrides: Any) -> ManagedProcess:
         """Starts an analysis worker pool (returned), and the callbacks worker (as the Procfile does) if none runs."""
-        process = start_workers(self.settings_for(**overrides), self._log("worker"), *args)
+        process = start_workers(self.settings_for(**overrides), self._log("worker"), *args, mode=self.worker_mode)
         self.processes.append(process)
         if self.callback_worker is None or not self.callback_worker.alive:
             self.callback_worker = start_workers(self.settings_for(), self._log("callbacks"), "-q", "callbacks")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from devserver.redis import RedisServer
-from tests.faults.cluster import FAULT_TALLIES, Cluster, Tally
+from tests.faults.cluster import FAULT_TALLIES, FORK, SIMPLE, Cluster, Tally
 from tests.support.fake_services import FakeServices
 from tests.support.processes import kill_all
 
@@ -23,6 +23,15 @@ from tests.support.processes import kill_all
 FAULT_SCENARIO_TIMEOUT_S = 300
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module that sets `WORKER_MODES = BOTH_WORKER_MODES` runs its scenarios with forking workers and
+    with `--no-fork` ones; the simple-mode runs on the first database only (as `one_database`)."""
+    modes = getattr(metafunc.module, "WORKER_MODES", None)
+    if modes and "worker_mode" in metafunc.fixturenames:
+        metafunc.parametrize("worker_mode", modes, indirect=True)
+
+
+@pytest.hookimpl(tryfirst=True)  # before the root conftest leaves out `one_database` runs
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/faults/" in str(item.fspath):
@@ -30,6 +39,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
             if item.get_closest_marker("timeout") is None:
                 item.add_marker(pytest.mark.timeout(FAULT_SCENARIO_TIMEOUT_S))
+            callspec = getattr(item, "callspec", None)
+            if callspec is not None and callspec.params.get("worker_mode") == SIMPLE:
+                item.add_marker(pytest.mark.one_database)
+
+
+@pytest.fixture
+def worker_mode(request: pytest.FixtureRequest) -> str:
+    """How the scenario's workers run jobs: "fork" unless its module runs it in both modes."""
+    return str(getattr(request, "param", FORK))
 
 
 def _tally_dir(config: pytest.Config) -> Path:
@@ -47,12 +65,13 @@ def fault_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def cluster(
-    tmp_path: Path, fault_redis: RedisServer, fake: FakeServices, database_url: str
+    tmp_path: Path, fault_redis: RedisServer, fake: FakeServices, database_url: str, worker_mode: str
 ) -> Iterator[Callable[..., Cluster]]:
     built: list[Cluster] = []
 
     def build(**overrides: Any) -> Cluster:
-        instance = Cluster(tmp_path, fault_redis, fake, **({"database_url": database_url} | overrides))
+        values = {"database_url": database_url} | overrides
+        instance = Cluster(tmp_path, fault_redis, fake, worker_mode=worker_mode, **values)
         built.append(instance)
         return instance
 
@@ -69,6 +88,7 @@ def record(request: pytest.FixtureRequest) -> Callable[[Tally], Tally]:
     def keep(tally: Tally) -> Tally:
         params = getattr(getattr(request.node, "callspec", None), "params", {})
         line = tally.line() + (f" database={params['db_backend']}" if "db_backend" in params else "")
+        line += f" workers={params['worker_mode']}" if "worker_mode" in params else ""
         directory.mkdir(parents=True, exist_ok=True)
         with (directory / f"{os.getpid()}.txt").open("a") as out:
             out.write(line + "\n")

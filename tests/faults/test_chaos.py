@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import time
 from collections.abc import Callable
 
 import pytest
 
-from tests.faults.cluster import Cluster, Tally, assert_nothing_lost
+from tests.faults.cluster import BOTH_WORKER_MODES, Cluster, Tally, assert_nothing_lost, kill_runner
 from tests.support.processes import wait_for
 
 N_JOBS = int(os.environ.get("CHAOS_JOBS", "40"))
 KILLS = 3
 SEED = int(os.environ.get("CHAOS_SEED", "20261122"))
+WORKER_MODES = BOTH_WORKER_MODES
 
 # The drain alone may take 240 s on a loaded machine; the suite's 120 s per test would cut it short.
 pytestmark = pytest.mark.timeout(360)
@@ -43,11 +43,11 @@ def test_jobs_with_workers_killed_at_random_three_times_all_end_once(
         runners = deployment.wait_started()
         _victim, horse = chance.choice(sorted(runners.items()))
         if chance.random() < 0.5:
-            os.kill(horse, signal.SIGKILL)
+            kill_runner(horse)
             kills.append("work-horse")
         else:
             workers.kill_group()
-            os.kill(horse, signal.SIGKILL)
+            kill_runner(horse)
             workers = deployment.start_workers()
             kills.append("whole pool")
         deployment.fake.script.hold.set()

@@ -3,8 +3,6 @@ clean-up) fails the abandoned job and frees the slot, and the job waiting for it
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,17 +10,20 @@ import pytest
 
 from core.models import Job, JobStatus
 from jobs.runtime import Runtime
+from tests.faults.cluster import BOTH_WORKER_MODES, kill_runner
 from tests.support import limit_tasks
 from tests.support.analyses import submitter
 from tests.support.processes import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.slow
+WORKER_MODES = BOTH_WORKER_MODES
 
 
 def test_a_killed_worker_frees_its_jobs_slot_and_the_waiting_job_runs(
-    make_runtime: Callable[..., Runtime], workers: Callable[..., ManagedProcess], tmp_path: Path
+    make_runtime: Callable[..., Runtime], workers: Callable[..., ManagedProcess], tmp_path: Path, worker_mode: str
 ) -> None:
     runtime = make_runtime(
+        worker_mode=worker_mode,
         task_modules=limit_tasks.LIMIT_TASK_MODULES,
         worker_job_monitoring_interval_s=1,
         worker_lease_margin_s=5,
@@ -37,7 +38,7 @@ def test_a_killed_worker_frees_its_jobs_slot_and_the_waiting_job_runs(
 
     assert limit_tasks.pid_of(runtime.redis, "b") is None  # never started while the first held the slot
     pool.kill_group()
-    os.kill(horse, signal.SIGKILL)  # the horse has its own process group
+    kill_runner(horse)  # the horse has its own process group
     gate.touch()
     workers(runtime.settings, "-n", "1")  # what a supervisor does
 

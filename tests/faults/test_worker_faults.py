@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Callable
 
 from core.models import JobStatus
-from tests.faults.cluster import Cluster, Tally, assert_nothing_lost
+from tests.faults.cluster import BOTH_WORKER_MODES, Cluster, Tally, assert_nothing_lost, kill_runner
 from tests.support.processes import wait_for
 
 N_JOBS = 6
+WORKER_MODES = BOTH_WORKER_MODES  # every scenario also with `--no-fork` workers (the job runs in the worker)
 
 
 def test_work_horse_sigkilled_mid_job_is_retried(
@@ -24,7 +24,7 @@ def test_work_horse_sigkilled_mid_job_is_retried(
     attempted, ids = deployment.upload(N_JOBS)
 
     victim, horse = next(iter(deployment.wait_started().items()))
-    os.kill(horse, signal.SIGKILL)  # the job's child alone; its worker survives
+    kill_runner(horse)  # the job's child alone; its worker survives
     deployment.fake.script.hold.set()
     deployment.drain(ids)
 
@@ -47,7 +47,7 @@ def test_whole_worker_sigkilled_mid_job_is_retried_by_a_new_worker(
     victim, horse = next(iter(deployment.wait_started().items()))
     killed_at = time.monotonic()
     workers.kill_group()  # pool and workers
-    os.kill(horse, signal.SIGKILL)  # the horse has its own process group
+    kill_runner(horse)  # the horse has its own process group
     deployment.fake.script.hold.set()
     deployment.start_workers()  # what a supervisor does
 

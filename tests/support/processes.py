@@ -176,10 +176,13 @@ def stop_together(processes: list[ManagedProcess], timeout_s: float = 20.0) -> N
         process.stop(timeout_s=max(0.1, deadline - time.monotonic()))
 
 
-def start_workers(settings: Settings, log_path: Path, *args: str, **env_overrides: Any) -> ManagedProcess:
-    """Runs `./start_worker.sh` with `settings`, as an operator would."""
+def start_workers(
+    settings: Settings, log_path: Path, *args: str, mode: str | None = None, **env_overrides: Any
+) -> ManagedProcess:
+    """Runs `./start_worker.sh` with `settings`, as an operator would (`mode` "simple": with `--no-fork`)."""
     env = settings_env(settings) | {key: str(value) for key, value in env_overrides.items()}
-    return ManagedProcess([str(PROJECT_ROOT / "start_worker.sh"), *args], env, log_path)
+    flags = ("--no-fork",) if mode == "simple" else ()
+    return ManagedProcess([str(PROJECT_ROOT / "start_worker.sh"), *args, *flags], env, log_path)
 
 
 class ApiServer(ManagedProcess):
