@@ -53,8 +53,9 @@ IMPORT_PROBE_RUNS = 5  # each run starts an interpreter (about half a second)
 
 RQ_ONE = StackConfig("rq-1-worker", use_rq_queue=True, workers=1)
 RQ_TWO = StackConfig("rq-2-workers", use_rq_queue=True, workers=2)
+RQ_TWO_NO_FORK = StackConfig("rq-2-workers-no-fork", use_rq_queue=True, workers=2, no_fork=True)
 BACKGROUND = StackConfig("background", use_rq_queue=False)
-SCENARIOS = (RQ_ONE, RQ_TWO, BACKGROUND)
+SCENARIOS = (RQ_ONE, RQ_TWO, RQ_TWO_NO_FORK, BACKGROUND)
 
 
 def _step(what: str, action: Callable[[], T]) -> T:
@@ -77,7 +78,12 @@ def _service_rows(
 ) -> list[Row]:
     """Runs every service scenario `profile.rounds` times, interleaved (each round in another order), on this
     checkout and on `baseline`'s; adds to `problems` any upload that did not finish in one attempt."""
-    configs = [config.of(code) for code in ([baseline] if baseline else []) + [None] for config in SCENARIOS]
+    configs = [
+        config.of(code)
+        for code in ([baseline] if baseline else []) + [None]
+        for config in SCENARIOS
+        if code is None or not config.no_fork  # a baseline may predate the no-fork mode
+    ]
     runs = {config.name: ScenarioRuns(config) for config in configs}
     for index in range(profile.rounds):
         shift = index % len(configs)

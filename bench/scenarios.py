@@ -183,16 +183,22 @@ def service_rows(runs: Sequence[ScenarioRuns], upload_mb: float) -> list[Row]:
     rows = [row for kind in _SEQUENTIAL_KINDS for found in sequential for key, row in found.items() if key == kind]
     bursts = [burst_rows(item) for item in runs]
     rows += [group[index] for index in range(3) for group in bursts]
-    by_mode: dict[tuple[bool, int, bool], ScenarioRuns] = {
-        (item.config.use_rq_queue, item.config.workers, item.config.code_root is None): item for item in runs
+    by_mode: dict[tuple[bool, int, bool, bool], ScenarioRuns] = {
+        (item.config.use_rq_queue, item.config.workers, item.config.no_fork, item.config.code_root is None): item
+        for item in runs
     }
     for current in (False, True):
-        one, two, background = (by_mode.get((*key, current)) for key in ((True, 1), (True, 2), (False, 0)))
+        one, two, two_warm, background = (
+            by_mode.get((*key, current))
+            for key in ((True, 1, False), (True, 2, False), (True, 2, True), (False, 0, False))
+        )
         suffix = "" if current else " [before]"
         if one and two:
             rows.append(_ratio_row(f"ratio throughput rq 2w/1w{suffix}", two, one, "goal ≥ 1.7"))
         if two and background:
             rows.append(_ratio_row(f"ratio throughput rq 2w/bg{suffix}", two, background, "goal ≥ 1.0"))
+        if two_warm and background:
+            rows.append(_ratio_row(f"ratio throughput rq 2w no-fork/bg{suffix}", two_warm, background, "goal ≥ 1.0"))
         if one and background and one.sequential and background.sequential:
             medians = [statistics.median(_values(item.sequential, "send_to_finished_ms")) for item in (one, background)]
             rows.append(over_runs(f"ratio send→finished rq 1w/bg{suffix}", [medians[0] / medians[1]], "x"))

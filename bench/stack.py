@@ -36,19 +36,20 @@ class StackConfig:
     use_rq_queue: bool
     workers: int = 0
     code_root: Path | None = None  # another checkout's code (None: this one's)
+    no_fork: bool = False  # the workers in no-fork mode (`start_worker.sh --no-fork`)
 
     @property
     def label(self) -> str:
         before = " [before]" if self.code_root is not None else ""
         if self.use_rq_queue:
-            return f"rq {self.workers}w{before}"
+            return f"rq {self.workers}w{' no-fork' if self.no_fork else ''}{before}"
         return f"bg c{BACKGROUND_CONCURRENCY}{before}"
 
     def of(self, code_root: Path | None) -> StackConfig:
         """The same scenario on another checkout's code."""
         if code_root is None:
             return self
-        return StackConfig(f"{self.name}-before", self.use_rq_queue, self.workers, code_root.resolve())
+        return StackConfig(f"{self.name}-before", self.use_rq_queue, self.workers, code_root.resolve(), self.no_fork)
 
 
 class CheckoutApi(ManagedProcess):
@@ -123,7 +124,7 @@ def running_stack(config: StackConfig, redis_server: RedisServer, root: Path) ->
         cleanup.callback(api.stop)
         workers: ManagedProcess | None = None
         if config.use_rq_queue:
-            arguments = ["-n", str(config.workers)]
+            arguments = ["-n", str(config.workers), *(["--no-fork"] if config.no_fork else [])]
             if code_root is None:
                 workers = start_workers(settings, log_dir / "workers.log", *arguments)
             else:
