@@ -16,7 +16,7 @@ help:
 	@echo "make test     set up, then run the whole test suite on SQLite and PostgreSQL (TEST_PROCESSES=3 at once)"
 	@echo "make faults   only the fault-injection suite"
 	@echo "make lint     ruff + mypy"
-	@echo "make bench    benchmarks: print a table, write bench/results/*.json (BENCH_ARGS=--quick, --workers-only, --breakdown)"
+	@echo "make bench    benchmarks: print a table, write bench/results/*.json (BENCH_ARGS: --quick, --analysis-only, --uploads-only, --workers-only, --breakdown, --rounds N, --baseline DIR)"
 
 $(STAMP): pyproject.toml
 	@bash scripts/ensure-venv.sh "$(PYTHON)" "$(VENV)"
