@@ -28,7 +28,7 @@ from rq.rate_limit import RateLimit
 from rq.serializers import JSONSerializer
 
 from core.errors import JobNotAllowed, QueueFull, QueueUnavailable, RedisPolicyError
-from core.settings import Settings, intervals_for
+from core.settings import Settings, get_settings, intervals_for
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,16 @@ class KitQueue(Queue):
         kwargs["serializer"] = kwargs.get("serializer") or JSONSerializer
         kwargs["job_class"] = kwargs.get("job_class") or KitJob
         super().__init__(name, connection=connection, **kwargs)
+
+    def acquire_maintenance_lock(self) -> bool:
+        """RQ's lock on cleaning this queue's registries, expiring after one maintenance interval, not 899 s.
+
+        The worker that cleans releases the lock when done; the expiry only matters when it dies while
+        cleaning (SIGKILL, out of memory). With RQ's 15 minutes, no worker would look for the abandoned
+        jobs of this queue (a dead worker's job, its concurrency slot) for that long.
+        """
+        ttl = get_settings().worker_maintenance_interval_s
+        return bool(self.connection.set(self.registry_cleaning_key, 1, nx=True, ex=ttl))
 
 
 def make_redis(settings: Settings, *, role: str = "api") -> redis.Redis:

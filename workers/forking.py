@@ -79,7 +79,7 @@ class SpareWorkHorse(_Base):  # type: ignore[misc]
     def fork_work_horse(self, job: Any, queue: Any) -> None:
         self._has_forked = True
         spare, self._spare = self._spare, None
-        if spare is not None and self._hand_over(spare, job, queue):
+        if spare is not None and self._alive(spare) and self._hand_over(spare, job, queue):
             return
         gc.freeze()
         try:
@@ -140,6 +140,17 @@ class SpareWorkHorse(_Base):  # type: ignore[misc]
         with contextlib.suppress(ProcessLookupError):
             os.kill(spare.pid, signal.SIGKILL)  # it holds no job: nothing to finish
         self._reap(spare)
+
+    def _alive(self, spare: _Spare) -> bool:
+        """False for a spare that has died (reaped here); one dying this very moment is caught by the write."""
+        try:
+            pid, _ = os.waitpid(spare.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid = spare.pid
+        if pid == 0:
+            return True
+        os.close(spare.pipe)
+        return False
 
     def _reap(self, spare: _Spare) -> None:
         with contextlib.suppress(ChildProcessError):
