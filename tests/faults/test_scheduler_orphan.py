@@ -15,7 +15,7 @@ from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
 
 from devserver.redis import RedisServer
 from tests.faults.cluster import Cluster, Tally, assert_nothing_lost
-from tests.support.processes import wait_for
+from tests.support.processes import exited, wait_for
 
 SCHEDULED_IN_S = 3
 
@@ -38,14 +38,6 @@ def _lock_holders(connection: redis.Redis, queues: tuple[str, ...]) -> dict[str,
     return holders
 
 
-def _gone(pid: int) -> bool:
-    """The process has exited (a zombie waiting for init to reap it holds nothing either)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def _worker_of_pool(scheduler_pid: int, pool_pid: int) -> bool:
     """The scheduler is alive and forked by a live worker of the pool (scheduler -> worker -> pool)."""
     try:
@@ -53,7 +45,7 @@ def _worker_of_pool(scheduler_pid: int, pool_pid: int) -> bool:
         pool = worker.parent() if worker is not None else None
     except psutil.NoSuchProcess:
         return False
-    return not _gone(scheduler_pid) and pool is not None and pool.pid == pool_pid
+    return not exited(scheduler_pid) and pool is not None and pool.pid == pool_pid
 
 
 def test_scheduler_of_a_sigkilled_worker_stops_and_a_live_worker_takes_its_lock(
@@ -73,7 +65,7 @@ def test_scheduler_of_a_sigkilled_worker_stops_and_a_live_worker_takes_its_lock(
     killed_at = time.monotonic()
     os.kill(worker.pid, signal.SIGKILL)  # the worker alone: its scheduler is not signalled
 
-    wait_for(lambda: _gone(old_pid), 30, f"the dead worker's scheduler (pid {old_pid}) to exit")
+    wait_for(lambda: exited(old_pid), 30, f"the dead worker's scheduler (pid {old_pid}) to exit")
     stopped_s = time.monotonic() - killed_at
 
     def taken_over() -> dict[str, tuple[str, int]] | None:

@@ -18,7 +18,7 @@ from jobs import task
 from jobs.runtime import Runtime
 from redis_client import make_redis
 from tests.support.analyses import submitter
-from tests.support.processes import wait_for
+from tests.support.processes import exited, wait_for
 from workers.worker import KitWorker
 
 pytestmark = pytest.mark.one_database
@@ -75,22 +75,15 @@ def _spare_of(worker_pid: int) -> int | None:
     return None
 
 
-def _dead(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def test_each_job_after_the_first_runs_in_a_work_horse_forked_before_it_came(runtime: Runtime, worker_pid: int) -> None:
     first = _run(runtime)  # forked when the job came: no spare before the worker has forked once
     # The row says finished before the work-horse's end (RQ's own bookkeeping, then its exit).
-    wait_for(lambda: _dead(first), WAIT_S, "the first job's work-horse to end")
+    wait_for(lambda: exited(first), WAIT_S, "the first job's work-horse to end")
     spare = wait_for(lambda: _spare_of(worker_pid), WAIT_S, "a spare work-horse")
     assert spare != first
 
     assert _run(runtime) == spare  # the job went to the process that was waiting for it
-    wait_for(lambda: _dead(spare), WAIT_S, "its work-horse to end")
+    wait_for(lambda: exited(spare), WAIT_S, "its work-horse to end")
     assert not psutil.pid_exists(first)  # each job had a process of its own, gone with it
 
     # A spare that dies while it waits is replaced by a plain fork when the next job comes.
@@ -98,10 +91,10 @@ def test_each_job_after_the_first_runs_in_a_work_horse_forked_before_it_came(run
     os.kill(killed, signal.SIGKILL)
     # Dead, not dying: a job handed over while the kernel still tears the spare down is that job's
     # work-horse dying (a failed attempt, as with any work-horse killed at its start).
-    wait_for(lambda: _dead(killed), WAIT_S, "the killed spare to be dead")
+    wait_for(lambda: exited(killed), WAIT_S, "the killed spare to be dead")
     plain = _run(runtime)
     assert plain not in (killed, spare, first)
-    wait_for(lambda: _dead(plain), WAIT_S, "the plain fork's work-horse to end")
+    wait_for(lambda: exited(plain), WAIT_S, "the plain fork's work-horse to end")
 
     # A worker that stops takes its spare with it.
     waiting = wait_for(lambda: _spare_of(worker_pid), WAIT_S, "a spare work-horse after the plain fork")

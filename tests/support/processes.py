@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import psutil
 from pydantic import SecretStr
 
 from core.settings import PROJECT_ROOT, Settings
@@ -157,6 +158,14 @@ def _descendants(root: int) -> list[int]:
             found.append(child)
             pending.append(child)
     return found
+
+
+def exited(pid: int) -> bool:
+    """The process has ended (a zombie waiting to be reaped holds nothing and runs nothing either)."""
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
 
 
 def kill_all(processes: list[ManagedProcess]) -> None:
