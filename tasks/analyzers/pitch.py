@@ -14,7 +14,8 @@ import numpy as np
 import numpy.typing as npt
 from numpy import fft  # numpy loads it lazily; here it loads with this module, before a worker forks
 
-from tasks.analyzers.frames import FrameSampler, SampleArray
+from tasks.analyzers.frames import FrameSampler, SampleArray, rows_needed
+from tasks.analyzers.scratch import SCRATCH
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -34,8 +35,9 @@ F0_HOP_S = 0.010
 # At most this many f0 frames per file: the median of a hundred frames is stable (a tone's varies by
 # hundredths of a hertz from 100 to 400 frames), and the cost stays constant whatever the duration.
 F0_MAX_FRAMES = 100
-# Frames analyzed together: vectorized enough, and the FFT buffers stay under about 1 MB each.
-YIN_BATCH_FRAMES = 16
+# Samples of the frames analyzed together (16 frames at 44.1 kHz, fewer at higher rates): vectorized
+# enough, and the FFT buffers stay under about 1 MB each whatever the sample rate.
+YIN_BATCH_SAMPLES = 16 * 2304
 
 
 def fast_fft_size(minimum: int) -> int:
@@ -68,22 +70,24 @@ class Yin:
         self.fft_size = fast_fft_size(self.frame_len)
         self.energy_floor = self.window * 10.0 ** (F0_ENERGY_FLOOR_DBFS / 10.0)
         self._lag_index = np.arange(1, self.max_lag + 1, dtype=np.float64)
+        self.batch = max(1, YIN_BATCH_SAMPLES // self.fft_size)
 
     def estimate(self, frames: FloatArray) -> list[float]:
         """f0 in Hz of every voiced frame of `frames` (shape (n, frame_len)); unvoiced ones are skipped."""
         values: list[float] = []
-        for first in range(0, frames.shape[0], YIN_BATCH_FRAMES):
-            values += self._estimate_batch(frames[first : first + YIN_BATCH_FRAMES])
+        for first in range(0, frames.shape[0], self.batch):
+            values += self._estimate_batch(frames[first : first + self.batch])
         return values
 
     def _estimate_batch(self, frames: FloatArray) -> list[float]:
-        w, lags = self.window, self.max_lag
-        spectrum = fft.rfft(frames, n=self.fft_size, axis=1)
-        head = fft.rfft(frames[:, :w], n=self.fft_size, axis=1)
+        w, lags, count, bins = self.window, self.max_lag, frames.shape[0], self.fft_size // 2 + 1
+        spectrum = fft.rfft(frames, n=self.fft_size, axis=1, out=SCRATCH.array("yin.spectrum", (count, bins), np.complex128))
+        head = fft.rfft(frames[:, :w], n=self.fft_size, axis=1, out=SCRATCH.array("yin.head", (count, bins), np.complex128))
         spectrum *= np.conjugate(head, out=head)
         # r[t] = sum_{j<w} x[j] * x[j + t]
-        corr = fft.irfft(spectrum, n=self.fft_size, axis=1)[:, : lags + 1]
-        squares = np.square(frames[:, : w + lags])
+        corr = SCRATCH.array("yin.corr", (count, self.fft_size), np.float64)
+        corr = fft.irfft(spectrum, n=self.fft_size, axis=1, out=corr)[:, : lags + 1]
+        squares = np.square(frames[:, : w + lags], out=SCRATCH.array("yin.squares", (count, w + lags), np.float64))
         cumulative = np.cumsum(squares, axis=1, out=squares)
         energy = cumulative[:, w - 1 : w + lags]  # sum_{j<w} x[j + t]^2
         energy[:, 1:] -= cumulative[:, :lags]
@@ -92,10 +96,13 @@ class Yin:
         corr += energy
         corr += energy[:, :1]
         diff = np.maximum(corr, 0.0, out=corr)
-        running = np.cumsum(diff[:, 1:], axis=1)
-        cmnd = np.ones_like(diff)
+        running = np.cumsum(diff[:, 1:], axis=1, out=SCRATCH.array("yin.running", (count, lags), np.float64))
+        cmnd = SCRATCH.array("yin.cmnd", (count, lags + 1), np.float64)
+        cmnd[:, 0] = 1.0
         with np.errstate(divide="ignore", invalid="ignore"):
-            cmnd[:, 1:] = np.where(running > 0.0, diff[:, 1:] * self._lag_index / running, 1.0)
+            np.multiply(diff[:, 1:], self._lag_index, out=cmnd[:, 1:])
+            np.divide(cmnd[:, 1:], running, out=cmnd[:, 1:])
+        np.copyto(cmnd[:, 1:], 1.0, where=~(running > 0.0))
 
         # Candidates are the local minima of cmnd from lag 2 on, not from the F0_MAX_HZ lag, so a
         # pitch above the range is seen as such (and rejected) instead of taken for its subharmonic.
@@ -137,14 +144,15 @@ class PitchTrack:
 
     def __init__(self, sample_rate: int, total_frames: int) -> None:
         self._yin = Yin(sample_rate)
+        length, batch = self._yin.frame_len, self._yin.batch
         stride = max(round(F0_HOP_S * sample_rate), math.ceil(total_frames / F0_MAX_FRAMES), 1)
-        self._frames = FrameSampler(self._yin.frame_len, stride, YIN_BATCH_FRAMES)
+        rows = SCRATCH.array("pitch.frames", (rows_needed(length, stride, batch), length), np.float64)
+        self._frames = FrameSampler(length, stride, batch, rows)
         self._values: list[float] = []
 
     def add(self, mono: SampleArray) -> None:
         """Estimate f0 on the frames that the next samples of the mono mix complete."""
-        frames = self._frames.take(mono)
-        if frames.shape[0]:
+        for frames in self._frames.batches(mono):
             self._values += self._yin.estimate(frames)
 
     def median_hz(self) -> float | None:
