@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -81,13 +82,13 @@ class Yin:
 
     def _estimate_batch(self, frames: FloatArray) -> list[float]:
         w, lags, count, bins = self.window, self.max_lag, frames.shape[0], self.fft_size // 2 + 1
-        spectrum = fft.rfft(frames, n=self.fft_size, axis=1, out=SCRATCH.array("yin.spectrum", (count, bins), np.complex128))
-        head = fft.rfft(frames[:, :w], n=self.fft_size, axis=1, out=SCRATCH.array("yin.head", (count, bins), np.complex128))
+        spectrum = fft.rfft(self._padded("yin.frames", frames), axis=1, out=_scratch("yin.spectrum", count, bins, complex))
+        head = fft.rfft(self._padded("yin.head", frames[:, :w]), axis=1, out=_scratch("yin.head_spectrum", count, bins, complex))
         spectrum *= np.conjugate(head, out=head)
         # r[t] = sum_{j<w} x[j] * x[j + t]
-        corr = SCRATCH.array("yin.corr", (count, self.fft_size), np.float64)
-        corr = fft.irfft(spectrum, n=self.fft_size, axis=1, out=corr)[:, : lags + 1]
-        squares = np.square(frames[:, : w + lags], out=SCRATCH.array("yin.squares", (count, w + lags), np.float64))
+        corr = fft.irfft(spectrum, n=self.fft_size, axis=1, out=_scratch("yin.corr", count, self.fft_size))
+        corr = corr[:, : lags + 1]
+        squares = np.square(frames[:, : w + lags], out=_scratch("yin.squares", count, w + lags))
         cumulative = np.cumsum(squares, axis=1, out=squares)
         energy = cumulative[:, w - 1 : w + lags]  # sum_{j<w} x[j + t]^2
         energy[:, 1:] -= cumulative[:, :lags]
@@ -96,8 +97,8 @@ class Yin:
         corr += energy
         corr += energy[:, :1]
         diff = np.maximum(corr, 0.0, out=corr)
-        running = np.cumsum(diff[:, 1:], axis=1, out=SCRATCH.array("yin.running", (count, lags), np.float64))
-        cmnd = SCRATCH.array("yin.cmnd", (count, lags + 1), np.float64)
+        running = np.cumsum(diff[:, 1:], axis=1, out=_scratch("yin.running", count, lags))
+        cmnd = _scratch("yin.cmnd", count, lags + 1)
         cmnd[:, 0] = 1.0
         with np.errstate(divide="ignore", invalid="ignore"):
             np.multiply(diff[:, 1:], self._lag_index, out=cmnd[:, 1:])
@@ -115,28 +116,41 @@ class Yin:
         voiced = is_dip & (bottom < 1.0 - F0_MIN_CLARITY) & (energy[:, :1] >= self.energy_floor)
         rows = np.flatnonzero(voiced.any(axis=1))
         first_lags = np.argmax(voiced[rows], axis=1) + 2
-        values: list[float] = []
-        for row, lag in zip(rows.tolist(), first_lags.tolist(), strict=True):
-            f0 = self._refine(diff[row], lag)
-            if f0 is not None:
-                values.append(f0)
+        return self._refine(diff, rows, first_lags)
+
+    def _padded(self, name: str, frames: FloatArray) -> FloatArray:
+        """`frames` copied into the start of rows of fft_size samples, zero after (no padding inside the FFT)."""
+        padded = _scratch(name, frames.shape[0], self.fft_size)
+        padded[:, : frames.shape[1]] = frames
+        padded[:, frames.shape[1] :] = 0.0
+        return padded
+
+    def _refine(self, diff: FloatArray, rows: npt.NDArray[np.intp], lags: npt.NDArray[np.intp]) -> list[float]:
+        """f0 of each of `rows` from its first voiced dip at `lags`, refined on the raw difference function.
+
+        Frames whose f0 falls out of range are skipped.
+        """
+        # The sub-sample position is fitted on the raw difference function: the normalization of
+        # cmnd tilts the dip, which biases short periods (1 kHz at 8 kHz) by several hertz. So each
+        # lag first walks down the difference function, to the left, then to the right.
+        lags, top = lags.copy(), diff.shape[1] - 2
+        for step in (-1, 1):
+            while True:
+                moving = (lags > 1) & (lags < top) & (diff[rows, lags + step] < diff[rows, lags])
+                if not moving.any():
+                    break
+                lags += step * moving
+        d_left, d_centre, d_right = diff[rows, lags - 1], diff[rows, lags], diff[rows, lags + 1]
+        d_curvature = d_left - 2.0 * d_centre + d_right
+        bent = d_curvature > 0
+        offset = np.divide(0.5 * (d_left - d_right), d_curvature, out=np.zeros_like(d_curvature), where=bent)
+        f0 = self.sample_rate / (lags + offset)
+        values: list[float] = f0[(f0 >= F0_MIN_HZ) & (f0 <= F0_MAX_HZ)].tolist()
         return values
 
-    def _refine(self, diff: FloatArray, lag: int) -> float | None:
-        """f0 from the first voiced dip at `lag`, refined on the raw difference function; None if out of range."""
-        # The sub-sample position is fitted on the raw difference function: the normalization of
-        # cmnd tilts the dip, which biases short periods (1 kHz at 8 kHz) by several hertz.
-        while 1 < lag < diff.shape[0] - 2 and diff[lag - 1] < diff[lag]:
-            lag -= 1
-        while 1 < lag < diff.shape[0] - 2 and diff[lag + 1] < diff[lag]:
-            lag += 1
-        d_left, d_centre, d_right = diff[lag - 1], diff[lag], diff[lag + 1]
-        d_curvature = d_left - 2.0 * d_centre + d_right
-        offset = 0.5 * (d_left - d_right) / d_curvature if d_curvature > 0 else 0.0
-        f0 = self.sample_rate / (lag + float(offset))
-        if not F0_MIN_HZ <= f0 <= F0_MAX_HZ:
-            return None
-        return f0
+
+def _scratch(name: str, rows: int, columns: int, dtype: type[np.generic] = np.float64) -> npt.NDArray[Any]:
+    return SCRATCH.array(name, (rows, columns), np.complex128 if dtype is complex else dtype)
 
 
 class PitchTrack:

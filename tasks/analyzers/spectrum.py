@@ -65,6 +65,7 @@ class Spectrum:
         rows = SCRATCH.array("spectrum.frames", (rows_needed(self.fft_size, stride, batch), self.fft_size), np.float64)
         self._frames = FrameSampler(self.fft_size, stride, batch, rows)
         self._spectra = SCRATCH.array("spectrum.spectra", (batch, self.fft_size // 2 + 1), np.complex128)
+        self._sums = SCRATCH.array("spectrum.sums", (self.fft_size + 2,), np.float64)
         self._window = hann_window(self.fft_size)
         self._power: FloatArray = np.zeros(self.fft_size // 2 + 1, dtype=np.float64)
         self.frames_used = 0
@@ -83,10 +84,13 @@ class Spectrum:
         for first in range(0, count, self._spectra.shape[0]):
             part = frames[first : first + self._spectra.shape[0]]
             spectra = fft.rfft(part, axis=1, out=self._spectra[: part.shape[0]])
-            # |X|^2 as re^2 + im^2, squared in place on the spectra's memory seen as pairs of floats.
-            pairs = spectra.view(np.float64).reshape(part.shape[0], -1, 2)
-            np.square(pairs, out=pairs)
-            self._power += pairs.sum(axis=0).sum(axis=1)
+            # |X|^2 as re^2 + im^2: squared in place on the spectra's memory seen as floats (re, im,
+            # re, im, ...), summed over the frames, then each bin's two halves added.
+            floats = spectra.view(np.float64)
+            np.square(floats, out=floats)
+            sums = np.add.reduce(floats, axis=0, out=self._sums)
+            self._power += sums[0::2]
+            self._power += sums[1::2]
         self.frames_used += count
 
     def power(self) -> FloatArray:
