@@ -46,6 +46,7 @@ class FrameSampler:
             raise ValueError(f"the frame array needs {capacity} rows of {length} samples, got {rows.shape}")
         self._rows = rows[:capacity, :length]
         self._first = 0  # index of the frame in row 0
+        self._stored = 0  # index of the first frame not in the rows yet
         self._handed = 0  # rows handed out, dropped when the sampler is next used
         self._position = 0  # samples fed so far
 
@@ -68,7 +69,7 @@ class FrameSampler:
         while filled < begun:
             upto = min(begun, self._first + self._rows.shape[0])
             self._fill(block, start, filled, upto)
-            filled = upto
+            filled = self._stored = upto
             while min(upto, self._complete_before(end)) - self._first >= self.batch:
                 self._handed = self.batch
                 yield self._rows[: self.batch]
@@ -111,9 +112,11 @@ class FrameSampler:
                 row[low - frame_start : high - frame_start] = block[low - start : high - start]
 
     def _drop_handed(self) -> None:
-        """Forgets the rows handed out; the rows after them (frames begun, not complete) move up to row 0."""
+        """Forgets the rows handed out; the frames stored after them (begun, maybe complete) move up to row 0."""
         handed = self._handed
         if handed:
-            self._rows[: self._rows.shape[0] - handed] = self._rows[handed:]
+            kept = self._stored - self._first - handed
+            if kept > 0:
+                self._rows[:kept] = self._rows[handed : handed + kept]
             self._first += handed
             self._handed = 0

@@ -103,20 +103,24 @@ class Yin:
         with np.errstate(divide="ignore", invalid="ignore"):
             np.multiply(diff[:, 1:], self._lag_index, out=cmnd[:, 1:])
             np.divide(cmnd[:, 1:], running, out=cmnd[:, 1:])
-        np.copyto(cmnd[:, 1:], 1.0, where=~(running > 0.0))
+        if not (running[:, 0] > 0.0).all():  # running never decreases: positive at lag 1, positive throughout
+            np.copyto(cmnd[:, 1:], 1.0, where=~(running > 0.0))
 
         # Candidates are the local minima of cmnd from lag 2 on, not from the F0_MAX_HZ lag, so a
         # pitch above the range is seen as such (and rejected) instead of taken for its subharmonic.
         left, centre, right = cmnd[:, 1:-2], cmnd[:, 2:-1], cmnd[:, 3:]
-        is_dip = (centre < left) & (centre <= right)
+        loud = energy[:, 0] >= self.energy_floor
+        dips = np.flatnonzero(((centre < left) & (centre <= right) & loud[:, None]).ravel())
         # Each dip is judged by the value at its interpolated bottom: with only 4-5 samples per
         # period (high pitches at 8 kHz) the integer lags straddle the true minimum.
-        curvature = np.maximum(left - 2.0 * centre + right, 1e-12)
-        bottom = centre - (left - right) ** 2 / (8.0 * curvature)
-        voiced = is_dip & (bottom < 1.0 - F0_MIN_CLARITY) & (energy[:, :1] >= self.energy_floor)
-        rows = np.flatnonzero(voiced.any(axis=1))
-        first_lags = np.argmax(voiced[rows], axis=1) + 2
-        return self._refine(diff, rows, first_lags)
+        rows, at = np.divmod(dips, centre.shape[1])
+        d_left, d_centre, d_right = left[rows, at], centre[rows, at], right[rows, at]
+        curvature = np.maximum(d_left - 2.0 * d_centre + d_right, 1e-12)
+        bottom = d_centre - (d_left - d_right) ** 2 / (8.0 * curvature)
+        voiced = bottom < 1.0 - F0_MIN_CLARITY
+        # The dips are in order of row, then lag: the first voiced one of each row is its pitch period.
+        voiced_rows, first = np.unique(rows[voiced], return_index=True)
+        return self._refine(diff, voiced_rows, at[voiced][first] + 2)
 
     def _padded(self, name: str, frames: FloatArray) -> FloatArray:
         """`frames` copied into the start of rows of fft_size samples, zero after (no padding inside the FFT)."""

@@ -8,8 +8,9 @@ Reused, their pages are touched once per thread.
 
 Each array is known by name and only ever grows, to the largest size asked for; the sizes are bounded
 by the analyzer's constants (block and batch sizes in samples, whatever the sample rate or the
-duration): about 5 MB in all at 44.1 kHz, and under 20 MB at the highest sample rate accepted. They are
-per thread, because an in-process deployment runs analyses in several threads at once.
+duration): about 6 MB in all at 44.1 kHz, and about 11 MB at the highest sample rate accepted with
+every sample type decoded. They are per thread, because an in-process deployment runs analyses in
+several threads at once.
 """
 
 from __future__ import annotations
