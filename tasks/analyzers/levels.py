@@ -76,7 +76,9 @@ class Levels:
         self.mono_sum_squares += _sum_squares(mono) if self.channels > 1 else 0.0
         count = mono.shape[0]
         negative = np.less(mono, 0.0, out=SCRATCH.array("levels.negative", (count,), np.bool_))
-        flips = np.not_equal(negative[1:], negative[:-1], out=SCRATCH.array("levels.flips", (max(0, count - 1),), np.bool_))
+        flips = np.not_equal(
+            negative[1:], negative[:-1], out=SCRATCH.array("levels.flips", (max(0, count - 1),), np.bool_)
+        )
         self.crossings += int(np.count_nonzero(flips))
         if self.last_negative is not None and bool(negative[0]) != self.last_negative:
             self.crossings += 1

@@ -171,7 +171,9 @@ def _blocks(sound: Any, subtype: str, block_frames: int) -> Iterator[SampleArray
     channels = int(sound.channels)
     read_type, scale = _INTEGER_READS.get(subtype, (np.float64, 1.0))
     raw = SCRATCH.array(f"decode.{np.dtype(read_type).name}", (block_frames, channels), read_type)
-    scaled = SCRATCH.array("decode.scaled", (block_frames, channels), np.float32) if read_type is not np.float64 else raw
+    scaled = (
+        SCRATCH.array("decode.scaled", (block_frames, channels), np.float32) if read_type is not np.float64 else raw
+    )
     while True:
         block: npt.NDArray[Any] = _guard(lambda: sound.read(always_2d=True, out=raw))
         count = block.shape[0]
@@ -189,7 +191,8 @@ def _mono_mix(block: SampleArray) -> SampleArray:
     if channels == 1:
         return block[:, 0]
     # Channel by channel: a reduction along the short channel axis is several times slower.
-    mono = np.add(block[:, 0], block[:, 1], out=SCRATCH.array(f"mono.{block.dtype.name}", (count,), block.dtype.type))
+    mono: SampleArray = SCRATCH.array(f"mono.{block.dtype.name}", (count,), block.dtype.type)
+    np.add(block[:, 0], block[:, 1], out=mono)
     for channel in range(2, channels):
         mono += block[:, channel]
     mono *= 1.0 / channels

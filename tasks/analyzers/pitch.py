@@ -82,8 +82,14 @@ class Yin:
 
     def _estimate_batch(self, frames: FloatArray) -> list[float]:
         w, lags, count, bins = self.window, self.max_lag, frames.shape[0], self.fft_size // 2 + 1
-        spectrum = fft.rfft(self._padded("yin.frames", frames), axis=1, out=_scratch("yin.spectrum", count, bins, complex))
-        head = fft.rfft(self._padded("yin.head", frames[:, :w]), axis=1, out=_scratch("yin.head_spectrum", count, bins, complex))
+        spectrum = fft.rfft(
+            self._padded("yin.frames", frames), axis=1, out=_scratch("yin.spectrum", count, bins, np.complex128)
+        )
+        head = fft.rfft(
+            self._padded("yin.head", frames[:, :w]),
+            axis=1,
+            out=_scratch("yin.head_spectrum", count, bins, np.complex128),
+        )
         spectrum *= np.conjugate(head, out=head)
         # r[t] = sum_{j<w} x[j] * x[j + t]
         corr = fft.irfft(spectrum, n=self.fft_size, axis=1, out=_scratch("yin.corr", count, self.fft_size))
@@ -154,7 +160,7 @@ class Yin:
 
 
 def _scratch(name: str, rows: int, columns: int, dtype: type[np.generic] = np.float64) -> npt.NDArray[Any]:
-    return SCRATCH.array(name, (rows, columns), np.complex128 if dtype is complex else dtype)
+    return SCRATCH.array(name, (rows, columns), dtype)
 
 
 class PitchTrack:

@@ -78,7 +78,7 @@ def test_an_array_is_reused_by_name_and_only_grows() -> None:
     smaller = scratch.array("a", (2, 3), np.float64)
     other = scratch.array("b", (2, 3), np.float64)
 
-    assert small.shape == (4, 10) and large.shape == (8, 10) and smaller.shape == (2, 3)
+    assert [small.shape, large.shape, smaller.shape] == [(4, 10), (8, 10), (2, 3)]
     assert smaller.flags.c_contiguous
     assert np.shares_memory(large, smaller)
     assert not np.shares_memory(smaller, other)
