@@ -13,6 +13,7 @@ import numpy as np
 
 from core.errors import CorruptAudio
 from tasks.analyzers.frames import SampleArray
+from tasks.analyzers.scratch import SCRATCH
 
 # Levels are reported down to this floor; digital silence (all zeros) has no finite dB value, and
 # anything quieter than this is far below the noise floor of 16-bit audio (about -98 dBFS).
@@ -73,8 +74,12 @@ class Levels:
         if not math.isfinite(self.sum_squares):
             raise CorruptAudio("could not decode audio: the file holds invalid (NaN or infinite) samples")
         self.mono_sum_squares += _sum_squares(mono) if self.channels > 1 else 0.0
-        negative = mono < 0.0
-        self.crossings += int(np.count_nonzero(negative[1:] != negative[:-1]))
+        count = mono.shape[0]
+        negative = np.less(mono, 0.0, out=SCRATCH.array("levels.negative", (count,), np.bool_))
+        flips = np.not_equal(
+            negative[1:], negative[:-1], out=SCRATCH.array("levels.flips", (max(0, count - 1),), np.bool_)
+        )
+        self.crossings += int(np.count_nonzero(flips))
         if self.last_negative is not None and bool(negative[0]) != self.last_negative:
             self.crossings += 1
         self.last_negative = bool(negative[-1])

@@ -25,6 +25,7 @@ from tasks.analyzers.base import ProgressFn
 from tasks.analyzers.frames import SampleArray
 from tasks.analyzers.levels import DBFS_FLOOR, Levels
 from tasks.analyzers.pitch import PitchTrack
+from tasks.analyzers.scratch import SCRATCH
 from tasks.analyzers.spectrum import Spectrum
 
 __all__ = ["DBFS_FLOOR", "LocalAnalyzer"]
@@ -164,12 +165,15 @@ class LocalAnalyzer:
 def _blocks(sound: Any, subtype: str, block_frames: int) -> Iterator[SampleArray]:
     """The decoded samples, block after block, shape (frames, channels), full scale 1.0.
 
-    Every block reuses the same buffers: it is valid until the next one is asked for.
+    Every block reuses the same buffers (the thread's, from one analysis to the next): it is valid
+    until the next one is asked for.
     """
     channels = int(sound.channels)
     read_type, scale = _INTEGER_READS.get(subtype, (np.float64, 1.0))
-    raw = np.empty((block_frames, channels), dtype=read_type)
-    scaled = np.empty((block_frames, channels), dtype=np.float32) if read_type is not np.float64 else raw
+    raw = SCRATCH.array(f"decode.{np.dtype(read_type).name}", (block_frames, channels), read_type)
+    scaled = (
+        SCRATCH.array("decode.scaled", (block_frames, channels), np.float32) if read_type is not np.float64 else raw
+    )
     while True:
         block: npt.NDArray[Any] = _guard(lambda: sound.read(always_2d=True, out=raw))
         count = block.shape[0]
@@ -182,12 +186,13 @@ def _blocks(sound: Any, subtype: str, block_frames: int) -> Iterator[SampleArray
 
 
 def _mono_mix(block: SampleArray) -> SampleArray:
-    """The mean of the channels (a view of the only one for mono)."""
-    channels = block.shape[1]
+    """The mean of the channels (a view of the only one for mono), valid until the next block's."""
+    count, channels = block.shape
     if channels == 1:
         return block[:, 0]
     # Channel by channel: a reduction along the short channel axis is several times slower.
-    mono = block[:, 0] + block[:, 1]
+    mono: SampleArray = SCRATCH.array(f"mono.{block.dtype.name}", (count,), block.dtype.type)
+    np.add(block[:, 0], block[:, 1], out=mono)
     for channel in range(2, channels):
         mono += block[:, channel]
     mono *= 1.0 / channels

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import statistics
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from numpy import fft  # numpy loads it lazily; here it loads with this module, before a worker forks
 
-from tasks.analyzers.frames import FrameSampler, SampleArray
+from tasks.analyzers.frames import FrameSampler, SampleArray, rows_needed
+from tasks.analyzers.scratch import SCRATCH
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -34,8 +36,9 @@ F0_HOP_S = 0.010
 # At most this many f0 frames per file: the median of a hundred frames is stable (a tone's varies by
 # hundredths of a hertz from 100 to 400 frames), and the cost stays constant whatever the duration.
 F0_MAX_FRAMES = 100
-# Frames analyzed together: vectorized enough, and the FFT buffers stay under about 1 MB each.
-YIN_BATCH_FRAMES = 16
+# Samples of the frames analyzed together (16 frames at 44.1 kHz, fewer at higher rates): vectorized
+# enough, and the FFT buffers stay under about 1 MB each whatever the sample rate.
+YIN_BATCH_SAMPLES = 16 * 2304
 
 
 def fast_fft_size(minimum: int) -> int:
@@ -68,22 +71,30 @@ class Yin:
         self.fft_size = fast_fft_size(self.frame_len)
         self.energy_floor = self.window * 10.0 ** (F0_ENERGY_FLOOR_DBFS / 10.0)
         self._lag_index = np.arange(1, self.max_lag + 1, dtype=np.float64)
+        self.batch = max(1, YIN_BATCH_SAMPLES // self.fft_size)
 
     def estimate(self, frames: FloatArray) -> list[float]:
         """f0 in Hz of every voiced frame of `frames` (shape (n, frame_len)); unvoiced ones are skipped."""
         values: list[float] = []
-        for first in range(0, frames.shape[0], YIN_BATCH_FRAMES):
-            values += self._estimate_batch(frames[first : first + YIN_BATCH_FRAMES])
+        for first in range(0, frames.shape[0], self.batch):
+            values += self._estimate_batch(frames[first : first + self.batch])
         return values
 
     def _estimate_batch(self, frames: FloatArray) -> list[float]:
-        w, lags = self.window, self.max_lag
-        spectrum = fft.rfft(frames, n=self.fft_size, axis=1)
-        head = fft.rfft(frames[:, :w], n=self.fft_size, axis=1)
+        w, lags, count, bins = self.window, self.max_lag, frames.shape[0], self.fft_size // 2 + 1
+        spectrum = fft.rfft(
+            self._padded("yin.frames", frames), axis=1, out=_scratch("yin.spectrum", count, bins, np.complex128)
+        )
+        head = fft.rfft(
+            self._padded("yin.head", frames[:, :w]),
+            axis=1,
+            out=_scratch("yin.head_spectrum", count, bins, np.complex128),
+        )
         spectrum *= np.conjugate(head, out=head)
         # r[t] = sum_{j<w} x[j] * x[j + t]
-        corr = fft.irfft(spectrum, n=self.fft_size, axis=1)[:, : lags + 1]
-        squares = np.square(frames[:, : w + lags])
+        corr = fft.irfft(spectrum, n=self.fft_size, axis=1, out=_scratch("yin.corr", count, self.fft_size))
+        corr = corr[:, : lags + 1]
+        squares = np.square(frames[:, : w + lags], out=_scratch("yin.squares", count, w + lags))
         cumulative = np.cumsum(squares, axis=1, out=squares)
         energy = cumulative[:, w - 1 : w + lags]  # sum_{j<w} x[j + t]^2
         energy[:, 1:] -= cumulative[:, :lags]
@@ -92,44 +103,64 @@ class Yin:
         corr += energy
         corr += energy[:, :1]
         diff = np.maximum(corr, 0.0, out=corr)
-        running = np.cumsum(diff[:, 1:], axis=1)
-        cmnd = np.ones_like(diff)
+        running = np.cumsum(diff[:, 1:], axis=1, out=_scratch("yin.running", count, lags))
+        cmnd = _scratch("yin.cmnd", count, lags + 1)
+        cmnd[:, 0] = 1.0
         with np.errstate(divide="ignore", invalid="ignore"):
-            cmnd[:, 1:] = np.where(running > 0.0, diff[:, 1:] * self._lag_index / running, 1.0)
+            np.multiply(diff[:, 1:], self._lag_index, out=cmnd[:, 1:])
+            np.divide(cmnd[:, 1:], running, out=cmnd[:, 1:])
+        if not (running[:, 0] > 0.0).all():  # running never decreases: positive at lag 1, positive throughout
+            np.copyto(cmnd[:, 1:], 1.0, where=~(running > 0.0))
 
         # Candidates are the local minima of cmnd from lag 2 on, not from the F0_MAX_HZ lag, so a
         # pitch above the range is seen as such (and rejected) instead of taken for its subharmonic.
         left, centre, right = cmnd[:, 1:-2], cmnd[:, 2:-1], cmnd[:, 3:]
-        is_dip = (centre < left) & (centre <= right)
+        loud = energy[:, 0] >= self.energy_floor
+        dips = np.flatnonzero(((centre < left) & (centre <= right) & loud[:, None]).ravel())
         # Each dip is judged by the value at its interpolated bottom: with only 4-5 samples per
         # period (high pitches at 8 kHz) the integer lags straddle the true minimum.
-        curvature = np.maximum(left - 2.0 * centre + right, 1e-12)
-        bottom = centre - (left - right) ** 2 / (8.0 * curvature)
-        voiced = is_dip & (bottom < 1.0 - F0_MIN_CLARITY) & (energy[:, :1] >= self.energy_floor)
-        rows = np.flatnonzero(voiced.any(axis=1))
-        first_lags = np.argmax(voiced[rows], axis=1) + 2
-        values: list[float] = []
-        for row, lag in zip(rows.tolist(), first_lags.tolist(), strict=True):
-            f0 = self._refine(diff[row], lag)
-            if f0 is not None:
-                values.append(f0)
+        rows, at = np.divmod(dips, centre.shape[1])
+        d_left, d_centre, d_right = left[rows, at], centre[rows, at], right[rows, at]
+        curvature = np.maximum(d_left - 2.0 * d_centre + d_right, 1e-12)
+        bottom = d_centre - (d_left - d_right) ** 2 / (8.0 * curvature)
+        voiced = bottom < 1.0 - F0_MIN_CLARITY
+        # The dips are in order of row, then lag: the first voiced one of each row is its pitch period.
+        voiced_rows, first = np.unique(rows[voiced], return_index=True)
+        return self._refine(diff, voiced_rows, at[voiced][first] + 2)
+
+    def _padded(self, name: str, frames: FloatArray) -> FloatArray:
+        """`frames` copied into the start of rows of fft_size samples, zero after (no padding inside the FFT)."""
+        padded = _scratch(name, frames.shape[0], self.fft_size)
+        padded[:, : frames.shape[1]] = frames
+        padded[:, frames.shape[1] :] = 0.0
+        return padded
+
+    def _refine(self, diff: FloatArray, rows: npt.NDArray[np.intp], lags: npt.NDArray[np.intp]) -> list[float]:
+        """f0 of each of `rows` from its first voiced dip at `lags`, refined on the raw difference function.
+
+        Frames whose f0 falls out of range are skipped.
+        """
+        # The sub-sample position is fitted on the raw difference function: the normalization of
+        # cmnd tilts the dip, which biases short periods (1 kHz at 8 kHz) by several hertz. So each
+        # lag first walks down the difference function, to the left, then to the right.
+        lags, top = lags.copy(), diff.shape[1] - 2
+        for step in (-1, 1):
+            while True:
+                moving = (lags > 1) & (lags < top) & (diff[rows, lags + step] < diff[rows, lags])
+                if not moving.any():
+                    break
+                lags += step * moving
+        d_left, d_centre, d_right = diff[rows, lags - 1], diff[rows, lags], diff[rows, lags + 1]
+        d_curvature = d_left - 2.0 * d_centre + d_right
+        bent = d_curvature > 0
+        offset = np.divide(0.5 * (d_left - d_right), d_curvature, out=np.zeros_like(d_curvature), where=bent)
+        f0 = self.sample_rate / (lags + offset)
+        values: list[float] = f0[(f0 >= F0_MIN_HZ) & (f0 <= F0_MAX_HZ)].tolist()
         return values
 
-    def _refine(self, diff: FloatArray, lag: int) -> float | None:
-        """f0 from the first voiced dip at `lag`, refined on the raw difference function; None if out of range."""
-        # The sub-sample position is fitted on the raw difference function: the normalization of
-        # cmnd tilts the dip, which biases short periods (1 kHz at 8 kHz) by several hertz.
-        while 1 < lag < diff.shape[0] - 2 and diff[lag - 1] < diff[lag]:
-            lag -= 1
-        while 1 < lag < diff.shape[0] - 2 and diff[lag + 1] < diff[lag]:
-            lag += 1
-        d_left, d_centre, d_right = diff[lag - 1], diff[lag], diff[lag + 1]
-        d_curvature = d_left - 2.0 * d_centre + d_right
-        offset = 0.5 * (d_left - d_right) / d_curvature if d_curvature > 0 else 0.0
-        f0 = self.sample_rate / (lag + float(offset))
-        if not F0_MIN_HZ <= f0 <= F0_MAX_HZ:
-            return None
-        return f0
+
+def _scratch(name: str, rows: int, columns: int, dtype: type[np.generic] = np.float64) -> npt.NDArray[Any]:
+    return SCRATCH.array(name, (rows, columns), dtype)
 
 
 class PitchTrack:
@@ -137,14 +168,15 @@ class PitchTrack:
 
     def __init__(self, sample_rate: int, total_frames: int) -> None:
         self._yin = Yin(sample_rate)
+        length, batch = self._yin.frame_len, self._yin.batch
         stride = max(round(F0_HOP_S * sample_rate), math.ceil(total_frames / F0_MAX_FRAMES), 1)
-        self._frames = FrameSampler(self._yin.frame_len, stride, YIN_BATCH_FRAMES)
+        rows = SCRATCH.array("pitch.frames", (rows_needed(length, stride, batch), length), np.float64)
+        self._frames = FrameSampler(length, stride, batch, rows)
         self._values: list[float] = []
 
     def add(self, mono: SampleArray) -> None:
         """Estimate f0 on the frames that the next samples of the mono mix complete."""
-        frames = self._frames.take(mono)
-        if frames.shape[0]:
+        for frames in self._frames.batches(mono):
             self._values += self._yin.estimate(frames)
 
     def median_hz(self) -> float | None:

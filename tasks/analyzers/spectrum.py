@@ -14,7 +14,8 @@ import numpy as np
 import numpy.typing as npt
 from numpy import fft  # numpy loads it lazily; here it loads with this module, before a worker forks
 
-from tasks.analyzers.frames import FrameSampler, SampleArray
+from tasks.analyzers.frames import FrameSampler, SampleArray, rows_needed
+from tasks.analyzers.scratch import SCRATCH
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -28,9 +29,9 @@ SPECTRUM_MAX_FFT = 65536
 # At most this many FFT frames per file: an average of 64 frames has a spread of about 1/8 of one
 # frame's (a noise spectrum's centroid moves by well under 1%), and costs a few milliseconds.
 SPECTRUM_MAX_FRAMES = 64
-# FFT frames transformed together: fewer calls for long files (one frame every few blocks), and
-# the buffers stay under about 1 MB at 44.1 kHz.
-SPECTRUM_BATCH_FRAMES = 8
+# Samples of the FFT frames transformed together (8 frames at 44.1 and 48 kHz, 2 at the largest FFT):
+# fewer calls for long files (one frame every few blocks), and the buffers stay under about 1 MB.
+SPECTRUM_BATCH_SAMPLES = 8 * 16384
 # The dominant frequency is searched above this: DC offsets and rumble are not what anyone means.
 DOMINANT_MIN_HZ = 20.0
 
@@ -60,21 +61,37 @@ class Spectrum:
         self.sample_rate = sample_rate
         self.fft_size = fft_size(sample_rate)
         stride = max(self.fft_size, math.ceil(total_frames / SPECTRUM_MAX_FRAMES))
-        self._frames = FrameSampler(self.fft_size, stride, SPECTRUM_BATCH_FRAMES)
+        batch = max(1, SPECTRUM_BATCH_SAMPLES // self.fft_size)
+        rows = SCRATCH.array("spectrum.frames", (rows_needed(self.fft_size, stride, batch), self.fft_size), np.float64)
+        self._frames = FrameSampler(self.fft_size, stride, batch, rows)
+        self._spectra = SCRATCH.array("spectrum.spectra", (batch, self.fft_size // 2 + 1), np.complex128)
+        self._sums = SCRATCH.array("spectrum.sums", (self.fft_size + 2,), np.float64)
         self._window = hann_window(self.fft_size)
         self._power: FloatArray = np.zeros(self.fft_size // 2 + 1, dtype=np.float64)
         self.frames_used = 0
 
     def add(self, mono: SampleArray) -> None:
         """Fold in the next samples of the mono mix."""
-        self._fold(self._frames.take(mono))
+        for frames in self._frames.batches(mono):
+            self._fold(frames)
 
     def _fold(self, frames: FloatArray) -> None:
-        if frames.shape[0]:
-            frames *= self._window
-            spectra = fft.rfft(frames, axis=1)
-            self._power += (spectra.real**2 + spectra.imag**2).sum(axis=0)
-            self.frames_used += frames.shape[0]
+        """Adds the power spectra of `frames` (modified: they are the sampler's rows, handed out once)."""
+        count = frames.shape[0]
+        if not count:
+            return
+        frames *= self._window
+        for first in range(0, count, self._spectra.shape[0]):
+            part = frames[first : first + self._spectra.shape[0]]
+            spectra = fft.rfft(part, axis=1, out=self._spectra[: part.shape[0]])
+            # |X|^2 as re^2 + im^2: squared in place on the spectra's memory seen as floats (re, im,
+            # re, im, ...), summed over the frames, then each bin's two halves added.
+            floats = spectra.view(np.float64)
+            np.square(floats, out=floats)
+            sums = np.add.reduce(floats, axis=0, out=self._sums)
+            self._power += sums[0::2]
+            self._power += sums[1::2]
+        self.frames_used += count
 
     def power(self) -> FloatArray:
         """The summed power spectrum (bins of sample_rate / fft_size Hz from 0 to Nyquist), once all is added."""
