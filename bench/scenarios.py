@@ -9,6 +9,7 @@ BACKGROUND_CONCURRENCY (2) analyses at once, as RQ mode's two workers do.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,23 @@ class Burst:
         if not ends:
             return float("nan")
         return max(ends) - self.uploads[0].sent_at_s
+
+    @property
+    def upload_phase_s(self) -> float:
+        """First send to the last 202: the API's share of the makespan, whatever the number of workers."""
+        return max(upload.sent_at_s + upload.post_ms / 1000 for upload in self.uploads) - self.uploads[0].sent_at_s
+
+    @property
+    def drain_after_uploads(self) -> float:
+        """Jobs finished per second once the last upload was answered (the workers alone on the machine but
+        for the polling client); NaN when none was left by then."""
+        last_answer = self.uploads[0].sent_at_s + self.upload_phase_s
+        ends = sorted(
+            o.finished_at_s for o in self.outcomes if o.finished_at_s is not None and o.finished_at_s > last_answer
+        )
+        if len(ends) < 2:
+            return float("nan")
+        return len(ends) / (ends[-1] - last_answer)
 
 
 def warm_up(stack: Stack, data: bytes) -> None:
@@ -134,6 +152,10 @@ class ScenarioRuns:
     def throughputs(self) -> list[float]:
         return [len(burst.outcomes) / burst.makespan_s for burst in self.bursts]
 
+    def drains(self) -> list[float]:
+        """Per round; NaN where no job was left once the uploads were answered."""
+        return [burst.drain_after_uploads for burst in self.bursts]
+
     def problems(self) -> list[str]:
         label = self.config.label
         found = [check_outcomes(f"{label} sequential", self.sequential)] if self.sequential else []
@@ -168,6 +190,18 @@ def burst_rows(runs: ScenarioRuns) -> list[Row]:
             f"{len(bursts[0].outcomes)} uploads a run, first send→last finished_at; "
             f"finished {finished}/{total}, attempts==1 {once}/{total}",
         ),
+        over_runs(
+            f"burst upload phase, {label}",
+            [burst.upload_phase_s for burst in bursts],
+            "s",
+            "first send→last 202: part of every makespan, however many workers",
+        ),
+        over_runs(
+            f"drain after the last 202, {label}",
+            runs.drains(),
+            "jobs/s",
+            "jobs finished after the last upload was answered ÷ (last finished_at - last 202)",
+        ),
     ]
 
 
@@ -182,7 +216,7 @@ def service_rows(runs: Sequence[ScenarioRuns], upload_mb: float) -> list[Row]:
     sequential = [sequential_rows(item.config.label, item.sequential, upload_mb) for item in runs if item.sequential]
     rows = [row for kind in _SEQUENTIAL_KINDS for found in sequential for key, row in found.items() if key == kind]
     bursts = [burst_rows(item) for item in runs]
-    rows += [group[index] for index in range(3) for group in bursts]
+    rows += [group[index] for index in range(len(bursts[0])) for group in bursts] if bursts else []
     by_mode: dict[tuple[bool, int, bool, bool], ScenarioRuns] = {
         (item.config.use_rq_queue, item.config.workers, item.config.no_fork, item.config.code_root is None): item
         for item in runs
@@ -195,6 +229,15 @@ def service_rows(runs: Sequence[ScenarioRuns], upload_mb: float) -> list[Row]:
         suffix = "" if current else " [before]"
         if one and two:
             rows.append(_ratio_row(f"ratio throughput rq 2w/1w{suffix}", two, one, "goal ≥ 1.7"))
+            pairs = zip(two.drains(), one.drains(), strict=True)
+            rows.append(
+                over_runs(
+                    f"ratio drain after the last 202, rq 2w/1w{suffix}",
+                    [top / bottom for top, bottom in pairs if not math.isnan(top / bottom)],
+                    "x",
+                    "the workers' own scaling, without the upload phase",
+                )
+            )
         if two and background:
             rows.append(_ratio_row(f"ratio throughput rq 2w/bg{suffix}", two, background, "goal ≥ 1.0"))
         if two_warm and background:

@@ -163,7 +163,9 @@ class Intake:
             self._keys_in_flight.add(key)
         try:
             incoming = self.storage.begin()
-            upload = await receive_upload(content_type, body, incoming, UploadLimits.from_settings(self.settings))
+            limits = UploadLimits.from_settings(self.settings)
+            # The file's last writes and its hash are done in the thread that stores it (one thread hop).
+            upload = await receive_upload(content_type, body, incoming, limits, finish=False)
             return await self._in_thread(self._store_and_submit, upload, incoming, key, background_tasks)
         finally:
             if key is not None:
@@ -238,6 +240,7 @@ class Intake:
     ) -> Accepted:
         """Checks and stores a received upload, then submits its analysis (blocking); discards `incoming`."""
         try:
+            upload.finish_writing()
             return self._check_store_and_submit(upload, incoming, key, background_tasks)
         finally:
             incoming.discard()

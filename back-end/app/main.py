@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,6 +42,20 @@ def check_redis(services: Services) -> None:
         log.warning(warning)
 
 
+def freeze_startup_objects() -> bool:
+    """Moves what start-up allocated (modules, the app, its services: ~160k objects) out of the garbage
+    collector's reach, once per process. A full collection over them took 170-180 ms here, and no request
+    moves meanwhile; they live as long as the process anyway (the workers do the same before forking).
+
+    Returns:
+        Whether this call froze them (False when this process already had).
+    """
+    if gc.get_freeze_count() > 0:
+        return False
+    gc.freeze()
+    return True
+
+
 def create_app(settings: Settings | None = None, *, apply_migrations: bool = False) -> FastAPI:
     """Builds the API for `settings` (default: the environment's)."""
     settings = settings or get_settings()
@@ -52,6 +67,7 @@ def create_app(settings: Settings | None = None, *, apply_migrations: bool = Fal
         services = await asyncio.to_thread(build_services, settings)
         await asyncio.to_thread(check_redis, services)
         app.state.services = services
+        freeze_startup_objects()
         sweep = asyncio.create_task(sweep_forever(services.storage, services.database, settings), name="upload-sweep")
         if not settings.use_rq_queue:
             return_large_blocks()  # analyses run in this process: what they free must go back (app/malloc.py)

@@ -79,6 +79,14 @@ class ReceivedUpload:
     filename: str = ""
     content_type: str | None = None
     fields: dict[str, str] = field(default_factory=dict)
+    # Set by `receive_upload(..., finish=False)`: writes the last data and fills in `sha256` (blocking).
+    finish: Callable[[], None] | None = None
+
+    def finish_writing(self) -> None:
+        """Writes what `receive_upload(..., finish=False)` left unwritten (blocking); then `sha256` is set."""
+        finish, self.finish = self.finish, None
+        if finish is not None:
+            finish()
 
 
 def clean_filename(raw: str) -> str:
@@ -261,10 +269,19 @@ async def _parse(
 
 
 async def receive_upload(
-    content_type: str, chunks: AsyncIterator[bytes], incoming: Incoming | Path, limits: UploadLimits
+    content_type: str,
+    chunks: AsyncIterator[bytes],
+    incoming: Incoming | Path,
+    limits: UploadLimits,
+    *,
+    finish: bool = True,
 ) -> ReceivedUpload:
     """Streams a multipart body into `incoming` (a local path, or any storage's `Incoming`); returns only
     once the closing boundary was read and the file was written in full.
+
+    With `finish=False` the last batch of data (up to WRITE_BATCH_BYTES) is left for the caller's own
+    thread: it must call `upload.finish_writing()` before reading `sha256`, and owns `incoming` from the
+    return on (discards it on any failure). That spares the request a thread hop.
 
     Raises:
         UploadTooLarge: the file, a field, a header or the whole body is over its limit.
@@ -306,6 +323,9 @@ async def receive_upload(
             raise
         if receiver.upload.incoming is None:
             raise MalformedUpload(f"no file: send the audio in the form field {FILE_FIELD!r}")
+        if not finish:
+            receiver.upload.finish = receiver.finish
+            return receiver.upload
         await anyio.to_thread.run_sync(receiver.finish)
     except BaseException:
         with anyio.CancelScope(shield=True):

@@ -82,5 +82,5 @@ def test_what_follows_the_body_is_one_thread_hop(settings: Settings, hops: list[
         response = client.post("/audio", files={"file": ("tone.wav", wav_bytes(0.2), "audio/wav")})
 
     assert response.status_code == 202, response.text
-    # The file's last writes and close, then sniff + store + commit + enqueue together; nothing for the route.
-    assert hops == ["_Receiver.finish", "Intake._in_thread.<locals>.run"], hops
+    # The file's last writes, hash and close, sniff, store, commit and enqueue in one hop; nothing for the route.
+    assert hops == ["Intake._in_thread.<locals>.run"], hops

@@ -1,0 +1,35 @@
+"""The burst's figures that separate the API's upload phase from the workers' drain (bench/scenarios.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench.client import Outcome, Upload
+from bench.scenarios import Burst
+
+pytestmark = pytest.mark.one_database  # arithmetic on recorded times: no database
+
+
+def _outcome(upload: Upload, finished_at_s: float | None) -> Outcome:
+    return Outcome(upload, "finished", 1, upload.sent_at_s, upload.sent_at_s, finished_at_s)
+
+
+def test_upload_phase_and_drain_after_the_last_answer() -> None:
+    uploads = [Upload("a", 100.0, 200.0), Upload("b", 100.1, 400.0), Upload("c", 100.3, 100.0)]
+    # The last 202 is at 100.5 s (b: sent at 100.1, answered 400 ms later).
+    outcomes = [_outcome(uploads[0], 100.4), _outcome(uploads[1], 101.0), _outcome(uploads[2], 101.5)]
+    burst = Burst(uploads, outcomes)
+
+    assert burst.upload_phase_s == pytest.approx(0.5)
+    assert burst.makespan_s == pytest.approx(1.5)
+    # Two jobs finished after 100.5 s, the last at 101.5 s.
+    assert burst.drain_after_uploads == pytest.approx(2.0)
+
+
+def test_no_drain_when_every_job_ended_during_the_uploads() -> None:
+    uploads = [Upload("a", 100.0, 500.0), Upload("b", 100.0, 500.0)]
+    burst = Burst(uploads, [_outcome(uploads[0], 100.2), _outcome(uploads[1], 100.3)])
+
+    assert math.isnan(burst.drain_after_uploads)
