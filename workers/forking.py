@@ -34,7 +34,7 @@ from rq import Worker
 from rq.executions import Execution
 
 from core.settings import get_settings
-from jobs.runtime import get_runtime
+from jobs.runtime import get_runtime, share_worker_connection
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class SpareWorkHorse(_Base):  # type: ignore[misc]
     # --- the worker ------------------------------------------------------------------
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        share_worker_connection(self.connection)  # before any fork: a work-horse connects to Redis once
         if self._has_forked and self._spare is None and get_settings().worker_spare_work_horse:
             self._spare = self._fork_spare()
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
@@ -189,7 +190,7 @@ class SpareWorkHorse(_Base):  # type: ignore[misc]
         """Opens the connections a job uses (reading only: no write lock taken); a failure is the job's to meet."""
         try:
             runtime = get_runtime()
-            for pool in (self.connection.connection_pool, runtime.redis.connection_pool):
+            for pool in {self.connection.connection_pool, runtime.redis.connection_pool}:
                 pool.release(pool.get_connection())  # connected, no command sent
             runtime.lifecycle.get(WARM_UP_JOB_ID)
         except Exception as exc:
