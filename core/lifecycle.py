@@ -110,8 +110,10 @@ class Lifecycle(CallbackRecords):
         """One compare-and-set, in one transaction with its log line (or lines); the changed row as written, or
         None when the condition did not hold."""
         with self.database.session() as session:
+            params: dict[str, Any] = {}
             if log:
-                values = {**values, "logs": appended(_dialect(session), log)}
+                logs, params = appended(_dialect(session), log)
+                values = {**values, "logs": logs}
             query = (
                 update(Job)
                 .where(Job.id == job_id, *where)
@@ -119,7 +121,7 @@ class Lifecycle(CallbackRecords):
                 .returning(Job)
                 .execution_options(synchronize_session=False)
             )
-            job = session.scalars(query).one_or_none()
+            job = session.scalars(query, params).one_or_none()
         if job is None:
             return None
         self.notifier.changed(job_id)
@@ -194,16 +196,17 @@ class Lifecycle(CallbackRecords):
         """
         lines = [message for message in messages if message]
         values: dict[str, Any] = {"progress": max(0, min(99, int(percent))), "updated_at": utcnow()}
+        params: dict[str, Any] = {}
         with self.database.session() as session:
             if lines:
-                values["logs"] = appended(_dialect(session), lines)
+                values["logs"], params = appended(_dialect(session), lines)
             query = (
                 update(Job)
                 .where(Job.id == job_id, Job.status == JobStatus.STARTED, Job.cancel_requested.is_(False))
                 .values(**values)
                 .returning(Job.id)
             )
-            written = session.execute(query).one_or_none()
+            written = session.execute(query, params).one_or_none()
         if written is None:
             self._refuse_progress(job_id)
         self.notifier.changed(job_id)
@@ -355,14 +358,14 @@ class Lifecycle(CallbackRecords):
         if not ids:
             return []
         with self.database.session() as session:
-            line = "left by a stopping API process; the next one takes it up"
+            logs, params = appended(_dialect(session), "left by a stopping API process; the next one takes it up")
             query = (
                 update(Job)
                 .where(Job.id.in_(ids), _NOT_TERMINAL, Job.mode == DispatchMode.BACKGROUND)
-                .values(status=JobStatus.PENDING, updated_at=due_at, logs=appended(_dialect(session), line))
+                .values(status=JobStatus.PENDING, updated_at=due_at, logs=logs)
                 .returning(Job.id)
             )
-            released = list(session.scalars(query))
+            released = list(session.scalars(query, params))
         for job_id in released:
             self.notifier.changed(job_id)
         return released
