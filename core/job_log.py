@@ -1,27 +1,48 @@
 """A job's log, appended to by the very UPDATE that changes its row: one statement per change.
 
-The new value of `jobs.logs` is an SQL expression of the row's current one: the lines are added
-with the next `seq` numbers (the last line's `seq` + 1, ...), and the log keeps its last
-`LOG_LINES_KEPT` lines, in order. SQLite builds it with its JSON functions, PostgreSQL with
-`jsonb` (the column is `json` there: cast both ways). No read of the log before the write.
+The new value of `jobs.logs` is an SQL expression of the row's current one: the lines (one JSON
+parameter, however many) are added with the next `seq` numbers (the last line's `seq` + 1, ...), and
+the log keeps its last `LOG_LINES_KEPT` lines, in order. SQLite builds it with its JSON functions,
+PostgreSQL with its `json` ones. No read of the log before the write, and one statement shape
+whatever the number of lines (a worker compiles it once, before it forks).
 """
 
 from __future__ import annotations
 
-import functools
+import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String, Text, bindparam, case, cast, func, literal_column
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import TextClause, text
 
 from core.callback_records import clip
 from core.models import LOG_LINES_KEPT, utcnow
 
-_AT = "log_at"
-_SQLITE_LINES_PER_CALL = 50  # json_insert takes at most 127 arguments (SQLITE_MAX_FUNCTION_ARG): nested calls
-_EMPTY = {"sqlite": "json_array()", "postgresql": "'[]'::jsonb"}
+# The kept lines of the row's log, then the new ones, re-aggregated in that order.
+_SQLITE = text(
+    """(SELECT json_group_array(json(entry)) FROM (
+  SELECT 0 AS part, key AS position, value AS entry FROM json_each(coalesce(jobs.logs, json_array()))
+   WHERE key >= json_array_length(coalesce(jobs.logs, json_array())) + json_array_length(:log_lines) - :log_kept
+  UNION ALL
+  SELECT 1, key, json_object('seq', coalesce(json_extract(jobs.logs, '$[#-1].seq'), 0) + key + 1,
+                             'at', :log_at, 'message', value)
+   FROM json_each(:log_lines) WHERE key >= json_array_length(:log_lines) - :log_kept
+  ORDER BY part, position))"""
+)
+_POSTGRESQL = text(
+    """(SELECT coalesce(json_agg(entry ORDER BY part, position), CAST('[]' AS json)) FROM (
+  SELECT 0 AS part, position, entry
+   FROM json_array_elements(coalesce(jobs.logs, CAST('[]' AS json))) WITH ORDINALITY AS kept(entry, position)
+   WHERE position > json_array_length(coalesce(jobs.logs, CAST('[]' AS json)))
+                    + json_array_length(CAST(:log_lines AS json)) - :log_kept
+  UNION ALL
+  SELECT 1, position, json_build_object('seq', coalesce(CAST(jobs.logs -> -1 ->> 'seq' AS bigint), 0) + position,
+                                        'at', CAST(:log_at AS text), 'message', message)
+   FROM json_array_elements_text(CAST(:log_lines AS json)) WITH ORDINALITY AS added(message, position)
+   WHERE position > json_array_length(CAST(:log_lines AS json)) - :log_kept
+) AS lines)"""
+)
+_BY_DIALECT = {"sqlite": _SQLITE, "postgresql": _POSTGRESQL}
 
 
 def entries(logs: Sequence[dict[str, Any]], messages: Sequence[str]) -> list[dict[str, Any]]:
@@ -33,81 +54,17 @@ def entries(logs: Sequence[dict[str, Any]], messages: Sequence[str]) -> list[dic
     ]
 
 
-def appended(dialect: str, messages: str | Sequence[str]) -> tuple[ColumnElement[Any], dict[str, Any]]:
+def appended(dialect: str, messages: str | Sequence[str]) -> tuple[TextClause, dict[str, Any]]:
     """The value of `jobs.logs` with `messages` appended, for an UPDATE of the row on `dialect`, and the
     parameters to execute that UPDATE with (the lines and their time)."""
     lines = [messages] if isinstance(messages, str) else list(messages)
     if not lines:
         raise ValueError("no log line to append")
-    skipped = max(0, len(lines) - LOG_LINES_KEPT)  # more lines than are kept: only the last ones, numbered on
-    lines = lines[skipped:]
-    params: dict[str, Any] = {_AT: utcnow().isoformat()}
-    params.update((_line(n), clip(text)) for n, text in enumerate(lines))
-    return _expression(dialect, len(lines), skipped), params
-
-
-def _line(n: int) -> str:
-    return f"log_line_{n}"
-
-
-@functools.cache
-def _expression(dialect: str, count: int, skipped: int) -> ColumnElement[Any]:
-    """Built once per shape (a statement's construction costs more than its execution)."""
-    if dialect == "postgresql":
-        return _postgresql(count, skipped)
-    if dialect == "sqlite":
-        return _sqlite(count, skipped)
-    raise NotImplementedError(f"no log append for the {dialect!r} database")
-
-
-def _sqlite(count: int, skipped: int) -> ColumnElement[Any]:
-    logs: ColumnElement[Any] = literal_column(f"coalesce(jobs.logs, {_EMPTY['sqlite']})")
-    length = func.json_array_length(logs)
-    last = func.coalesce(func.json_extract(logs, "$[#-1].seq"), 0)
-    # json_each lists an array's elements in order (`key` = index): the kept ones, re-aggregated.
-    kept: ColumnElement[Any] = literal_column(
-        f"(SELECT json_group_array(json(value)) FROM json_each({logs}) "  # noqa: S608 (constants and a count)
-        f"WHERE key >= json_array_length({logs}) + {count} - {LOG_LINES_KEPT})"
-    )
-    base = case((length + count > LOG_LINES_KEPT, kept), else_=logs)
-    value: ColumnElement[Any] = base
-    pairs: list[Any] = []
-    for n in range(count):
-        entry = func.json_object(
-            literal_column("'seq'"),
-            last + (skipped + n + 1),
-            literal_column("'at'"),
-            bindparam(_AT, type_=String),
-            literal_column("'message'"),
-            bindparam(_line(n), type_=Text),
-        )
-        pairs += [literal_column("'$[#]'"), entry]
-        if len(pairs) == 2 * _SQLITE_LINES_PER_CALL or n == count - 1:
-            value, pairs = func.json_insert(value, *pairs, type_=JSON), []
-    return value
-
-
-def _postgresql(count: int, skipped: int) -> ColumnElement[Any]:
-    logs: ColumnElement[Any] = literal_column(f"coalesce(jobs.logs::jsonb, {_EMPTY['postgresql']})")
-    length = func.jsonb_array_length(logs)
-    last = func.coalesce(cast(literal_column(f"({logs} -> -1 ->> 'seq')"), Integer), 0)
-    kept: ColumnElement[Any] = literal_column(
-        f"(SELECT coalesce(jsonb_agg(element ORDER BY position), {_EMPTY['postgresql']}) "  # noqa: S608 (constants and a count)
-        f"FROM jsonb_array_elements({logs}) WITH ORDINALITY AS kept(element, position) "
-        f"WHERE position > jsonb_array_length({logs}) + {count} - {LOG_LINES_KEPT})"
-    )
-    base = case((length + count > LOG_LINES_KEPT, kept), else_=logs)
-    new = func.jsonb_build_array(
-        *(
-            func.jsonb_build_object(
-                literal_column("'seq'"),
-                last + (skipped + n + 1),
-                literal_column("'at'"),
-                cast(bindparam(_AT, type_=String), Text),
-                literal_column("'message'"),
-                cast(bindparam(_line(n), type_=Text), Text),
-            )
-            for n in range(count)
-        )
-    )
-    return cast(base.op("||", return_type=JSONB)(new), JSON)
+    expression = _BY_DIALECT.get(dialect)
+    if expression is None:
+        raise NotImplementedError(f"no log append for the {dialect!r} database")
+    return expression, {
+        "log_lines": json.dumps([clip(line) for line in lines]),
+        "log_at": utcnow().isoformat(),
+        "log_kept": LOG_LINES_KEPT,
+    }
