@@ -14,14 +14,13 @@ from typing import Any
 
 from sqlalchemy import and_, case, delete, func, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from core.callback_records import CallbackRecords, clip
 from core.db import Database
 from core.errors import InvalidTransition, JobCanceled, NotFound
+from core.job_log import appended, entries
 from core.metrics import JobMetrics, NullMetrics
 from core.models import (
-    LOG_LINES_KEPT,
     TERMINAL_STATUSES,
     Base,
     CallbackStatus,
@@ -44,22 +43,8 @@ _CALLBACK_OWED = case(
 _clip = clip
 
 
-def _append_log(
-    session: Session, job_id: str, message: str | Sequence[str], logs: list[dict[str, Any]] | None = None
-) -> list[Any]:
-    """Appends a line (or several, in order) to the job's log, inside the caller's write transaction.
-
-    `logs`: the log as the caller's own UPDATE ... RETURNING read it (saves reading it again).
-    """
-    if logs is None:
-        logs = session.scalar(select(Job.logs).where(Job.id == job_id)) or []
-    seq = logs[-1]["seq"] + 1 if logs else 1
-    at = utcnow().isoformat()
-    messages = [message] if isinstance(message, str) else list(message)
-    entries = [{"seq": seq + i, "at": at, "message": _clip(text)} for i, text in enumerate(messages)]
-    new_logs = [*logs, *entries][-LOG_LINES_KEPT:]
-    session.execute(update(Job).where(Job.id == job_id).values(logs=new_logs))
-    return new_logs
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
 
 
 def _seconds_since(moment: datetime | None) -> float | None:
@@ -125,6 +110,10 @@ class Lifecycle(CallbackRecords):
         """One compare-and-set, in one transaction with its log line (or lines); the changed row as written, or
         None when the condition did not hold."""
         with self.database.session() as session:
+            params: dict[str, Any] = {}
+            if log:
+                logs, params = appended(_dialect(session), log)
+                values = {**values, "logs": logs}
             query = (
                 update(Job)
                 .where(Job.id == job_id, *where)
@@ -132,9 +121,7 @@ class Lifecycle(CallbackRecords):
                 .returning(Job)
                 .execution_options(synchronize_session=False)
             )
-            job = session.scalars(query).one_or_none()
-            if job is not None and log:
-                set_committed_value(job, "logs", _append_log(session, job_id, log, list(job.logs or [])))
+            job = session.scalars(query, params).one_or_none()
         if job is None:
             return None
         self.notifier.changed(job_id)
@@ -143,11 +130,7 @@ class Lifecycle(CallbackRecords):
     def accept(self, job: Job, *rows: Base, log: str | Sequence[str] = "accepted") -> Job:
         """Commits a new job (and its domain rows, e.g. an upload's) with its first log lines, in one
         transaction of INSERTs only: from here on it is acknowledged. Returns `job`, as written."""
-        lines = [log] if isinstance(log, str) else list(log)
-        at = utcnow().isoformat()
-        logs = list(job.logs or [])
-        first = logs[-1]["seq"] + 1 if logs else 1
-        job.logs = [*logs, *({"seq": first + n, "at": at, "message": _clip(m)} for n, m in enumerate(lines))]
+        job.logs = entries(job.logs or [], [log] if isinstance(log, str) else log)
         with self.database.session() as session:
             session.add(job)
             session.flush()  # the job's row before the rows that point at it
@@ -212,16 +195,18 @@ class Lifecycle(CallbackRecords):
             JobCanceled: a cancel was requested, or another run already ended this job.
         """
         lines = [message for message in messages if message]
+        values: dict[str, Any] = {"progress": max(0, min(99, int(percent))), "updated_at": utcnow()}
+        params: dict[str, Any] = {}
         with self.database.session() as session:
+            if lines:
+                values["logs"], params = appended(_dialect(session), lines)
             query = (
                 update(Job)
                 .where(Job.id == job_id, Job.status == JobStatus.STARTED, Job.cancel_requested.is_(False))
-                .values(progress=max(0, min(99, int(percent))), updated_at=utcnow())
-                .returning(Job.logs)
+                .values(**values)
+                .returning(Job.id)
             )
-            written = session.execute(query).one_or_none()
-            if written is not None and lines:
-                _append_log(session, job_id, lines, list(written.logs or []))
+            written = session.execute(query, params).one_or_none()
         if written is None:
             self._refuse_progress(job_id)
         self.notifier.changed(job_id)
@@ -373,15 +358,14 @@ class Lifecycle(CallbackRecords):
         if not ids:
             return []
         with self.database.session() as session:
+            logs, params = appended(_dialect(session), "left by a stopping API process; the next one takes it up")
             query = (
                 update(Job)
                 .where(Job.id.in_(ids), _NOT_TERMINAL, Job.mode == DispatchMode.BACKGROUND)
-                .values(status=JobStatus.PENDING, updated_at=due_at)
+                .values(status=JobStatus.PENDING, updated_at=due_at, logs=logs)
                 .returning(Job.id)
             )
-            released = list(session.scalars(query))
-            for job_id in released:
-                _append_log(session, job_id, "left by a stopping API process; the next one takes it up")
+            released = list(session.scalars(query, params))
         for job_id in released:
             self.notifier.changed(job_id)
         return released

@@ -42,9 +42,10 @@ class Runtime:
     callbacks: CallbackSubmitter | None = None
 
 
-def build_runtime(settings: Settings, *, role: str = "worker") -> Runtime:
+def build_runtime(settings: Settings, *, role: str = "worker", connection: redis.Redis | None = None) -> Runtime:
+    """`connection`: a Redis client to share (e.g. a worker's own), else a new one for `role`."""
     database = get_database(settings.database_url)
-    connection = make_redis(settings, role=role)
+    connection = connection or make_redis(settings, role=role)
     return Runtime(
         settings=settings,
         database=database,
@@ -71,6 +72,18 @@ def install_runtime(runtime: Runtime | None) -> None:
     """Makes `runtime` the one jobs use in this process (the API does this at start-up)."""
     global _installed
     _installed = runtime
+
+
+def share_worker_connection(connection: redis.Redis) -> None:
+    """Makes the runtime jobs use in this worker process use the worker's own Redis client (built with the
+    same worker options), so a work-horse opens one Redis connection, not two. The API's runtime is left alone."""
+    global _built
+    if _installed is not None:
+        return
+    with _lock:
+        if _built is None or _built.redis is not connection:
+            settings = _built.settings if _built is not None else get_settings()
+            _built = build_runtime(settings, connection=connection)
 
 
 def get_runtime() -> Runtime:

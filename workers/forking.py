@@ -3,11 +3,11 @@
 RQ forks a work-horse once it has a job: the job then waits for the fork, for the work-horse's first
 Redis and database connections, and for the copy of every memory page the work-horse writes to
 first (its memory is its worker's, shared copy-on-write). Here a worker that has forked once keeps
-one spare work-horse forked ahead, while it waits for work: the spare connects and touches what a job
-touches, then waits on a pipe. A job is handed to it (its id, its queue, RQ's execution id), it reads
-the job from Redis as RQ's `SpawnWorker` does and runs it exactly as a freshly forked work-horse
-would; the worker monitors, times out, stops and reaps it as any work-horse. Each job still runs in a
-process of its own that ends with it. A spare that died while waiting is replaced by a plain fork; a
+one spare work-horse forked ahead, while it waits for work: the spare connects and runs what a job
+runs first and last (on no row), then waits on a pipe. A job is handed to it (its id, its queue, RQ's
+execution id), it reads the job from Redis as RQ's `SpawnWorker` does and runs it exactly as a freshly
+forked work-horse would; the worker monitors, times out, stops and reaps it as any work-horse. Each
+job still runs in a process of its own that ends with it. A spare that died while waiting is replaced by a plain fork; a
 spare exits when its worker ends (the pipe closes) or dies (it is re-parented). `WORKER_SPARE_WORK_HORSE=
 false` turns this off.
 
@@ -34,7 +34,7 @@ from rq import Worker
 from rq.executions import Execution
 
 from core.settings import get_settings
-from jobs.runtime import get_runtime
+from jobs.runtime import get_runtime, share_worker_connection
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class SpareWorkHorse(_Base):  # type: ignore[misc]
     # --- the worker ------------------------------------------------------------------
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        share_worker_connection(self.connection)  # before any fork: a work-horse connects to Redis once
         if self._has_forked and self._spare is None and get_settings().worker_spare_work_horse:
             self._spare = self._fork_spare()
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
@@ -186,11 +187,16 @@ class SpareWorkHorse(_Base):  # type: ignore[misc]
         self.main_work_horse(job, queue)
 
     def _warm_up(self) -> None:
-        """Opens the connections a job uses (reading only: no write lock taken); a failure is the job's to meet."""
+        """Opens the connections a job uses and runs its first and last writes once on an id that matches no
+        row (the first execution of a statement in a fresh process costs several ms: its objects' pages are
+        copied, its connection's first write set up); a failure is the job's to meet. On SQLite each of the
+        two takes the write lock for an empty transaction."""
         try:
             runtime = get_runtime()
-            for pool in (self.connection.connection_pool, runtime.redis.connection_pool):
+            for pool in {self.connection.connection_pool, runtime.redis.connection_pool}:
                 pool.release(pool.get_connection())  # connected, no command sent
             runtime.lifecycle.get(WARM_UP_JOB_ID)
+            runtime.lifecycle.begin_attempt(WARM_UP_JOB_ID)
+            runtime.lifecycle.complete(WARM_UP_JOB_ID, {})
         except Exception as exc:
             log.debug("spare work-horse not warmed up: %s", exc)
