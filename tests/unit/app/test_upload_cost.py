@@ -6,6 +6,7 @@ wait for it under load (and a round trip on PostgreSQL).
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,10 +40,13 @@ def _from_request() -> bool:
 
 @pytest.fixture(params=[True, False], ids=["rq", "in-process"])
 def traffic_and_client(
-    request: pytest.FixtureRequest, make_settings: SettingsFactory
+    request: pytest.FixtureRequest, make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Traffic, TestClient]]:
-    # No periodic pass (reconciler, retention) runs during the test; an in-process job runs on its own threads.
-    settings = make_settings(use_rq_queue=request.param, reconcile_interval_s=3600, retention_interval_s=3600)
+    # No periodic task runs in the in-process API during the test: not the kit's (reconciler, retention),
+    # nor one that another test of this process declared (e.g. a tick every second); an in-process job runs
+    # on its own threads.
+    monkeypatch.setattr(importlib.import_module("jobs.web.lifespan"), "declared", dict)
+    settings = make_settings(use_rq_queue=request.param)
     with TestClient(create_app(settings)) as client:
         engine = client.app.state.services.database.engine  # type: ignore[attr-defined]
         traffic = Traffic()
