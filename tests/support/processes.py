@@ -123,6 +123,7 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.process.wait()
+        self.kill_group()  # a child forked after the descendants were listed (a pool's respawned worker)
         self._log.close()
         return self.process.returncode
 
