@@ -37,13 +37,19 @@ def import_lazy_modules() -> None:
 
 
 def warm_up_database() -> None:
-    """Runs a job's statements once on no row, then closes the connection they used."""
+    """Runs a job's statements once on no row, then closes the connection they used.
+
+    Each form a job's writes take is a statement of its own for the engine's cache: a progress report with
+    and without log lines, the final write with and without its cancel check (a job whose reports were
+    held back until the end, as a short one's are, finishes with it)."""
     lifecycle = get_runtime().lifecycle
     try:
         lifecycle.begin_attempt(WARM_UP_JOB_ID)
-        with contextlib.suppress(JobCanceled):  # no such job, as intended
-            lifecycle.report_progress(WARM_UP_JOB_ID, 0, None)
-        lifecycle.complete(WARM_UP_JOB_ID, {})
+        for line in (None, "warm-up"):
+            with contextlib.suppress(JobCanceled):  # no such job, as intended
+                lifecycle.report_progress(WARM_UP_JOB_ID, 0, line)
+        for unless_canceled in (False, True):
+            lifecycle.finish(WARM_UP_JOB_ID, {}, lines=["warm-up"], unless_canceled=unless_canceled)
         lifecycle.get(WARM_UP_JOB_ID)
     except SQLAlchemyError as exc:  # the database is down: each job connects and compiles on its own
         log.warning("database warm-up skipped: %s", exc)
