@@ -265,6 +265,9 @@ class Settings(BaseSettings):
     worker_ttl_s: int = Field(35, ge=20)
     # A forking worker keeps a work-horse forked and connected ahead of its next job (workers/forking.py).
     worker_spare_work_horse: bool = True
+    # A forking worker's work-horses take the analyzer's working arrays from one shared mapping of this size
+    # that the worker keeps (tasks/analyzers/scratch.py; resident: what a job uses, ~6-11 MB). 0: their own.
+    worker_shared_scratch_mb: int = Field(32, ge=0)
     # fork: a fresh work-horse per job (RQ's Worker); simple: jobs run in the warm worker (`--no-fork`).
     worker_mode: Literal["fork", "simple"] = "fork"
     # Simple mode: the pool kills a worker whose job runs this long past its timeout (C code, blocked alarm).
