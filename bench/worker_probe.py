@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import resource
 import signal
 import sys
 import time
@@ -181,9 +182,11 @@ class SpanWorker(KitWorker):
     def perform_job(self, job: RQJob, queue: Queue, execution: Execution) -> bool:
         _marks["horse"] = time.time()  # in the work-horse, from here on
         _spans.clear()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         try:
             return super().perform_job(job, queue, execution)
         finally:
+            _spans["faults"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
             _write_span_line({"job": job.id, "spans": _spans, "marks": _marks})
 
     def execute_job(self, job: RQJob, queue: Queue) -> None:
@@ -249,6 +252,7 @@ def _timeline(row: Job, seen: float, lines: list[dict[str, Any]]) -> dict[str, f
         "progress reports": spans.get("progress", 0.0),
         "complete": spans.get("complete", 0.0),
         "after finished: RQ bookkeeping, exit, reaped": (reaped - spans.get("last", reaped)) * 1000,
+        "work-horse's page faults during the job (a count, not ms)": spans.get("faults", 0.0),
         "commit → finished (row clock)": (_epoch(row.finished_at) - committed) * 1000,  # type: ignore[arg-type]
         "commit → seen finished (client clock)": (seen - committed) * 1000,
     }

@@ -35,6 +35,7 @@ from rq.executions import Execution
 
 from core.settings import get_settings
 from jobs.runtime import get_runtime, share_worker_connection
+from tasks.analyzers.scratch import share_with_work_horses, shared_arena
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +72,18 @@ class SpareWorkHorse(_Base):  # type: ignore[misc]
 
     # --- the worker ------------------------------------------------------------------
 
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        share_worker_connection(self.connection)  # once, before any fork: a work-horse connects to Redis once
+        super().bootstrap(*args, **kwargs)
+
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
-        share_worker_connection(self.connection)  # before any fork: a work-horse connects to Redis once
         if self._has_forked and self._spare is None and get_settings().worker_spare_work_horse:
             self._spare = self._fork_spare()
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def fork_work_horse(self, job: Any, queue: Any) -> None:
+        if not self._has_forked:  # before the first fork: every work-horse of this worker shares these pages
+            share_with_work_horses(get_settings().worker_shared_scratch_mb * 2**20)
         self._has_forked = True
         spare, self._spare = self._spare, None
         if spare is not None and self._alive(spare) and self._hand_over(spare, job, queue):
@@ -163,7 +169,7 @@ class SpareWorkHorse(_Base):  # type: ignore[misc]
         """In the spare: gets ready, waits for a job's order, runs the job as a work-horse (never returns)."""
         os.setpgrp()  # as RQ's work-horse: the worker kills its whole group
         self.setup_work_horse_signals()
-        self._warm_up()
+        self._warm_up(pipe)
         while not select.select([pipe], [], [], PARENT_CHECK_S)[0]:
             if os.getppid() != worker_pid:  # the worker died
                 os._exit(0)
@@ -186,17 +192,29 @@ class SpareWorkHorse(_Base):  # type: ignore[misc]
         os.environ["RQ_JOB_ID"] = job.id
         self.main_work_horse(job, queue)
 
-    def _warm_up(self) -> None:
-        """Opens the connections a job uses and runs its first and last writes once on an id that matches no
-        row (the first execution of a statement in a fresh process costs several ms: its objects' pages are
-        copied, its connection's first write set up); a failure is the job's to meet. On SQLite each of the
-        two takes the write lock for an empty transaction."""
+    def _warm_up(self, pipe: int) -> None:
+        """Opens the connections a job uses, then, while no job's order has come (in a burst it comes at once,
+        and work on no row would only delay it), runs the job's first and last writes once on an id that
+        matches no row (the first execution of a statement in a fresh process costs several ms: its objects'
+        pages are copied, its connection's first write set up) and maps the pages of the worker's shared
+        working arrays that earlier jobs used, in one call rather than a page fault each. A failure is the
+        job's to meet. On SQLite each of the two writes takes the write lock for an empty transaction."""
+
+        def ordered() -> bool:
+            return bool(select.select([pipe], [], [], 0)[0])
+
         try:
             runtime = get_runtime()
             for pool in {self.connection.connection_pool, runtime.redis.connection_pool}:
                 pool.release(pool.get_connection())  # connected, no command sent
+            if ordered():
+                return
             runtime.lifecycle.get(WARM_UP_JOB_ID)
             runtime.lifecycle.begin_attempt(WARM_UP_JOB_ID)
-            runtime.lifecycle.complete(WARM_UP_JOB_ID, {})
+            # The final write as a job whose progress reports were held back until the end makes it.
+            runtime.lifecycle.finish(WARM_UP_JOB_ID, {}, lines=["warm-up"], unless_canceled=True)
         except Exception as exc:
             log.debug("spare work-horse not warmed up: %s", exc)
+        arena = shared_arena()
+        if arena is not None and not ordered():
+            arena.prefault()
