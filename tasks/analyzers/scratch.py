@@ -115,12 +115,16 @@ class Scratch(threading.local):
 
     def __init__(self) -> None:
         self._arrays: dict[str, npt.NDArray[Any]] = {}
+        self._pid = os.getpid()
 
     def array(self, name: str, shape: tuple[int, ...], dtype: type[np.generic]) -> npt.NDArray[Any]:
         """A C-contiguous array of `shape` and `dtype` (uninitialized) that the next request of `name` reuses.
 
         The caller must be done with it before asking for `name` again, and no two users may share a name.
+        A forked child starts from none of its parent's (each page it wrote would be a copy of the parent's).
         """
+        if self._pid != os.getpid():
+            self._arrays, self._pid = {}, os.getpid()
         size = math.prod(shape)
         kept = self._arrays.get(name)
         if kept is None or kept.dtype != dtype or kept.shape[0] < size:

@@ -55,6 +55,7 @@ def test_a_work_horse_analyzes_in_its_workers_shared_arrays_and_the_next_one_reu
     audio.write_bytes(encode(np.tile(tone(440.0, -6.0, 2.0, 44100)[:, None], (1, 2)), 44100, "WAV", "PCM_16"))
     worker = _AnalyzingWorker(["audio_analysis"], connection=fakeredis.FakeRedis())
     worker.audio = audio
+    LocalAnalyzer().analyze(audio, lambda percent, message: None)  # arrays of this process: not inherited
 
     first = worker.run_one()
     arena = scratch.shared_arena() or scratch._arena
