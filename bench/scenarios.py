@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import psutil
 
 from bench.client import JOB_TIMEOUT_S, Outcome, Upload, make_client, submit_burst, upload_and_wait, wait_all
 from bench.stack import Stack, StackConfig
@@ -29,6 +32,10 @@ class Burst:
 
     uploads: list[Upload]
     outcomes: list[Outcome]
+    # CPU per upload during the upload phase (first send → last 202), user + system: the API process's
+    # (in-process mode: with the analyses it runs meanwhile), and the bench's own clients'.
+    api_cpu_ms: float = float("nan")
+    client_cpu_ms: float = float("nan")
 
     @property
     def finished(self) -> int:
@@ -80,10 +87,19 @@ def run_sequential(stack: Stack, data: bytes, count: int) -> list[Outcome]:
 
 def run_burst(stack: Stack, data: bytes, count: int) -> Burst:
     """`count` uploads posted as fast as possible, then waited for."""
+    api = psutil.Process(stack.api.pid)
+    api_before, client_before = _cpu_s(api), time.process_time()
     uploads = submit_burst(stack.api.url, data, count, BURST_CONCURRENCY)
+    api_cpu_ms = (_cpu_s(api) - api_before) * 1000 / count
+    client_cpu_ms = (time.process_time() - client_before) * 1000 / count
     with make_client(stack.api.url) as client:
         outcomes = wait_all(client, uploads, JOB_TIMEOUT_S + count * 10.0)
-    return Burst(uploads, outcomes)
+    return Burst(uploads, outcomes, api_cpu_ms, client_cpu_ms)
+
+
+def _cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def _values(outcomes: list[Outcome], attribute: str) -> list[float]:
@@ -201,6 +217,19 @@ def burst_rows(runs: ScenarioRuns) -> list[Row]:
             runs.drains(),
             "jobs/s",
             "jobs finished after the last upload was answered ÷ (last finished_at - last 202)",
+        ),
+        over_runs(
+            f"API CPU per upload in burst, {label}",
+            [burst.api_cpu_ms for burst in bursts],
+            "ms",
+            "the API process's user+system CPU over the upload phase ÷ uploads"
+            + ("" if runs.config.use_rq_queue else " (with the analyses it runs meanwhile)"),
+        ),
+        over_runs(
+            f"bench clients' CPU per upload in burst, {label}",
+            [burst.client_cpu_ms for burst in bursts],
+            "ms",
+            f"the {BURST_CONCURRENCY} posting clients' user+system CPU ÷ uploads (they share the machine)",
         ),
     ]
 

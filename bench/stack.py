@@ -53,13 +53,13 @@ class StackConfig:
 
 
 class CheckoutApi(ManagedProcess):
-    """The API of another checkout under uvicorn: its code first on the path, run from its directory."""
+    """The API of another checkout as deployed (`python -m app`): its code first on the path, run from its
+    directory."""
 
     def __init__(self, settings: Settings, log_path: Path, code_root: Path) -> None:
         port = free_port()
-        argv = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app"]
-        argv += ["--host", "127.0.0.1", "--port", str(port)]
-        super().__init__(argv, _checkout_env(settings_env(settings), code_root), log_path, cwd=code_root)
+        env = settings_env(settings) | {"PORT": str(port), "HOST": "127.0.0.1"}
+        super().__init__([sys.executable, "-m", "app"], _checkout_env(env, code_root), log_path, cwd=code_root)
         self.url = f"http://127.0.0.1:{port}"
         try:
             wait_for(self._ready, API_READY_TIMEOUT_S, f"the API of {code_root}", max_interval_s=0.1)
@@ -117,7 +117,7 @@ def running_stack(config: StackConfig, redis_server: RedisServer, root: Path) ->
         code_root = config.code_root
         # Either stops itself if it never gets ready.
         api = (
-            ApiServer(settings, log_dir / "api.log")
+            ApiServer(settings, log_dir / "api.log", as_deployed=True)  # its HTTP protocol, as `make run`'s
             if code_root is None
             else CheckoutApi(settings, log_dir / "api.log", code_root)
         )
