@@ -161,7 +161,7 @@ class InProcessRunner:
         with self._lock:
             idle = _idle(job)  # else it came due meanwhile: its attempt sees the canceled row
         if idle and job.driver is not None:
-            job.driver.cancel()  # its `finally` forgets the job and ends its waits
+            job.driver.cancel()  # `_forget` then lets the job go and ends its waits
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """The loop that follows jobs (backoff, schedule); `submit` may then be called from any thread."""
@@ -340,9 +340,11 @@ class InProcessRunner:
         job.driver = driver
         self._drivers.add(driver)
         driver.add_done_callback(self._drivers.discard)
+        # Not in `_drive`'s `finally`: a driver canceled before its first step never runs its body.
+        driver.add_done_callback(lambda _: self._forget(job))
 
     async def _drive(self, job: _Job) -> None:
-        """Waits for the schedule, each attempt and each backoff, until the job is over; then forgets it."""
+        """Waits for the schedule, each attempt and each backoff, until the job is over (then `_forget`)."""
         try:
             if job.released is not None:
                 await asyncio.wrap_future(job.released)
@@ -364,16 +366,18 @@ class InProcessRunner:
                     self._line_up(job)
         except Exception:
             log.exception("in-process job %s stopped unexpectedly; the reconciler will take it up", job.job_id)
-        finally:
-            with self._lock:
-                self._jobs.pop(job.job_id, None)
-                while self._leave_line(job.job_id) is not None:
-                    pass
-                self._gate.leave(job.job_id, job.key)
-            self._wake()
-            job.attempt = None
-            if not job.ended.done():
-                job.ended.set_result(None)
+
+    def _forget(self, job: _Job) -> None:
+        """Its driver is done (the job is over, dropped or the runner is closing): the job leaves the runner."""
+        with self._lock:
+            self._jobs.pop(job.job_id, None)
+            while self._leave_line(job.job_id) is not None:
+                pass
+            self._gate.leave(job.job_id, job.key)
+        self._wake()
+        job.attempt = None
+        if not job.ended.done():
+            job.ended.set_result(None)
 
     def _attempt(self, job: _Job, attempt: Future[int | None]) -> int | None:
         """One run, on a pool thread; returns the backoff before the next one, or None when the job is over."""
