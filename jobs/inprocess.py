@@ -67,6 +67,7 @@ class _Job:
     attempt: Future[int | None] | None = None  # the attempt in line or running, if any
     released: Future[None] | None = None  # set for a deferred job: done once its dependencies let it go
     ended: Future[None] = field(default_factory=Future)
+    driver: asyncio.Task[None] | None = None  # follows it on the runner's loop (`_drive`)
 
 
 class InProcessRunner:
@@ -140,6 +141,27 @@ class InProcessRunner:
 
     def is_running(self, job_id: str) -> bool:
         return job_id in self._running
+
+    def drop(self, job_id: str) -> bool:
+        """Lets go of a canceled job held here that is neither running nor in line (scheduled, deferred, or
+        backing off before a retry), from any thread: the runner forgets it, and whatever waits for it (the
+        request's background task, hence a server's graceful shutdown) stops waiting now, not at its due time.
+
+        Returns:
+            False when the job is not held here, or is running or in line (its attempt sees the canceled row).
+        """
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or self._loop is None or not _idle(job):
+                return False
+        self._loop.call_soon_threadsafe(self._stop_driver, job)
+        return True
+
+    def _stop_driver(self, job: _Job) -> None:
+        with self._lock:
+            idle = _idle(job)  # else it came due meanwhile: its attempt sees the canceled row
+        if idle and job.driver is not None:
+            job.driver.cancel()  # `_forget` then lets the job go and ends its waits
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """The loop that follows jobs (backoff, schedule); `submit` may then be called from any thread."""
@@ -315,11 +337,14 @@ class InProcessRunner:
 
     def _follow(self, job: _Job) -> None:
         driver = asyncio.get_running_loop().create_task(self._drive(job), name=f"job-{job.job_id}")
+        job.driver = driver
         self._drivers.add(driver)
         driver.add_done_callback(self._drivers.discard)
+        # Not in `_drive`'s `finally`: a driver canceled before its first step never runs its body.
+        driver.add_done_callback(lambda _: self._forget(job))
 
     async def _drive(self, job: _Job) -> None:
-        """Waits for the schedule, each attempt and each backoff, until the job is over; then forgets it."""
+        """Waits for the schedule, each attempt and each backoff, until the job is over (then `_forget`)."""
         try:
             if job.released is not None:
                 await asyncio.wrap_future(job.released)
@@ -341,16 +366,18 @@ class InProcessRunner:
                     self._line_up(job)
         except Exception:
             log.exception("in-process job %s stopped unexpectedly; the reconciler will take it up", job.job_id)
-        finally:
-            with self._lock:
-                self._jobs.pop(job.job_id, None)
-                while self._leave_line(job.job_id) is not None:
-                    pass
-                self._gate.leave(job.job_id, job.key)
-            self._wake()
-            job.attempt = None
-            if not job.ended.done():
-                job.ended.set_result(None)
+
+    def _forget(self, job: _Job) -> None:
+        """Its driver is done (the job is over, dropped or the runner is closing): the job leaves the runner."""
+        with self._lock:
+            self._jobs.pop(job.job_id, None)
+            while self._leave_line(job.job_id) is not None:
+                pass
+            self._gate.leave(job.job_id, job.key)
+        self._wake()
+        job.attempt = None
+        if not job.ended.done():
+            job.ended.set_result(None)
 
     def _attempt(self, job: _Job, attempt: Future[int | None]) -> int | None:
         """One run, on a pool thread; returns the backoff before the next one, or None when the job is over."""
@@ -434,6 +461,11 @@ class InProcessRunner:
                 grace_s,
                 len(released),
             )
+
+
+def _idle(job: _Job) -> bool:
+    """The job has no attempt in line or running: it waits for its schedule, its dependencies or a backoff."""
+    return job.attempt is None or job.attempt.done()
 
 
 def _rank(row: Job) -> int:

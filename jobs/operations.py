@@ -63,6 +63,7 @@ def cancel(services: JobServices, job_id: str) -> CancelOutcome:
     if job.status is JobStatus.STARTED and job.mode is DispatchMode.BACKGROUND:
         return CancelOutcome(JobStatus.STARTED, stopping=True)  # stops at its next progress report
     lifecycle.mark_canceled(job_id, "canceled on request")
+    services.runner.drop(job_id)  # an in-process job waiting for its time: nothing waits for it any more
     # Its dependents are canceled or failed now (RQ would leave them deferred for ever).
     Dependents(lifecycle, services.redis).after_end(job_id)
     return CancelOutcome(JobStatus.CANCELED, stopping=False)

@@ -42,7 +42,9 @@ def test_flip_from_background_to_rq_with_jobs_in_flight(
     attempted, ids = deployment.upload(5)  # one runs inside the API, four wait there
     deployment.wait_started()
 
-    api.stop()  # restart with the other flag: the in-process jobs die with the old process
+    # Restart with the other flag: the in-process jobs die with the old process. (A SIGTERM would come to
+    # the same: this API, uvicorn's CLI, waits for its requests' jobs, and one is held in the analysis server.)
+    api.kill_group(signal.SIGKILL)
     deployment.fake.script.hold.set()
     deployment.start_api(use_rq_queue=True)
     deployment.start_workers()

@@ -170,3 +170,7 @@ def test_a_scheduled_job_changes_the_queue_it_will_go_to(deployment: Deployment)
             assert registries["low"] is None
             assert registries["high_priority"] is not None
         assert client.delete(f"/jobs/{job_id}/cancel", headers=ADMIN).status_code == 202
+
+    # Nothing waits for the canceled job any more: the API stops on SIGTERM, not when the job would have been due.
+    deployment.api.terminate()
+    wait_for(lambda: not deployment.api.alive, 60, "the API to stop on SIGTERM")

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -176,7 +176,7 @@ def kill_all(processes: list[ManagedProcess]) -> None:
         process.kill_tree()
 
 
-def stop_together(processes: list[ManagedProcess], timeout_s: float = 20.0) -> None:
+def stop_together(processes: Sequence[ManagedProcess], timeout_s: float = 20.0) -> None:
     """Stops every process at once (SIGTERM to all, then waits): a deployment's stop costs its slowest
     process's shutdown, not the sum of them."""
     for process in processes:

@@ -7,13 +7,14 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import anyio.to_thread
 import pytest
 
 from core.errors import CorruptAudio, JobCanceled
-from core.models import DispatchMode, Job, JobStatus
+from core.models import DispatchMode, Job, JobStatus, utcnow
 from jobs import execute
 from jobs.dispatch import Dispatcher
 from jobs.inprocess import InProcessRunner
@@ -227,6 +228,24 @@ def test_a_canceled_run_is_recorded_as_stopped_and_not_retried(
 
     assert (script.runs, outcomes.failures, outcomes.stopped) == (1, [], [job.id])
     assert kit.row(job.id).status is JobStatus.CANCELED
+
+
+def test_a_dropped_scheduled_job_is_let_go_at_once_and_never_runs(
+    make_kit: Callable[..., Kit], outcomes: Outcomes
+) -> None:
+    kit = make_kit()
+    job, script = kit.scripted([])
+
+    async def scheduled_then_dropped() -> tuple[bool, bool]:
+        kit.runner.bind(asyncio.get_running_loop())
+        kit.runner.submit(job, utcnow() + timedelta(hours=1))
+        waiting = asyncio.ensure_future(kit.runner.wait(job.id))  # as the request's background task does
+        dropped = kit.runner.drop(job.id)
+        await asyncio.wait_for(waiting, 60)  # the job is due in an hour: only the drop ends this wait
+        return dropped, kit.runner.drop(job.id)
+
+    assert asyncio.run(scheduled_then_dropped()) == (True, False)  # not held any more the second time
+    assert (kit.runner.active_ids, script.runs, outcomes.attempts) == (set(), 0, [])
 
 
 def test_a_transient_error_then_success_stops_retrying(
