@@ -26,6 +26,7 @@ from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
+from redis.client import Pipeline
 from rq import SimpleWorker
 from rq.callbacks import execute_stopped_callback
 from rq.command import parse_payload
@@ -87,6 +88,16 @@ class KitSimpleWorker(KitWorkerBase, SimpleWorker):
             left = max(job.timeout + self.watchdog_grace_s - working_time, 0)
             return int(min(left, interval)) + self.lease_margin_s
         return int(interval) + self.lease_margin_s
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        """RQ's heartbeat (the worker's `last_heartbeat`, its key's and its executions' TTL), its three writes
+        sent as one pipeline: one round trip instead of three, several times per job."""
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline)
+            return
+        with self.connection.pipeline(transaction=False) as pipe:
+            super().heartbeat(timeout, pipe)
+            pipe.execute()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         execution = self.prepare_execution(job)
