@@ -11,6 +11,7 @@ import redis
 import redis.connection
 from rq.job import Job
 from rq.queue import Queue
+from rq.worker.base import WorkerStatus
 
 import workers.simple
 import workers.worker
@@ -23,10 +24,12 @@ from workers.simple import KitSimpleWorker
 pytestmark = pytest.mark.one_database  # Redis traffic is counted, not the database's
 
 JOBS = 6
-# Raw RQ's SimpleWorker takes 20 for a no-op function. The kit's worker: RQ's bookkeeping with each heartbeat
-# one pipeline (14), the attempt's begin and end each counted and announced in one (2), the dependents' mark (1).
-ROUND_TRIPS_PER_JOB = 17
-COMMANDS_PER_JOB = 71  # raw RQ: 57; the kit: its metrics, notifications, RQ meta copy, dependents' mark
+# Raw RQ's SimpleWorker: 20 round trips and 57 commands for a no-op function. The kit's worker: RQ's bookkeeping,
+# the registration renewed once between two jobs (RQ: four times, three commands each) and the `idle` state written
+# once (RQ: twice) (10); the attempt's begin and end, each counted and announced in one MULTI/EXEC (2); the
+# dependents' mark (1).
+ROUND_TRIPS_PER_JOB = 13
+COMMANDS_PER_JOB = 64
 
 
 def _commands(connection: redis.Redis) -> int:
@@ -74,7 +77,7 @@ def test_a_job_on_the_no_fork_worker_costs_a_bounded_number_of_round_trips_and_c
     assert (last_run - first_run) / (JOBS - 1) <= COMMANDS_PER_JOB
 
 
-def test_a_heartbeat_of_the_no_fork_worker_is_one_round_trip_with_rqs_writes(
+def test_the_no_fork_worker_renews_its_registration_in_one_round_trip_and_not_again_at_once(
     make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch, sends: list[int]
 ) -> None:
     runtime = make_runtime()
@@ -86,8 +89,44 @@ def test_a_heartbeat_of_the_no_fork_worker_is_one_round_trip_with_rqs_writes(
     sends[0] = 0
 
     worker.heartbeat(timeout=500)
+    worker.heartbeat(timeout=500)  # RQ's loop repeats it milliseconds later
+    worker.heartbeat(timeout=400)
 
     assert sends[0] == 1
     assert 490 < runtime.redis.ttl(worker.key) <= 500
     assert 490 < runtime.redis.ttl(worker.executions_key) <= 500
     assert runtime.redis.hget(worker.key, "last_heartbeat") is not None
+
+    sends[0] = 0
+    worker.heartbeat(timeout=600)  # a longer lease is never held back
+    assert sends[0] == 1
+    assert runtime.redis.ttl(worker.key) > 590
+    monkeypatch.setattr(workers.simple, "REPEAT_WRITE_S", 0.0)  # as if the last renewal were old
+    sends[0] = 0
+    worker.heartbeat(timeout=600)
+    assert sends[0] == 1
+
+
+def test_the_no_fork_worker_writes_a_state_again_only_when_it_changed_or_time_passed(
+    make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch, sends: list[int]
+) -> None:
+    runtime = make_runtime()
+    monkeypatch.setattr(workers.worker, "get_settings", lambda: runtime.settings)
+    monkeypatch.setattr(workers.simple, "get_settings", lambda: runtime.settings)
+    worker = KitSimpleWorker([get_queue("audio_analysis", runtime.redis)], connection=runtime.redis)
+    worker.register_birth()  # type: ignore[no-untyped-call]
+    sends[0] = 0
+
+    worker.set_state(WorkerStatus.IDLE)
+    worker.set_state(WorkerStatus.IDLE)
+    assert sends[0] == 1
+    runtime.redis.hset(worker.key, "state", "tampered")
+    sends[0] = 0
+    worker.set_state(WorkerStatus.BUSY)
+    worker.set_state(WorkerStatus.IDLE)  # a change: written
+    assert sends[0] == 2
+    assert (worker.get_state(), runtime.redis.hget(worker.key, "state")) == ("idle", b"idle")
+    monkeypatch.setattr(workers.simple, "REPEAT_WRITE_S", 0.0)  # as if the last write were old
+    sends[0] = 0
+    worker.set_state(WorkerStatus.IDLE)
+    assert sends[0] == 1
