@@ -8,7 +8,7 @@ it lost. Every change notifies listeners after its commit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +19,7 @@ from core.callback_records import CallbackRecords, clip
 from core.db import Database
 from core.errors import InvalidTransition, JobCanceled, NotFound
 from core.job_log import appended, entries
-from core.metrics import JobMetrics, NullMetrics
+from core.metrics import JobMetrics, NullMetrics, RedisJobMetrics
 from core.models import (
     TERMINAL_STATUSES,
     Base,
@@ -29,7 +29,7 @@ from core.models import (
     JobStatus,
     utcnow,
 )
-from core.notify import Notifier
+from core.notify import Notifier, RedisNotifier, Write
 
 _NOT_TERMINAL = Job.status.not_in(list(TERMINAL_STATUSES))
 
@@ -58,6 +58,7 @@ class Lifecycle(CallbackRecords):
         self.database = database
         self.notifier = notifier
         self.metrics: JobMetrics = metrics or NullMetrics()
+        self._redis = notifier.connection if isinstance(notifier, RedisNotifier) else None
 
     # --- reads ----------------------------------------------------------------------
 
@@ -106,9 +107,11 @@ class Lifecycle(CallbackRecords):
         *,
         where: Iterable[Any] = (),
         log: str | Sequence[str] | None = None,
+        count: Callable[[JobMetrics, Job], None] | None = None,
+        along: Sequence[Write] = (),
     ) -> Job | None:
         """One compare-and-set, in one transaction with its log line (or lines); the changed row as written, or
-        None when the condition did not hold."""
+        None when the condition did not hold. A change is then counted (`count`, given the row) and announced."""
         with self.database.session() as session:
             params: dict[str, Any] = {}
             if log:
@@ -124,8 +127,18 @@ class Lifecycle(CallbackRecords):
             job = session.scalars(query, params).one_or_none()
         if job is None:
             return None
-        self.notifier.changed(job_id)
+        self._announce(job, count, along)
         return job
+
+    def _announce(self, row: Job, count: Callable[[JobMetrics, Job], None] | None, along: Sequence[Write]) -> None:
+        """After a commit: counts the change and notifies listeners, with the writes that go `along`; one MULTI/EXEC
+        (one round trip, the PUBLISH last) when the metrics go to the notifier's Redis."""
+        metrics, writes = self.metrics, list(along)
+        if count is not None and isinstance(metrics, RedisJobMetrics) and metrics.connection is self._redis:
+            writes.insert(0, lambda pipe: count(metrics.into(pipe), row))
+        elif count is not None:
+            count(metrics, row)
+        self.notifier.changed(row.id, *writes)
 
     def accept(self, job: Job, *rows: Base, log: str | Sequence[str] = "accepted") -> Job:
         """Commits a new job (and its domain rows, e.g. an upload's) with its first log lines, in one
@@ -178,18 +191,17 @@ class Lifecycle(CallbackRecords):
             },
             where=[_NOT_TERMINAL, Job.cancel_requested.is_(False)],
             log="attempt started",
+            count=_count_started,
         )
         if changed is None:
             job = self.get(job_id)
             if job is not None and job.cancel_requested:
                 self.mark_canceled(job_id, "canceled before it started")
-            return None
-        first = changed.attempts == 1
-        self.metrics.started(changed.queue, changed.attempts, _seconds_since(changed.created_at) if first else None)
         return changed
 
-    def report_progress(self, job_id: str, percent: int, *messages: str | None) -> None:
-        """Stores progress (0-100) and its log lines (reports held back by `jobs.context` come together).
+    def report_progress(self, job_id: str, percent: int, *messages: str | None, along: Sequence[Write] = ()) -> None:
+        """Stores progress (0-100) and its log lines (reports held back by `jobs.context` come together); `along`:
+        Redis writes sent with its notification (e.g. RQ's copy of the progress).
 
         Raises:
             JobCanceled: a cancel was requested, or another run already ended this job.
@@ -209,7 +221,7 @@ class Lifecycle(CallbackRecords):
             written = session.execute(query, params).one_or_none()
         if written is None:
             self._refuse_progress(job_id)
-        self.notifier.changed(job_id)
+        self.notifier.changed(job_id, *along)
 
     def _refuse_progress(self, job_id: str) -> None:
         """Why a progress write did not apply (the rare path: read the row again).
@@ -233,7 +245,13 @@ class Lifecycle(CallbackRecords):
         return self.finish(job_id, result) is not None
 
     def finish(
-        self, job_id: str, result: dict[str, Any], *, lines: Sequence[str] = (), unless_canceled: bool = False
+        self,
+        job_id: str,
+        result: dict[str, Any],
+        *,
+        lines: Sequence[str] = (),
+        unless_canceled: bool = False,
+        along: Sequence[Write] = (),
     ) -> Job | None:
         """`complete`, returning the row as written (its `callback_status` says whether a callback is owed).
 
@@ -241,11 +259,12 @@ class Lifecycle(CallbackRecords):
             lines: log lines of progress reports not written yet, stored before "finished".
             unless_canceled: the write also stands in for those reports' cancel check: None when a cancel
                 was requested (the caller then stops the job as canceled).
+            along: Redis writes sent with the change's notification once it is written (e.g. RQ's meta).
         """
         where = [Job.status == JobStatus.STARTED]
         if unless_canceled:
             where.append(Job.cancel_requested.is_(False))
-        changed = self._change(
+        return self._change(
             job_id,
             {
                 "status": JobStatus.FINISHED,
@@ -257,11 +276,9 @@ class Lifecycle(CallbackRecords):
             },
             where=where,
             log=[*lines, "finished"],
+            count=_count_finished,
+            along=along,
         )
-        if changed is None:
-            return None
-        self.metrics.finished(changed.queue, _seconds_since(changed.attempt_started_at))
-        return changed
 
     def settle_finished(self, job_id: str, result: dict[str, Any]) -> bool:
         """Records a result RQ holds but the database missed (the reconciler's repair)."""
@@ -276,11 +293,9 @@ class Lifecycle(CallbackRecords):
             },
             where=[_NOT_TERMINAL],
             log="finished (recorded by the reconciler)",
+            count=lambda metrics, row: metrics.finished(row.queue, None),
         )
-        if changed is None:
-            return False
-        self.metrics.finished(changed.queue, None)
-        return True
+        return changed is not None
 
     def record_failure(self, job_id: str, error: str, *, retry_in_s: int | None) -> bool:
         """Records a failed run: waiting for a retry when `retry_in_s` is given, else failed for good."""
@@ -297,14 +312,14 @@ class Lifecycle(CallbackRecords):
             status = JobStatus.SCHEDULED if retry_in_s > 0 else JobStatus.QUEUED
             values = {"status": status, "error": error}
             log = f"attempt failed, retrying in {retry_in_s}s: {error}"
-        changed = self._change(job_id, values, where=[_NOT_TERMINAL], log=log)
-        if changed is None:
-            return False
-        if retry_in_s is None:
-            self.metrics.failed(changed.queue)
-        else:
-            self.metrics.retried(changed.queue)
-        return True
+
+        def count(metrics: JobMetrics, row: Job) -> None:
+            if retry_in_s is None:
+                metrics.failed(row.queue)
+            else:
+                metrics.retried(row.queue)
+
+        return self._change(job_id, values, where=[_NOT_TERMINAL], log=log, count=count) is not None
 
     def mark_canceled(self, job_id: str, reason: str = "canceled") -> bool:
         changed = self._change(
@@ -312,11 +327,9 @@ class Lifecycle(CallbackRecords):
             {"status": JobStatus.CANCELED, "finished_at": utcnow(), "cancel_requested": True},
             where=[_NOT_TERMINAL],
             log=reason,
+            count=lambda metrics, row: metrics.canceled(row.queue),
         )
-        if changed is None:
-            return False
-        self.metrics.canceled(changed.queue)
-        return True
+        return changed is not None
 
     def request_cancel(self, job_id: str) -> Job:
         """Flags a running or waiting job for cancellation; the run stops at its next checkpoint.
@@ -376,6 +389,14 @@ class Lifecycle(CallbackRecords):
         if ids:
             with self.database.session() as session:
                 session.execute(update(Job).where(Job.id.in_(ids), _NOT_TERMINAL).values(updated_at=utcnow()))
+
+
+def _count_started(metrics: JobMetrics, row: Job) -> None:
+    metrics.started(row.queue, row.attempts, _seconds_since(row.created_at) if row.attempts == 1 else None)
+
+
+def _count_finished(metrics: JobMetrics, row: Job) -> None:
+    metrics.finished(row.queue, _seconds_since(row.attempt_started_at))
 
 
 def grace_cutoff(grace_s: int) -> datetime:

@@ -17,9 +17,10 @@ import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
+from redis.client import Pipeline
 
 from core.settings import QUEUES_BY_PRIORITY
 
@@ -163,44 +164,74 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-class RedisJobMetrics:
+class _QueuedMetrics:
+    """`JobMetrics` queuing each hook's writes on a transaction the caller executes (`RedisJobMetrics.into`)."""
+
+    def __init__(self, pipe: Pipeline) -> None:
+        self._pipe = pipe
+
+    def started(self, queue: str, attempt: int, wait_s: float | None) -> None:
+        self._count(JobEvent.STARTED, queue, UPLOAD_TO_START_KEY, UPLOAD_TO_START_BUCKETS_S, wait_s)
+
+    def finished(self, queue: str, duration_s: float | None) -> None:
+        self._count(JobEvent.FINISHED, queue, JOB_DURATION_KEY, JOB_DURATION_BUCKETS_S, duration_s)
+
+    def failed(self, queue: str) -> None:
+        self._count(JobEvent.FAILED, queue)
+
+    def retried(self, queue: str) -> None:
+        self._count(JobEvent.RETRIED, queue)
+
+    def canceled(self, queue: str) -> None:
+        self._count(JobEvent.CANCELED, queue)
+
+    def callback(self, outcome: CallbackOutcome) -> None:
+        self._pipe.hincrby(CALLBACKS_KEY, outcome.value, 1)
+
+    def _count(
+        self,
+        event: JobEvent,
+        queue: str,
+        histogram_key: str | None = None,
+        bounds: tuple[float, ...] = (),
+        value: float | None = None,
+    ) -> None:
+        self._pipe.hincrby(EVENTS_KEY, f"{event.value}:{queue}", 1)
+        if histogram_key is not None and value is not None and not math.isnan(value):
+            # Clocks of API and worker hosts may disagree by a little; a wait is never negative.
+            value = max(0.0, value)
+            self._pipe.hincrby(histogram_key, f"bucket:{_bucket_for(bounds, value)}:{queue}", 1)
+            self._pipe.hincrbyfloat(histogram_key, f"sum:{queue}", value)  # the count is the buckets' total
+
+
+class RedisJobMetrics(_QueuedMetrics):
     """`JobMetrics` in Redis hashes: one pipelined round-trip per hook, never an error to the caller.
 
     Histograms store one count per bucket (not cumulative), so an observation
     is a single HINCRBY; `read()` accumulates them. Every write of one hook is
-    a MULTI/EXEC, so a scrape never sees a count without its sum.
+    a MULTI/EXEC, so a scrape never sees a count without its sum. `into(pipe)`
+    gives the same hooks writing into the caller's transaction (a job's change
+    counted in the round trip of its notification: `core.notify`).
     """
 
     def __init__(self, connection: redis.Redis) -> None:
-        self._connection = connection
+        self.connection = connection
 
-    # --- JobMetrics -------------------------------------------------------------------
-
-    def started(self, queue: str, attempt: int, wait_s: float | None) -> None:
-        self._record(JobEvent.STARTED, queue, UPLOAD_TO_START_KEY, UPLOAD_TO_START_BUCKETS_S, wait_s)
-
-    def finished(self, queue: str, duration_s: float | None) -> None:
-        self._record(JobEvent.FINISHED, queue, JOB_DURATION_KEY, JOB_DURATION_BUCKETS_S, duration_s)
-
-    def failed(self, queue: str) -> None:
-        self._record(JobEvent.FAILED, queue)
-
-    def retried(self, queue: str) -> None:
-        self._record(JobEvent.RETRIED, queue)
-
-    def canceled(self, queue: str) -> None:
-        self._record(JobEvent.CANCELED, queue)
+    @staticmethod
+    def into(pipe: Pipeline) -> JobMetrics:
+        """The hooks, queuing their writes on `pipe` (a MULTI/EXEC the caller executes)."""
+        return _QueuedMetrics(pipe)
 
     def callback(self, outcome: CallbackOutcome) -> None:
         try:
-            self._connection.hincrby(CALLBACKS_KEY, outcome.value, 1)
+            self.connection.hincrby(CALLBACKS_KEY, outcome.value, 1)
         except redis.exceptions.RedisError as exc:
             log.debug("callback metric %s not recorded: %s", outcome.value, exc)
 
     def retention_deleted(self, jobs: int, files: int) -> None:
         """Jobs (with their domain rows) and stored files that retention removed."""
         try:
-            pipe = self._connection.pipeline(transaction=True)
+            pipe = self.connection.pipeline(transaction=True)
             pipe.hincrby(RETENTION_KEY, "job", jobs)
             pipe.hincrby(RETENTION_KEY, "file", files)
             pipe.execute()
@@ -213,28 +244,17 @@ class RedisJobMetrics:
         Raises:
             redis.exceptions.RedisError: Redis cannot be read.
         """
-        stored = self._connection.hgetall(RETENTION_KEY)
+        stored = self.connection.hgetall(RETENTION_KEY)
         return {"job": 0, "file": 0} | {_text(kind): int(count) for kind, count in stored.items()}
 
     # --- writing ----------------------------------------------------------------------
 
-    def _record(
-        self,
-        event: JobEvent,
-        queue: str,
-        histogram_key: str | None = None,
-        bounds: tuple[float, ...] = (),
-        value: float | None = None,
-    ) -> None:
+    def _count(self, event: JobEvent, queue: str, *observation: Any) -> None:
+        """One hook's writes, as a transaction of their own."""
         try:
-            pipe = self._connection.pipeline(transaction=True)
-            pipe.hincrby(EVENTS_KEY, f"{event.value}:{queue}", 1)
-            if histogram_key is not None and value is not None and not math.isnan(value):
-                # Clocks of API and worker hosts may disagree by a little; a wait is never negative.
-                value = max(0.0, value)
-                pipe.hincrby(histogram_key, f"bucket:{_bucket_for(bounds, value)}:{queue}", 1)
-                pipe.hincrbyfloat(histogram_key, f"sum:{queue}", value)  # the count is the buckets' total
-            pipe.execute()
+            with self.connection.pipeline(transaction=True) as pipe:
+                _QueuedMetrics(pipe)._count(event, queue, *observation)
+                pipe.execute()
         except redis.exceptions.RedisError as exc:
             # Metrics are best-effort: a job must never fail, or be retried, because Redis hiccuped here.
             log.debug("job metric %s on %s not recorded: %s", event.value, queue, exc)
@@ -247,7 +267,7 @@ class RedisJobMetrics:
         Raises:
             redis.exceptions.RedisError: Redis cannot be read.
         """
-        pipe = self._connection.pipeline(transaction=True)
+        pipe = self.connection.pipeline(transaction=True)
         pipe.hgetall(EVENTS_KEY)
         pipe.hgetall(JOB_DURATION_KEY)
         pipe.hgetall(UPLOAD_TO_START_KEY)

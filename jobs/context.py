@@ -24,11 +24,12 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-import redis
+from redis.client import Pipeline
 from rq import get_current_job
 
 from core.errors import JobInterrupted, JobTimedOut
 from core.lifecycle import Lifecycle
+from core.notify import Write
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,7 @@ def progress(percent: int, message: str | None = None) -> None:
     if not job.held.add(percent, message):
         return
     _, lines = job.held.take()
-    job.lifecycle.report_progress(job.job_id, percent, *lines)
-    mirror_to_rq(percent, *lines)
+    job.lifecycle.report_progress(job.job_id, percent, *lines, along=mirror_to_rq(percent, *lines))
 
 
 def log_line(message: str) -> None:
@@ -136,17 +136,18 @@ def log_line(message: str) -> None:
         job.lifecycle.log(job.job_id, *job.held.take_lines(), message)  # after the lines held back: in order
 
 
-def mirror_to_rq(percent: int, *messages: str | None) -> None:
-    """Copies progress into the RQ job's meta, so rq-dashboard and `GET /jobs/{id}` see it too."""
+def mirror_to_rq(percent: int, *messages: str | None) -> tuple[Write, ...]:
+    """The write that copies progress into the RQ job's meta (rq-dashboard, `GET /jobs/{id}` read it), to go
+    with the change's notification (`along=`: one round trip); none outside an RQ job."""
     job = get_current_job()
     if job is None:
-        return
-    job.meta["progress"] = percent
+        return ()
     lines = [message for message in messages if message]
-    if lines:
-        job.meta["log"] = [*job.meta.get("log", []), *lines][-RQ_META_LINES_KEPT:]
-    try:
-        job.save_meta()  # type: ignore[no-untyped-call]
-    except redis.exceptions.RedisError as exc:
-        # A copy for the dashboard only: the database holds the real progress.
-        log.debug("progress of %s not mirrored to RQ: %s", job.id, exc)
+
+    def write(pipe: Pipeline) -> None:
+        job.meta["progress"] = percent
+        if lines:
+            job.meta["log"] = [*job.meta.get("log", []), *lines][-RQ_META_LINES_KEPT:]
+        pipe.hset(job.key, "meta", job.serializer.dumps(job.meta))  # as `Job.save_meta` writes it
+
+    return (write,)

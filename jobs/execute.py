@@ -67,9 +67,11 @@ def run_job(job_id: str, interrupted: Callable[[], bool] | None = None) -> Any:
         except (TypeError, ValueError) as exc:
             raise BadJobResult(f"task {job.task!r} returned a result that is not JSON: {exc}") from None
     percent, lines = held.take()
-    mirror_to_rq(100, *lines, "finished")
-    # Reports held back are written with the result; their cancel check is this write's.
-    finished = lifecycle.finish(job_id, result, lines=lines, unless_canceled=percent is not None)
+    # Reports held back are written with the result; their cancel check is this write's. RQ's copy of the
+    # progress goes with the change's notification, once the row says finished.
+    finished = lifecycle.finish(
+        job_id, result, lines=lines, unless_canceled=percent is not None, along=mirror_to_rq(100, *lines, "finished")
+    )
     if finished is None:
         ended = lifecycle.get(job_id)
         if ended is not None and ended.status is JobStatus.STARTED and ended.cancel_requested:

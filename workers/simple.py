@@ -26,6 +26,7 @@ from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
+from redis.client import Pipeline
 from rq import SimpleWorker
 from rq.callbacks import execute_stopped_callback
 from rq.command import parse_payload
@@ -44,6 +45,9 @@ INTERRUPT_SIGNAL = signal.SIGUSR1
 INTERRUPT_RETRY_S = 0.2
 INTERRUPT_TRIES = 50
 _MB = 1024 * 1024
+# A write of the worker's registration repeated within this long (the same turn of RQ's loop) is not sent
+# again: its TTL is worker_ttl + 60 s, so the registration lives at most this much less than with RQ's own.
+REPEAT_WRITE_S = 1.0
 
 
 def resident_mb() -> float:
@@ -72,6 +76,8 @@ class KitSimpleWorker(KitWorkerBase, SimpleWorker):
         self._interruptible_job_id: str | None = None
         self._signal_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
         self._directory = os.getcwd()
+        self._renewed: tuple[float, int] = (0.0, 0)  # the last renewal sent: when (monotonic), its TTL
+        self._state_written: tuple[float, str | None] = (0.0, None)  # the last state written alone: when, which
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         if self.max_jobs:
@@ -87,6 +93,31 @@ class KitSimpleWorker(KitWorkerBase, SimpleWorker):
             left = max(job.timeout + self.watchdog_grace_s - working_time, 0)
             return int(min(left, interval)) + self.lease_margin_s
         return int(interval) + self.lease_margin_s
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        """RQ's renewal of the worker's registration (`last_heartbeat`, its key's and its executions' TTL), its
+        three writes sent as one pipeline; one that repeats a renewal sent less than `REPEAT_WRITE_S` ago with
+        a TTL at least as long is not sent again (RQ's loop renews it three times per job, ms apart)."""
+        ttl = timeout or self.worker_ttl + 60  # RQ's default
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline)
+            return
+        if ttl <= self._renewed[1] and time.monotonic() - self._renewed[0] < REPEAT_WRITE_S:
+            return
+        with self.connection.pipeline(transaction=False) as pipe:
+            super().heartbeat(timeout, pipe)
+            pipe.execute()
+        self._renewed = (time.monotonic(), ttl)
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        """RQ's, except that the state this worker wrote less than `REPEAT_WRITE_S` ago is not written again
+        (RQ's loop writes `idle` twice between two jobs)."""
+        written_at, written = self._state_written
+        if pipeline is None and state == written and time.monotonic() - written_at < REPEAT_WRITE_S:
+            self._state = state
+            return
+        super().set_state(state, pipeline)
+        self._state_written = (time.monotonic(), state) if pipeline is None else (0.0, None)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         execution = self.prepare_execution(job)
@@ -106,7 +137,12 @@ class KitSimpleWorker(KitWorkerBase, SimpleWorker):
             if slot is not None:
                 slot.clear()
             self._restore_process_state()
-        self.set_state(WorkerStatus.IDLE)
+        with self.connection.pipeline(transaction=False) as pipe:  # the loop's next renewal goes with it
+            self.set_state(WorkerStatus.IDLE, pipe)
+            self.heartbeat(pipeline=pipe)
+            pipe.execute()
+        now = time.monotonic()
+        self._state_written, self._renewed = (now, WorkerStatus.IDLE), (now, self.worker_ttl + 60)
         self._recycle_if_bloated()
 
     def _keep_leases(self) -> None:
