@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# Ends the name of a per-job phase that is a count of page faults, not a time (its unit: "faults").
+FAULTS_SUFFIX = ", page faults"
+
 # Columns of the printed table, and how wide each is at least.
 _HEADERS = ("name", "n", "median", "p90", "p99", "unit", "notes")
 

@@ -30,6 +30,7 @@ from rq.worker.base import BaseWorker
 import jobs.context
 import jobs.execute
 import jobs.runtime
+from bench.stats import FAULTS_SUFFIX
 from core.db import migrate
 from core.lifecycle import Lifecycle
 from core.models import Job
@@ -252,7 +253,7 @@ def _timeline(row: Job, seen: float, lines: list[dict[str, Any]]) -> dict[str, f
         "progress reports": spans.get("progress", 0.0),
         "complete": spans.get("complete", 0.0),
         "after finished: RQ bookkeeping, exit, reaped": (reaped - spans.get("last", reaped)) * 1000,
-        "work-horse's page faults during the job (a count, not ms)": spans.get("faults", 0.0),
+        f"work-horse during the job{FAULTS_SUFFIX}": spans.get("faults", 0.0),
         "commit → finished (row clock)": (_epoch(row.finished_at) - committed) * 1000,  # type: ignore[arg-type]
         "commit → seen finished (client clock)": (seen - committed) * 1000,
     }

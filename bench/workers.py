@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.audio import write_audio
-from bench.stats import Row, single, summarize
+from bench.stats import FAULTS_SUFFIX, Row, single, summarize
 from core.settings import PROJECT_ROOT
 from devserver.redis import RedisServer
 
@@ -97,5 +97,6 @@ def worker_rows(probe: dict[str, Any], label: str = "") -> list[Row]:
         rows.append(single(f"ratio kit/raw RQ {worker}{label}", len(drains[f"kit-{mode}"]), value, "x", "goal ≥ 0.5"))
     phases: dict[str, list[float]] = probe["phases"]
     for phase, values in phases.items():  # in the order of a job's life; one value per job
-        rows.append(summarize(f"{phase}{label}", values, "ms", _spread(values)))
+        unit = "faults" if phase.endswith(FAULTS_SUFFIX) else "ms"
+        rows.append(summarize(f"{phase}{label}", values, unit, _spread(values)))
     return rows
