@@ -51,6 +51,19 @@ def sends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return count
 
 
+@pytest.fixture
+def registered(
+    make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> tuple[Runtime, KitSimpleWorker]:
+    """A runtime, and a no-fork worker on it that has registered itself (its settings are the runtime's)."""
+    runtime = make_runtime()
+    monkeypatch.setattr(workers.worker, "get_settings", lambda: runtime.settings)
+    monkeypatch.setattr(workers.simple, "get_settings", lambda: runtime.settings)
+    worker = KitSimpleWorker([get_queue("audio_analysis", runtime.redis)], connection=runtime.redis)
+    worker.register_birth()  # type: ignore[no-untyped-call]
+    return runtime, worker
+
+
 def test_a_job_on_the_no_fork_worker_costs_a_bounded_number_of_round_trips_and_commands(
     make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch, sends: list[int]
 ) -> None:
@@ -78,13 +91,9 @@ def test_a_job_on_the_no_fork_worker_costs_a_bounded_number_of_round_trips_and_c
 
 
 def test_the_no_fork_worker_renews_its_registration_in_one_round_trip_and_not_again_at_once(
-    make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch, sends: list[int]
+    registered: tuple[Runtime, KitSimpleWorker], monkeypatch: pytest.MonkeyPatch, sends: list[int]
 ) -> None:
-    runtime = make_runtime()
-    monkeypatch.setattr(workers.worker, "get_settings", lambda: runtime.settings)
-    monkeypatch.setattr(workers.simple, "get_settings", lambda: runtime.settings)
-    worker = KitSimpleWorker([get_queue("audio_analysis", runtime.redis)], connection=runtime.redis)
-    worker.register_birth()  # type: ignore[no-untyped-call]
+    runtime, worker = registered
     runtime.redis.sadd(worker.executions_key, "a-job:an-execution")
     sends[0] = 0
 
@@ -108,13 +117,9 @@ def test_the_no_fork_worker_renews_its_registration_in_one_round_trip_and_not_ag
 
 
 def test_the_no_fork_worker_writes_a_state_again_only_when_it_changed_or_time_passed(
-    make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch, sends: list[int]
+    registered: tuple[Runtime, KitSimpleWorker], monkeypatch: pytest.MonkeyPatch, sends: list[int]
 ) -> None:
-    runtime = make_runtime()
-    monkeypatch.setattr(workers.worker, "get_settings", lambda: runtime.settings)
-    monkeypatch.setattr(workers.simple, "get_settings", lambda: runtime.settings)
-    worker = KitSimpleWorker([get_queue("audio_analysis", runtime.redis)], connection=runtime.redis)
-    worker.register_birth()  # type: ignore[no-untyped-call]
+    runtime, worker = registered
     sends[0] = 0
 
     worker.set_state(WorkerStatus.IDLE)
