@@ -155,14 +155,15 @@ def test_reading_pauses_past_the_buffer_bound_when_the_app_takes_nothing() -> No
 
 def test_headers_too_slow_get_408_and_the_deadline_restarts_for_the_next_request() -> None:
     async def scenario() -> None:
-        protocol, transport = _connect(count_body, header_timeout_s=0.05)
+        # Long enough that a stalled test process cannot see the deadline pass before it checks the first answer.
+        protocol, transport = _connect(count_body, header_timeout_s=0.5)
         protocol.data_received(_post("/", 3) + b"abc")
         await _until(lambda: transport.written.endswith(b"\r\n\r\n3"), "the first answer")
         assert not transport.closed
 
         protocol.data_received(b"GET / HTTP/1.1\r\nHost: te")  # the next request's headers, never finished
         await _until(lambda: transport.closed, "the connection to close")
-        assert transport.written.endswith(b"\r\n\r\nrequest headers not received within 0.05 s")
+        assert transport.written.endswith(b"\r\n\r\nrequest headers not received within 0.5 s")
         assert b"HTTP/1.1 408 " in transport.written
 
     asyncio.run(scenario())
