@@ -62,31 +62,35 @@ def warm_up_database() -> None:
         get_runtime().database.dispose()
 
 
-def warm_up_analysis() -> None:
-    """When the task modules use the local analyzer: analyzes a short tone once, in a thread of its own.
-
-    What an analysis sets up on first use in a process (numpy's FFT plans for the frame sizes of 44.1 kHz,
-    libsndfile's and cffi's first calls) is then inherited by every work-horse instead of being redone in
-    each one: ~2 ms and ~150 page faults of a short file's analysis. The thread's working arrays go with
-    it, so the work-horses inherit none of them."""
+def analyze_tone() -> bool:
+    """When the task modules use the local analyzer: analyzes a 0.1 s tone in this thread (False when not)."""
     if "tasks.analyzers.local" not in sys.modules:
-        return
+        return False
     import numpy as np  # loaded with the analyzer already
     import soundfile as sf
 
     from tasks.analyzers.local import LocalAnalyzer
 
-    def analyze() -> None:
-        with tempfile.TemporaryDirectory(prefix="audiokit-warm-up-") as directory:
-            path = Path(directory) / "tone.wav"
-            seconds = np.arange(WARM_UP_SAMPLE_RATE // 10) / WARM_UP_SAMPLE_RATE
-            samples = 0.5 * np.sin(2 * np.pi * 440.0 * seconds)
-            sf.write(path, np.column_stack([samples, samples]), WARM_UP_SAMPLE_RATE, subtype="PCM_16")
-            LocalAnalyzer().analyze(path, lambda percent, message: None)
+    with tempfile.TemporaryDirectory(prefix="audiokit-warm-up-") as directory:
+        path = Path(directory) / "tone.wav"
+        seconds = np.arange(WARM_UP_SAMPLE_RATE // 10) / WARM_UP_SAMPLE_RATE
+        samples = 0.5 * np.sin(2 * np.pi * 440.0 * seconds)
+        sf.write(path, np.column_stack([samples, samples]), WARM_UP_SAMPLE_RATE, subtype="PCM_16")
+        LocalAnalyzer().analyze(path, lambda percent, message: None)
+    return True
+
+
+def warm_up_analysis() -> None:
+    """Analyzes a short tone once (`analyze_tone`), in a thread of its own.
+
+    What an analysis sets up on first use in a process (numpy's FFT plans for the frame sizes of 44.1 kHz,
+    libsndfile's and cffi's first calls) is then inherited by every work-horse instead of being redone in
+    each one: ~2 ms and ~150 page faults of a short file's analysis. The thread's working arrays go with
+    it, so the work-horses inherit none of them."""
 
     def run() -> None:
         try:
-            analyze()
+            analyze_tone()
         except Exception as exc:  # e.g. no writable temporary directory: each work-horse sets up on its own
             log.warning("analysis warm-up skipped: %s", exc)
 

@@ -1,5 +1,5 @@
-"""A spare work-horse runs a job's writes on no row only while it waits: one handed its job at once (a burst)
-goes straight to it."""
+"""A spare work-horse runs a job's writes on no row, and analyzes a short tone, only while it waits: one handed
+its job at once (a burst) goes straight to it."""
 
 from __future__ import annotations
 
@@ -11,17 +11,30 @@ import fakeredis
 import pytest
 from sqlalchemy import event
 
+import tasks.analyzers.local
 from jobs.runtime import Runtime
 from workers.worker import KitWorker
 
 pytestmark = pytest.mark.one_database
 
 
-@pytest.mark.parametrize(("order_waiting", "writes"), [(True, 0), (False, 4)])
-def test_the_warm_up_on_no_row_runs_only_while_no_order_has_come(
-    make_runtime: Callable[..., Runtime], order_waiting: bool, writes: int
+@pytest.mark.parametrize(("order_waiting", "writes", "analyses"), [(True, 0, 0), (False, 4, 1)])
+def test_the_warm_up_runs_only_while_no_order_has_come(
+    make_runtime: Callable[..., Runtime],
+    monkeypatch: pytest.MonkeyPatch,
+    order_waiting: bool,
+    writes: int,
+    analyses: int,
 ) -> None:
     runtime = make_runtime()
+    analyzed: list[str] = []
+    real_analyze = tasks.analyzers.local.LocalAnalyzer.analyze
+
+    def counted_analyze(self: Any, *args: Any, **kwargs: Any) -> Any:
+        analyzed.append("tone")
+        return real_analyze(self, *args, **kwargs)
+
+    monkeypatch.setattr(tasks.analyzers.local.LocalAnalyzer, "analyze", counted_analyze)
     worker = KitWorker(["audio_analysis"], connection=fakeredis.FakeRedis())
     begun: list[str] = []
 
@@ -40,3 +53,4 @@ def test_the_warm_up_on_no_row_runs_only_while_no_order_has_come(
         os.close(write_end)
 
     assert len(begun) == writes  # get; begin_attempt (its write, then a read: no row); finish
+    assert len(analyzed) == analyses
