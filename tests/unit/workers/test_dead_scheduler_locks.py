@@ -28,7 +28,8 @@ def test_a_worker_names_its_scheduler_after_itself(redis_conn: redis.Redis) -> N
     redis_conn.set(_lock("callbacks"), "another-scheduler", ex=LOCK_TTL_S)  # so no scheduler process starts
     worker = KitWorker(["callbacks"], connection=redis_conn)
     worker._start_scheduler()
-    assert worker.scheduler is not None and worker.scheduler.name == worker.name
+    assert worker.scheduler is not None
+    assert worker.scheduler.name == worker.name
     assert not worker.scheduler.acquired_locks
 
 

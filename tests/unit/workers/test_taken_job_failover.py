@@ -33,12 +33,12 @@ def test_a_taken_job_without_a_start_is_retried_once_seen_for_the_lease_margin(
     assert intermediate.get_job_ids() == [job.id]
     worker = KitWorker([queue.name], connection=connection)  # another worker: the one that took it is gone
 
-    worker.clean_registries()  # the first look only notes when the job was seen there
+    worker.clean_registries()  # type: ignore[no-untyped-call]  # the first look only notes when it was seen there
     assert intermediate.get_job_ids() == [job.id]
     seen = (now() - timedelta(seconds=LEASE_MARGIN_S + 1)).timestamp()
     connection.set(intermediate.get_first_seen_key(job.id), seen)  # seen one lease margin ago (< RQ's minute)
     connection.delete(queue.registry_cleaning_key)  # the next maintenance round
-    worker.clean_registries()
+    worker.clean_registries()  # type: ignore[no-untyped-call]
 
     assert intermediate.get_job_ids() == []
     assert queue.get_job_ids() == [job.id]  # retried by RQ's own failure handling (its `Retry`)
