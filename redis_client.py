@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import redis
@@ -23,9 +23,11 @@ from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.callbacks import Callback
 from rq.exceptions import DeserializationError, NoSuchJobError
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Dependency, Job
 from rq.rate_limit import RateLimit
 from rq.serializers import JSONSerializer
+from rq.utils import now
 
 from core.errors import JobNotAllowed, QueueFull, QueueUnavailable, RedisPolicyError
 from core.settings import Settings, get_settings, intervals_for
@@ -97,6 +99,22 @@ class KitJob(Job):
         return super().stopped_callback
 
 
+class KitIntermediateQueue(IntermediateQueue):
+    """RQ's list of jobs taken from a queue and not yet registered as started, failed over after
+    `WORKER_LEASE_MARGIN_S` instead of RQ's fixed minute.
+
+    A live worker registers the job it took within one round trip. One that died in between (Redis
+    crashed under it, or lost the registration with the last second of its AOF) leaves the job here, and
+    maintenance hands it to RQ's failure handling (retry or fail) once it has been seen here that long.
+    """
+
+    def should_be_cleaned_up(self, job_id: str) -> bool:
+        first_seen = self.get_first_seen(job_id)
+        if first_seen is None:
+            return False
+        return bool(now() - first_seen > timedelta(seconds=get_settings().worker_lease_margin_s))
+
+
 class KitQueue(Queue):
     """An RQ queue of `KitJob`s, JSON-serialized."""
 
@@ -116,6 +134,10 @@ class KitQueue(Queue):
         """
         ttl = get_settings().worker_maintenance_interval_s
         return bool(self.connection.set(self.registry_cleaning_key, 1, nx=True, ex=ttl))
+
+    @property
+    def intermediate_queue(self) -> KitIntermediateQueue:
+        return KitIntermediateQueue(self.key, connection=self.connection)
 
 
 def make_redis(settings: Settings, *, role: str = "api") -> redis.Redis:

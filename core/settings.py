@@ -259,7 +259,8 @@ class Settings(BaseSettings):
     # Heartbeat of a running job; its lease lasts this + WORKER_LEASE_MARGIN_S after each beat.
     worker_job_monitoring_interval_s: int = Field(10, ge=1)
     # Slack for late heartbeats (RQ's own is 60 s): a SIGKILLed worker's job is retried after
-    # monitoring interval + margin + up to one maintenance interval.
+    # monitoring interval + margin + up to one maintenance interval. A job a worker took off a queue and
+    # never registered as started (Redis crashed under it) is retried once seen there this long.
     worker_lease_margin_s: int = Field(60, ge=5)
     # A worker's registration lives this long without heartbeat; also bounds BLPOP waits (ttl - 15 s).
     worker_ttl_s: int = Field(35, ge=20)

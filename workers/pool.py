@@ -7,6 +7,12 @@ SIGKILLed, out of memory, `os._exit` in a task) it hands that job to RQ's abando
 once, instead of after its lease: the failure callback records the failed attempt, RQ retries the job
 by its `Retry` or fails it. The pool then starts a fresh worker in its place (RQ's own respawn).
 Forking workers write no deadline: for them this pool is RQ's.
+
+A worker's scheduler is named after it (`KitWorkerBase._start_scheduler`). A worker that dies with Redis
+(a crash) leaves its scheduler's locks (`rq:scheduler-lock:<queue>`, TTL `interval + 60` s) in the AOF:
+its scheduler could not release them, and no other scheduler would take them for a minute, so scheduled
+jobs and retry backoffs would wait. The pool releases them (only while they still hold that name) once
+Redis answers again, and a live worker's scheduler takes them at its next maintenance.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 import redis
+from rq.scheduler import SCHEDULER_LOCKING_KEY_TEMPLATE
+from rq.scripts import release_lock
 from rq.worker_pool import ForkProcess, WorkerData, WorkerPool, run_worker
 
 from jobs.runtime import get_runtime
@@ -39,6 +47,7 @@ class KitWorkerPool(WorkerPool):
         super().__init__(*args, **kwargs)
         self._slots: dict[str, JobSlot] = {}
         self._killed: set[str] = set()
+        self._dead_schedulers: set[str] = set()  # names of dead workers (and their schedulers) whose locks remain
 
     def get_worker_process(self, name: str, burst: bool, _sleep: float = 0, logging_level: str = "INFO") -> BaseProcess:
         """RQ 3.0's own, with a slot shared with the worker (`run_watched_worker`)."""
@@ -63,6 +72,10 @@ class KitWorkerPool(WorkerPool):
         self.enforce_deadlines()
         super().reap_workers()  # type: ignore[no-untyped-call]
 
+    def check_workers(self, respawn: bool = True) -> None:
+        super().check_workers(respawn)  # reaps, then starts the missing workers (before any wait on Redis below)
+        self.release_dead_schedulers_locks()
+
     def enforce_deadlines(self) -> None:
         """SIGKILLs each worker whose job is past its deadline (once)."""
         now = time.monotonic()
@@ -86,9 +99,22 @@ class KitWorkerPool(WorkerPool):
     def handle_dead_worker(self, worker_data: WorkerData) -> None:
         super().handle_dead_worker(worker_data)
         self._killed.discard(worker_data.name)
+        self._dead_schedulers.add(worker_data.name)
         slot = self._slots.pop(worker_data.name, None)
         if slot is not None and slot.busy:
             self._release_abandoned(worker_data, slot)
+
+    def release_dead_schedulers_locks(self) -> None:
+        """Deletes each queue's scheduler lock still held in a dead worker's name; while Redis is down they
+        are kept for the next check (every second, after redis-py's own retries)."""
+        for name in sorted(self._dead_schedulers):
+            try:
+                for queue_name in self._queue_names:
+                    if release_lock(self.connection, SCHEDULER_LOCKING_KEY_TEMPLATE % queue_name, name):
+                        log.warning("released the scheduler lock of %s held by dead worker %s", queue_name, name)
+            except redis.exceptions.RedisError:
+                return
+            self._dead_schedulers.discard(name)
 
     def _release_abandoned(self, worker_data: WorkerData, slot: JobSlot) -> None:
         """Ends the dead worker's lease on its job, then runs RQ's abandoned-job handling on its queue."""

@@ -81,10 +81,12 @@ class KitWorkerBase(BaseWorker):
         date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
         log_format: str = DEFAULT_LOGGING_FORMAT,
     ) -> None:
-        """RQ 3.0's own `Worker._start_scheduler`, building our scheduler class (RQ names `RQScheduler` in it)."""
+        """RQ 3.0's own `Worker._start_scheduler`, building our scheduler class (RQ names `RQScheduler` in it),
+        named after this worker."""
         self.scheduler = WorkerBoundScheduler(
             self.queues,
             connection=self.connection,
+            name=self.name,  # the pool releases the locks of a dead worker's scheduler by this name
             logging_level=logging_level if logging_level is not None else self.log.level,
             date_format=date_format,
             log_format=log_format,
