@@ -47,8 +47,11 @@ def test_redis_crash_restart_under_load_loses_nothing(
     deployment.start_workers()
     deployment.start_scheduler()
     deployment.fake.script.delay_s = 0.2
+    deployment.fake.script.hold.clear()  # the first runs wait in the analysis server until all 20 are in
     attempted, ids = deployment.upload(20)
     deployment.wait_started()
+    # At least 18 jobs of 0.2 s are still to run on 2 workers: the crash lands mid-flow, however slow the host.
+    deployment.fake.script.hold.set()
 
     deployment.redis.stop(signal.SIGKILL)  # a crash: up to a second of writes is not in the AOF yet
     time.sleep(1.0)  # the outage lasts a second (the fault itself, not a wait)
