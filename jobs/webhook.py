@@ -23,7 +23,7 @@ from standardwebhooks import Webhook
 from core.errors import CallbackRefused
 from core.models import Job
 from core.settings import Settings
-from core.tls import TLS_CONTEXT
+from core.tls import tls_context
 from jobs.callback_target import TargetPolicy, parse_callback_url
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def _send(
         httpx.Client(
             timeout=settings.callback_timeout_s,
             transport=transport,
-            verify=TLS_CONTEXT,
+            verify=tls_context(),
             trust_env=False,
             follow_redirects=False,
         ) as client,
