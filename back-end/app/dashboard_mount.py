@@ -28,7 +28,9 @@ class DashboardMount:
         self._lock = threading.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        app = self._app or await anyio.to_thread.run_sync(self._build)
+        app = self._app
+        if app is None:
+            app = await anyio.to_thread.run_sync(self._build)
         await app(scope, receive, send)
 
     def _build(self) -> ASGIApp:
