@@ -15,10 +15,12 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from core.errors import CallbackRefused
+
+if TYPE_CHECKING:
+    import httpx
 
 CALLBACK_URL_MAX_CHARS = 2048
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -40,6 +42,8 @@ def parse_callback_url(text: str) -> httpx.URL:
         raise CallbackRefused(f"callback_url must be at most {CALLBACK_URL_MAX_CHARS} characters")
     if any(ch.isspace() or not ch.isprintable() for ch in text):
         raise CallbackRefused("callback_url must not contain spaces or control characters")
+    import httpx  # here: importing this module (the API, the scheduler) need not load it
+
     try:
         url = httpx.URL(text)
     except (httpx.InvalidURL, ValueError, UnicodeError) as exc:

@@ -15,16 +15,18 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from standardwebhooks import Webhook
 
 from core.errors import CallbackRefused
 from core.models import Job
 from core.settings import Settings
-from core.tls import TLS_CONTEXT
+from core.tls import tls_context
 from jobs.callback_target import TargetPolicy, parse_callback_url
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ def signed_headers(secret: str, message_id: str, body: str, now: datetime | None
 
 def deliver(job: Job, settings: Settings, transport: httpx.BaseTransport | None = None) -> Delivery:
     """POSTs the outcome to the job's `callback_url`: delivered on a 2xx answer."""
+    import httpx  # here: importing this module (the API, the scheduler) need not load it
+
     if not job.callback_url:
         return Delivery(False, "no callback_url", permanent=True)
     secret = settings.callback_signing_secret
@@ -90,6 +94,8 @@ def _send(
     settings: Settings,
     transport: httpx.BaseTransport | None,
 ) -> Delivery:
+    import httpx
+
     body = json.dumps(payload(job, settings.base_url), separators=(",", ":"))
     headers = {
         "Content-Type": "application/json",
@@ -105,7 +111,7 @@ def _send(
         httpx.Client(
             timeout=settings.callback_timeout_s,
             transport=transport,
-            verify=TLS_CONTEXT,
+            verify=tls_context(),
             trust_env=False,
             follow_redirects=False,
         ) as client,

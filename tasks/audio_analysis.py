@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import tasks.analyzers.local  # noqa: F401  (imported with the task, so a worker has it before it forks)
 from core.errors import CorruptAudio
 from core.models import Job
 from core.settings import QUEUE_NORMAL
 from jobs import progress, task
 from jobs.retention import stored_files
 from jobs.runtime import get_runtime
-from tasks.analyzers import build_analyzer
 
 # The name every analysis job carries (stored in the jobs table; keep it when moving this function).
 TASK_NAME = "tasks.audio_analysis.process_audio_analysis"
@@ -29,6 +27,10 @@ def process_audio_analysis(storage_key: str) -> dict[str, Any]:
     Raises:
         CorruptAudio: the file is missing or not readable audio (not retried).
     """
+    # Imported here, not with the task: the API and the scheduler import this module to know the task,
+    # and need no numpy; workers load the analyzers before they fork (`workers.preload`).
+    from tasks.analyzers import build_analyzer
+
     runtime = get_runtime()
     try:
         # With object storage, a temporary download (removed when the analysis is done with it).

@@ -8,13 +8,7 @@ never sees half an image and a second run replaces it with the same picture.
 
 from __future__ import annotations
 
-import struct
-import zlib
 from typing import Any
-
-import numpy as np
-import numpy.typing as npt
-import soundfile
 
 from core.errors import CorruptAudio
 from core.models import Job
@@ -25,10 +19,6 @@ from jobs.runtime import get_runtime
 
 TASK_NAME = "tasks.waveform.render_waveform"
 WIDTH, HEIGHT = 800, 160
-BLOCK_FRAMES = 1 << 16
-BACKGROUND = (255, 255, 255)
-WAVE = (37, 99, 235)
-AXIS = (203, 213, 225)
 
 
 @task(name=TASK_NAME, queue=QUEUE_NORMAL, timeout="2m", retry=2, retry_intervals=[2, 10])
@@ -38,13 +28,17 @@ def render_waveform(storage_key: str, image_key: str) -> dict[str, Any]:
     Raises:
         CorruptAudio: the upload is missing or not readable audio (not retried).
     """
+    # Imported here, not with the task: the API and the scheduler import this module to know the task,
+    # and need no numpy; workers load it before they fork (`workers.preload`).
+    from tasks.waveform_image import DECODE_ERRORS, draw, encode_png, extremes
+
     storage = get_runtime().storage
     try:
         with storage.local_copy(storage_key) as path:  # with object storage, a temporary download
-            lows, highs, seconds = _extremes(str(path))
+            lows, highs, seconds = extremes(str(path))
     except FileNotFoundError:
         raise CorruptAudio("the stored upload is missing") from None
-    except (soundfile.SoundFileError, RuntimeError) as exc:
+    except DECODE_ERRORS as exc:
         raise CorruptAudio(f"could not decode audio: {exc}") from None
     progress(90, "drawing")
     image = encode_png(draw(lows, highs))
@@ -56,55 +50,3 @@ def render_waveform(storage_key: str, image_key: str) -> dict[str, Any]:
 def _image_of(job: Job) -> list[str]:
     """The image goes with its drawing job (retention); the upload belongs to the analysis."""
     return [str(job.args[1])] if len(job.args) > 1 else []
-
-
-def _extremes(path: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], float]:
-    """Per column, the lowest and highest sample (mono mix), reading the file block by block."""
-    info = soundfile.info(path)
-    total = max(int(info.frames), 1)
-    lows = np.zeros(WIDTH, dtype=np.float32)
-    highs = np.zeros(WIDTH, dtype=np.float32)
-    position = 0
-    for block in soundfile.blocks(path, blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True):
-        mono = block.mean(axis=1)
-        if not mono.shape[0]:
-            continue
-        columns = np.minimum((np.arange(position, position + mono.shape[0]) * WIDTH) // total, WIDTH - 1)
-        starts = np.flatnonzero(np.diff(columns)) + 1
-        starts = np.concatenate(([0], starts))
-        where = columns[starts]
-        lows[where] = np.minimum(lows[where], np.minimum.reduceat(mono, starts))
-        highs[where] = np.maximum(highs[where], np.maximum.reduceat(mono, starts))
-        position += mono.shape[0]
-        progress(min(89, 89 * position // total), "reading samples")
-    return lows, highs, position / info.samplerate if info.samplerate else 0.0
-
-
-def draw(lows: npt.NDArray[np.float32], highs: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
-    """An RGB image: the band between each column's low and high, around a centre line."""
-    image = np.empty((HEIGHT, WIDTH, 3), dtype=np.uint8)
-    image[:] = BACKGROUND
-    image[HEIGHT // 2, :] = AXIS
-    half = (HEIGHT - 1) / 2
-    top = np.floor(half - np.clip(highs, -1, 1) * half).astype(np.int32)
-    bottom = np.ceil(half - np.clip(lows, -1, 1) * half).astype(np.int32)
-    rows = np.arange(HEIGHT)[:, None]
-    image[(rows >= top[None, :]) & (rows <= bottom[None, :])] = WAVE
-    return image
-
-
-def encode_png(rgb: npt.NDArray[np.uint8]) -> bytes:
-    """A truecolour 8-bit PNG of `rgb` (height x width x 3), with no filter (flat colours compress well)."""
-    height, width, _ = rgb.shape
-    raw = np.concatenate((np.zeros((height, 1), dtype=np.uint8), rgb.reshape(height, width * 3)), axis=1)
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
-        + chunk(b"IEND", b"")
-    )

@@ -3,7 +3,8 @@
 A work-horse is a fork of its worker: whatever the worker has imported, built and compiled, every
 job gets for free; whatever it has not, every job pays for again (the fork is thrown away after the
 job). So before the first fork a worker imports the task modules and the modules they import lazily
-on first use, builds the job runtime (engine, Redis client, storage), runs each statement of a
+on first use, builds the TLS context of outgoing requests and the job runtime (engine, Redis client,
+storage), runs each statement of a
 job's life once against an id that matches no row, which fills the engine's compiled-statement cache
 and loads the database dialect, and analyzes a short tone once. Its connections are closed again: a
 child never uses the parent's.
@@ -22,13 +23,20 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.errors import JobCanceled
+from core.tls import tls_context
 from jobs.runtime import get_runtime
 
 log = logging.getLogger(__name__)
 
-# Submodules numpy loads on first use (`np.median` → numpy.ma, spectra → numpy.fft): ~20 ms per job
-# when each work-horse imports them again.
-LAZY_MODULES = {"numpy": ("numpy.ma", "numpy.fft", "numpy.linalg")}
+# Modules loaded on first use, by package (or task module) already imported: each work-horse would import
+# them again. The service's tasks import what they run with when they run (the API and the scheduler
+# import the task modules only to know the tasks); numpy's submodules load on first use (`np.median` →
+# numpy.ma, spectra → numpy.fft): ~20 ms per job.
+LAZY_MODULES = {
+    "tasks.audio_analysis": ("tasks.analyzers",),
+    "tasks.waveform": ("tasks.waveform_image",),
+    "numpy": ("numpy.ma", "numpy.fft", "numpy.linalg"),
+}
 WARM_UP_JOB_ID = "00000000-warm-up-no-such-job"
 WARM_UP_SAMPLE_RATE = 44100  # the most common rate of uploads: the FFT sizes it needs are set up before the fork
 
@@ -101,6 +109,7 @@ def warm_up_analysis() -> None:
 
 def preload() -> None:
     """Everything above, in the worker's parent process (after the task modules are imported)."""
+    tls_context()  # callbacks and the HTTP analyzer: the CA bundle is loaded once, not by each work-horse
     import_lazy_modules()
     warm_up_database()
     warm_up_analysis()

@@ -13,7 +13,8 @@ middleware) and served through a2wsgi, so that:
 - it reads and requeues jobs as `KitJob`s (JSON): out of the box it would
   unpickle job metadata from Redis in the API process.
 
-API only: workers and tasks never import this module.
+API only: workers and tasks never import this module; the API imports it on the first request to `/rq`
+(`app.dashboard_mount`).
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable, Iterable
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import redis
 import rq_dashboard
-from a2wsgi import WSGIMiddleware
-from fastapi import FastAPI, HTTPException
+from fastapi import HTTPException
 from flask import Flask, abort, current_app, make_response, request
 from flask import jsonify as flask_jsonify
 from flask.typing import ResponseReturnValue
@@ -39,7 +39,6 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 from rq_dashboard import web
-from starlette.types import ASGIApp
 from werkzeug.exceptions import HTTPException as RoutingHTTPException
 from werkzeug.routing import Map
 
@@ -47,7 +46,6 @@ from core.settings import QUEUES_BY_PRIORITY, Settings
 from jobs.web.auth import BASIC_CHALLENGE, check_admin
 from redis_client import KitJob, KitQueue
 
-MOUNT_PATH = "/rq"
 _NONCE_ENVIRON_KEY = "audiokit.csp_nonce"
 _STATE_CHANGING_METHODS = frozenset({"POST", "DELETE"})
 _SAFE_FETCH_SITES = frozenset({"same-origin", "none"})  # "none": the user typed the URL or used a bookmark
@@ -226,10 +224,3 @@ def build_dashboard(settings: Settings) -> WSGIApplication:
     web.setup_rq_connection(flask_app)
     key = settings.admin_api_key
     return _Guard(flask_app, key.get_secret_value() if key else None, flask_app.url_map)
-
-
-def mount_dashboard(app: FastAPI, settings: Settings) -> None:
-    """Mounts rq-dashboard at `/rq`, behind the admin key."""
-    # a2wsgi types WSGI/ASGI with its own TypedDicts; they are the same protocols as wsgiref's and Starlette's.
-    asgi_app = cast(ASGIApp, WSGIMiddleware(cast(Any, build_dashboard(settings))))
-    app.mount(MOUNT_PATH, asgi_app, name="rq-dashboard")

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO, Protocol
 
 import anyio.to_thread
-import soundfile
 from fastapi import BackgroundTasks
 
 from app.models import Analysis
@@ -108,6 +107,8 @@ def sniff_audio(file: BinaryIO) -> str:
         UnsupportedAudio: not audio in a format we analyse.
         MalformedUpload: a WAV/FLAC/OGG file that is cut short or has no audio frames.
     """
+    import soundfile  # with numpy: loaded by the first upload, not by every API start (or in-process analysis)
+
     try:
         info = soundfile.info(file)
     except (soundfile.SoundFileError, RuntimeError) as exc:

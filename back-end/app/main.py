@@ -12,7 +12,7 @@ from typing import Any
 import redis
 from fastapi import FastAPI
 
-from app.dashboard import mount_dashboard
+from app.dashboard_mount import mount_dashboard
 from app.malloc import return_large_blocks
 from app.metrics import install_metrics
 from app.routes import audio, batch, health, queue

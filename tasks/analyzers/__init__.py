@@ -1,7 +1,7 @@
 """Analyzers: local DSP (default) or an external analysis server (`ANALYSIS_SERVER_URL`).
 
-Importing this package imports everything an analysis uses, so that a worker, which imports the task
-modules before it forks, hands its work-horses a warm interpreter: `tasks.analyzers.local` with
+Importing this package imports everything an analysis uses, so that a worker, which imports it (`workers.preload`)
+before it forks, hands its work-horses a warm interpreter: `tasks.analyzers.local` with
 `levels`, `spectrum`, `pitch` and `frames`, and through them numpy (with `numpy.fft`, which numpy
 itself loads only on first use), `soundfile` (with libsndfile and cffi) and `statistics`;
 `tasks.analyzers.http` with httpx. `tests/unit/tasks/test_analyzer_imports.py` checks that analyzing

@@ -24,7 +24,7 @@ import httpcore  # noqa: F401
 import httpx
 
 from core.errors import AnalysisRejected, AnalysisServerUnavailable
-from core.tls import TLS_CONTEXT
+from core.tls import tls_context
 from tasks.analyzers.base import ProgressFn
 
 # Longest excerpt of a refusal's body kept in the error message: enough for a one-line reason,
@@ -76,7 +76,7 @@ class HttpAnalyzer:
         return self._result(response, path)
 
     def _post(self, path: Path) -> httpx.Response:
-        transport = self.transport or httpx.HTTPTransport(retries=CONNECT_RETRIES, verify=TLS_CONTEXT)
+        transport = self.transport or httpx.HTTPTransport(retries=CONNECT_RETRIES, verify=tls_context())
         timeout = httpx.Timeout(self.timeout_s)
         with path.open("rb") as stream, httpx.Client(transport=transport, timeout=timeout) as client:
             # httpx streams the file object in chunks, so large uploads are not loaded in memory.

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from core.tls import tls_context
 from jobs.runtime import Runtime
 from jobs.webhook import deliver
 from tasks.analyzers.http import HttpAnalyzer
@@ -18,7 +19,9 @@ from tests.support.fake_services import FakeServices
 
 @pytest.fixture
 def bundle_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Records every load of CA certificates (what building a TLS context costs) during the test."""
+    """Records every load of CA certificates (what building a TLS context costs) during the test, once the
+    process's context is built (as a worker builds it before it forks)."""
+    tls_context()
     loads: list[str] = []
     original = ssl.SSLContext.load_verify_locations
 
