@@ -123,17 +123,34 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     out.write_text("\n".join(lines) + "\n")
 
 
+def _wanted_databases(item: pytest.Item, chosen: tuple[str, ...]) -> tuple[str, ...]:
+    """The databases this run of a test is kept on: all chosen, the first (`one_database`), or, for a
+    `pairwise(name, offset=k)` test, the one paired with its value of `name`: value i runs on chosen
+    database (i + k) mod len(chosen), so each value runs once and each database sees some value (all of
+    them when one database is chosen). Tests alternate `offset` so that each value meets each database."""
+    if item.get_closest_marker("one_database"):
+        return chosen[:1]
+    pairwise = item.get_closest_marker("pairwise")
+    callspec = getattr(item, "callspec", None)
+    if pairwise is None or callspec is None:
+        return chosen
+    name = str(pairwise.args[0])
+    if name not in callspec.indices:
+        raise pytest.UsageError(f"{item.nodeid}: pairwise({name!r}) names no parameter of the test")
+    offset = int(pairwise.kwargs.get("offset", 0))
+    return (chosen[(callspec.indices[name] + offset) % len(chosen)],)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Leaves out the runs on databases that were not chosen (`--databases`), and the runs of `one_database`
-    tests on any but the first chosen."""
+    """Leaves out the runs on databases that were not chosen (`--databases`), the runs of `one_database`
+    tests on any but the first chosen, and the runs of `pairwise` tests on any but their value's database."""
     chosen = config.stash[CHOSEN_DATABASES]
     kept: list[pytest.Item] = []
     left_out: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
         database = callspec.params.get("db_backend") if callspec is not None else None
-        wanted = chosen[:1] if item.get_closest_marker("one_database") else chosen
-        (kept if database is None or database in wanted else left_out).append(item)
+        (kept if database is None or database in _wanted_databases(item, chosen) else left_out).append(item)
     if left_out:
         config.hook.pytest_deselected(items=left_out)
         items[:] = kept

@@ -63,6 +63,7 @@ def _failed_flaky(client: httpx.Client, tmp_path: Path, count: int) -> list[str]
     return ids
 
 
+@pytest.mark.pairwise("deployment", offset=1)  # the claim that retries each job once is made before either mode runs it
 def test_concurrent_bulk_retries_run_each_failed_job_once_to_finished(
     deployment: tuple[Settings, ApiServer], tmp_path: Path
 ) -> None:

@@ -83,6 +83,7 @@ def _ended(client: httpx.Client, job_id: str, timeout_s: float = 60) -> dict[str
     ],
     ids=["def", "async-def"],
 )
+@pytest.mark.pairwise("deployment")
 def test_a_task_runs_to_finished_with_its_result(
     deployment: Deployment, path: str, params: dict[str, Any], task: str, result: dict[str, Any]
 ) -> None:
@@ -101,6 +102,7 @@ def test_a_task_runs_to_finished_with_its_result(
     assert answer.json() == {"id": job_id, "status": "finished", "result": body["result"]}
 
 
+@pytest.mark.pairwise("deployment", offset=1)
 def test_job_events_follow_a_task_that_is_not_an_analysis_to_its_end(deployment: Deployment, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     with deployment.client() as client:
@@ -129,6 +131,7 @@ def test_job_events_follow_a_task_that_is_not_an_analysis_to_its_end(deployment:
     assert progress[-1] == 100
 
 
+@pytest.mark.pairwise("deployment")
 def test_a_failed_task_is_retried_as_itself_by_the_retry_endpoint(deployment: Deployment, tmp_path: Path) -> None:
     with deployment.client() as client:
         job_id = _start(client, "flaky", marker=str(tmp_path / "ran-once"))["id"]
@@ -170,6 +173,7 @@ def _pages(client: httpx.Client, limit: int, **params: Any) -> list[list[str]]:
             return pages
 
 
+@pytest.mark.pairwise("deployment", offset=1)
 def test_the_admin_job_list_filters_by_task_status_and_queue_and_pages(deployment: Deployment) -> None:
     with deployment.client() as client:
         adds = [_start(client, "add", a=n, b=n)["id"] for n in range(3)]

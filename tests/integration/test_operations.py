@@ -82,6 +82,7 @@ def test_a_running_job_is_stopped_and_not_retried(
 
 
 @pytest.mark.parametrize("mode", ["rq", "background"])
+@pytest.mark.pairwise("mode")
 def test_finished_jobs_answer_409_to_cancel_and_retry_and_their_result_200(
     mode: str,
     make_settings: SettingsFactory,
@@ -106,6 +107,7 @@ def test_finished_jobs_answer_409_to_cancel_and_retry_and_their_result_200(
 
 
 @pytest.mark.parametrize("mode", ["rq", "background"])
+@pytest.mark.pairwise("mode", offset=1)
 def test_a_failed_job_is_retried_to_success(
     mode: str,
     make_settings: SettingsFactory,

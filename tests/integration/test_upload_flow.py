@@ -36,6 +36,7 @@ def _serve(
 
 
 @pytest.mark.parametrize("mode", ["rq", "background"])
+@pytest.mark.pairwise("mode", offset=1)
 def test_wav_flac_and_mp3_finish_with_correct_results_and_corrupt_audio_fails_once(
     mode: str,
     make_settings: SettingsFactory,
@@ -88,6 +89,7 @@ def _check_ordered(events: list[Event]) -> None:
 
 
 @pytest.mark.parametrize("mode", ["rq", "background"])
+@pytest.mark.pairwise("mode")
 def test_the_event_stream_delivers_ordered_events_to_the_end(
     mode: str,
     make_settings: SettingsFactory,

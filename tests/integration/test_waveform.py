@@ -42,6 +42,7 @@ def band_heights(pixels: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("mode", ["rq", "background"])
+@pytest.mark.pairwise("mode")
 def test_the_waveform_is_drawn_once_by_its_own_job_and_shows_the_signal(
     mode: str,
     make_settings: SettingsFactory,
