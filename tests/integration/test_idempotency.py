@@ -88,6 +88,7 @@ def test_a_concurrent_duplicate_is_409_and_the_first_still_succeeds(
     assert first.status_code == 202
 
 
+@pytest.mark.one_database  # the key is refused before any query
 def test_a_malformed_key_is_refused(
     make_settings: SettingsFactory, api_server: Callable[[Settings], ApiServer]
 ) -> None:

@@ -171,6 +171,7 @@ def _at(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+@pytest.mark.one_database  # worker heartbeats in Redis are checked, not the database
 def test_health_is_503_without_a_worker_and_200_when_one_is_back(
     make_settings: SettingsFactory, api_server: Callable[[Settings], ApiServer], workers: Callable[..., ManagedProcess]
 ) -> None:
@@ -214,6 +215,7 @@ def test_health_is_503_without_a_worker_and_200_when_one_is_back(
     [{}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"}, {"Authorization": "Basic YWRtaW46d3Jvbmc="}],
     ids=["missing", "wrong-bearer", "wrong-x-api-key", "wrong-basic"],
 )
+@pytest.mark.one_database  # authentication is checked before any query
 def test_every_admin_endpoint_refuses_a_missing_or_wrong_key(
     make_settings: SettingsFactory, method: str, path: str, headers: dict[str, str]
 ) -> None:
@@ -223,6 +225,7 @@ def test_every_admin_endpoint_refuses_a_missing_or_wrong_key(
     assert response.headers["www-authenticate"].startswith(("Bearer", "Basic"))
 
 
+@pytest.mark.one_database  # routing is checked, not the database
 def test_state_changes_only_by_post_or_delete(make_settings: SettingsFactory) -> None:
     with TestClient(create_app(make_settings())) as client:
         assert client.get("/jobs/x/cancel", headers=ADMIN).status_code == 405

@@ -112,6 +112,7 @@ def test_the_event_stream_delivers_ordered_events_to_the_end(
     assert late[0].data["result"] == events[-1].data["result"]
 
 
+@pytest.mark.one_database  # a missing row is a missing row on either database
 def test_an_event_stream_of_an_unknown_analysis_is_404(
     make_settings: SettingsFactory, api_server: Callable[[Settings], ApiServer]
 ) -> None:
