@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -163,13 +165,24 @@ def db_backend(request: pytest.FixtureRequest) -> str:
     return name
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once per test process; each test gets a copy (alembic costs CPU every run)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "audiokit.db"
+    migrate(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture
 def database_url(db_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh, migrated database for this test: a SQLite file, or a database on the session's PostgreSQL."""
     if db_backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'audiokit.db'}"
-        migrate(url)
-        yield url
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "audiokit.db"
+        # SQLite's backup copies a consistent database even if the template's WAL was not checkpointed.
+        with closing(sqlite3.connect(template)) as source, closing(sqlite3.connect(path)) as copy:
+            source.backup(copy)
+        yield f"sqlite:///{path}"
         return
     postgres: str = request.getfixturevalue("postgres_url")  # a fresh database, dropped after the test
     yield postgres
