@@ -125,7 +125,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     out.write_text("\n".join(lines) + "\n")
 
 
-def _wanted_databases(item: pytest.Item, chosen: tuple[str, ...]) -> tuple[str, ...]:
+def databases_for(item: pytest.Item, chosen: tuple[str, ...]) -> tuple[str, ...]:
     """The databases this run of a test is kept on: all chosen, the first (`one_database`), or, for a
     `pairwise(name, offset=k)` test, the one paired with its value of `name`: value i runs on chosen
     database (i + k) mod len(chosen), so each value runs once and each database sees some value (all of
@@ -152,7 +152,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         callspec = getattr(item, "callspec", None)
         database = callspec.params.get("db_backend") if callspec is not None else None
-        (kept if database is None or database in _wanted_databases(item, chosen) else left_out).append(item)
+        (kept if database is None or database in databases_for(item, chosen) else left_out).append(item)
     if left_out:
         config.hook.pytest_deselected(items=left_out)
         items[:] = kept
