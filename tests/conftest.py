@@ -173,16 +173,19 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _sqlite_copy(template: Path, path: Path) -> str:
+    """Copies the migrated template to `path`; its URL. SQLite's backup copies a consistent database even
+    if the template's WAL was not checkpointed."""
+    with closing(sqlite3.connect(template)) as source, closing(sqlite3.connect(path)) as copy:
+        source.backup(copy)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture
 def database_url(db_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh, migrated database for this test: a SQLite file, or a database on the session's PostgreSQL."""
     if db_backend == "sqlite":
-        template: Path = request.getfixturevalue("sqlite_template")
-        path = tmp_path / "audiokit.db"
-        # SQLite's backup copies a consistent database even if the template's WAL was not checkpointed.
-        with closing(sqlite3.connect(template)) as source, closing(sqlite3.connect(path)) as copy:
-            source.backup(copy)
-        yield f"sqlite:///{path}"
+        yield _sqlite_copy(request.getfixturevalue("sqlite_template"), tmp_path / "audiokit.db")
         return
     postgres: str = request.getfixturevalue("postgres_url")  # a fresh database, dropped after the test
     yield postgres
@@ -215,26 +218,75 @@ def redis_conn(redis_url: str) -> Iterator[redis.Redis]:
         yield client
 
 
+def deployment_settings(redis_url: str, database_url: str, storage_dir: Path, **overrides: Any) -> Settings:
+    """Settings of a test deployment: the given Redis, database and storage, the test keys, fast retries."""
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "database_url": database_url,
+        "storage_dir": storage_dir,
+        "admin_api_key": ADMIN_KEY,
+        "callback_signing_secret": SIGNING_SECRET,
+        "callback_allowed_networks": LOOPBACK_ALLOWED,
+        "rq_retry_intervals": "1",
+        "worker_count": 1,
+        "sse_poll_interval_s": 0.5,
+    }
+    return load_settings(env_file="", **(values | overrides))
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path, redis_url: str, database_url: str) -> SettingsFactory:
     """Builds settings for this test: its own database and storage, the session's Redis, fast retries."""
 
     def build(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "redis_url": redis_url,
-            "database_url": database_url,
-            "storage_dir": tmp_path / "uploads",
-            "admin_api_key": ADMIN_KEY,
-            "callback_signing_secret": SIGNING_SECRET,
-            "callback_allowed_networks": LOOPBACK_ALLOWED,
-            "rq_retry_intervals": "1",
-            "worker_count": 1,
-            "sse_poll_interval_s": 0.5,
-        }
-        settings = load_settings(env_file="", **(values | overrides))
+        settings = deployment_settings(redis_url, database_url, tmp_path / "uploads", **overrides)
         if "database_url" in overrides:  # the fixture's own database is migrated already
             migrate(settings.database_url)
         return settings
+
+    return build
+
+
+# A module whose tests share one deployment (API and workers started once, not once per test) gets its
+# settings from `make_module_settings`: a Redis of its own, which no test's flush of the session's Redis
+# reaches, and a database of its own. Its `db_backend` must then be module-scoped too:
+# `pytest.mark.parametrize("db_backend", DATABASES, scope="module")`. The tests of such a module look
+# at their own jobs only (by id), and `xdist_group` keeps the module in one test process.
+
+
+@pytest.fixture(scope="module")
+def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("module-redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_database_url(
+    db_backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A fresh, migrated database shared by the tests of a module (of one `db_backend` parameter)."""
+    if db_backend == "sqlite":
+        yield _sqlite_copy(
+            request.getfixturevalue("sqlite_template"), tmp_path_factory.mktemp("module-db") / "audiokit.db"
+        )
+        return
+    postgres: PostgresServer = request.getfixturevalue("postgres_server")
+    name, url = postgres.fresh_database()
+    yield url
+    postgres.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def make_module_settings(
+    tmp_path_factory: pytest.TempPathFactory, module_redis: RedisServer, module_database_url: str
+) -> SettingsFactory:
+    """Builds settings for a deployment shared by the tests of a module (see above)."""
+    storage = tmp_path_factory.mktemp("module-uploads")
+
+    def build(**overrides: Any) -> Settings:
+        return deployment_settings(module_redis.url, module_database_url, storage, **overrides)
 
     return build
 
