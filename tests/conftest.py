@@ -218,7 +218,7 @@ def redis_conn(redis_url: str) -> Iterator[redis.Redis]:
         yield client
 
 
-def deployment_settings(redis_url: str, database_url: str, storage_dir: Path, **overrides: Any) -> Settings:
+def deployment_settings(redis_url: str, database_url: str, storage_dir: Path, /, **overrides: Any) -> Settings:
     """Settings of a test deployment: the given Redis, database and storage, the test keys, fast retries."""
     values: dict[str, Any] = {
         "redis_url": redis_url,
