@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,17 +125,34 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     out.write_text("\n".join(lines) + "\n")
 
 
+def databases_for(item: pytest.Item, chosen: tuple[str, ...]) -> tuple[str, ...]:
+    """The databases this run of a test is kept on: all chosen, the first (`one_database`), or, for a
+    `pairwise(name, offset=k)` test, the one paired with its value of `name`: value i runs on chosen
+    database (i + k) mod len(chosen), so each value runs once and each database sees some value (all of
+    them when one database is chosen). Tests alternate `offset` so that each value meets each database."""
+    if item.get_closest_marker("one_database"):
+        return chosen[:1]
+    pairwise = item.get_closest_marker("pairwise")
+    callspec = getattr(item, "callspec", None)
+    if pairwise is None or callspec is None:
+        return chosen
+    name = str(pairwise.args[0])
+    if name not in callspec.indices:
+        raise pytest.UsageError(f"{item.nodeid}: pairwise({name!r}) names no parameter of the test")
+    offset = int(pairwise.kwargs.get("offset", 0))
+    return (chosen[(callspec.indices[name] + offset) % len(chosen)],)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Leaves out the runs on databases that were not chosen (`--databases`), and the runs of `one_database`
-    tests on any but the first chosen."""
+    """Leaves out the runs on databases that were not chosen (`--databases`), the runs of `one_database`
+    tests on any but the first chosen, and the runs of `pairwise` tests on any but their value's database."""
     chosen = config.stash[CHOSEN_DATABASES]
     kept: list[pytest.Item] = []
     left_out: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
         database = callspec.params.get("db_backend") if callspec is not None else None
-        wanted = chosen[:1] if item.get_closest_marker("one_database") else chosen
-        (kept if database is None or database in wanted else left_out).append(item)
+        (kept if database is None or database in databases_for(item, chosen) else left_out).append(item)
     if left_out:
         config.hook.pytest_deselected(items=left_out)
         items[:] = kept
@@ -146,13 +165,27 @@ def db_backend(request: pytest.FixtureRequest) -> str:
     return name
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once per test process; each test gets a copy (alembic costs CPU every run)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "audiokit.db"
+    migrate(f"sqlite:///{path}")
+    return path
+
+
+def _sqlite_copy(template: Path, path: Path) -> str:
+    """Copies the migrated template to `path`; its URL. SQLite's backup copies a consistent database even
+    if the template's WAL was not checkpointed."""
+    with closing(sqlite3.connect(template)) as source, closing(sqlite3.connect(path)) as copy:
+        source.backup(copy)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture
 def database_url(db_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh, migrated database for this test: a SQLite file, or a database on the session's PostgreSQL."""
     if db_backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'audiokit.db'}"
-        migrate(url)
-        yield url
+        yield _sqlite_copy(request.getfixturevalue("sqlite_template"), tmp_path / "audiokit.db")
         return
     postgres: str = request.getfixturevalue("postgres_url")  # a fresh database, dropped after the test
     yield postgres
@@ -185,26 +218,75 @@ def redis_conn(redis_url: str) -> Iterator[redis.Redis]:
         yield client
 
 
+def deployment_settings(redis_url: str, database_url: str, storage_dir: Path, /, **overrides: Any) -> Settings:
+    """Settings of a test deployment: the given Redis, database and storage, the test keys, fast retries."""
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "database_url": database_url,
+        "storage_dir": storage_dir,
+        "admin_api_key": ADMIN_KEY,
+        "callback_signing_secret": SIGNING_SECRET,
+        "callback_allowed_networks": LOOPBACK_ALLOWED,
+        "rq_retry_intervals": "1",
+        "worker_count": 1,
+        "sse_poll_interval_s": 0.5,
+    }
+    return load_settings(env_file="", **(values | overrides))
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path, redis_url: str, database_url: str) -> SettingsFactory:
     """Builds settings for this test: its own database and storage, the session's Redis, fast retries."""
 
     def build(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "redis_url": redis_url,
-            "database_url": database_url,
-            "storage_dir": tmp_path / "uploads",
-            "admin_api_key": ADMIN_KEY,
-            "callback_signing_secret": SIGNING_SECRET,
-            "callback_allowed_networks": LOOPBACK_ALLOWED,
-            "rq_retry_intervals": "1",
-            "worker_count": 1,
-            "sse_poll_interval_s": 0.5,
-        }
-        settings = load_settings(env_file="", **(values | overrides))
+        settings = deployment_settings(redis_url, database_url, tmp_path / "uploads", **overrides)
         if "database_url" in overrides:  # the fixture's own database is migrated already
             migrate(settings.database_url)
         return settings
+
+    return build
+
+
+# A module whose tests share one deployment (API and workers started once, not once per test) gets its
+# settings from `make_module_settings`: a Redis of its own, which no test's flush of the session's Redis
+# reaches, and a database of its own. Its `db_backend` must then be module-scoped too:
+# `pytest.mark.parametrize("db_backend", DATABASES, scope="module")`. The tests of such a module look
+# at their own jobs only (by id), and `xdist_group` keeps the module in one test process.
+
+
+@pytest.fixture(scope="module")
+def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("module-redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_database_url(
+    db_backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A fresh, migrated database shared by the tests of a module (of one `db_backend` parameter)."""
+    if db_backend == "sqlite":
+        yield _sqlite_copy(
+            request.getfixturevalue("sqlite_template"), tmp_path_factory.mktemp("module-db") / "audiokit.db"
+        )
+        return
+    postgres: PostgresServer = request.getfixturevalue("postgres_server")
+    name, url = postgres.fresh_database()
+    yield url
+    postgres.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def make_module_settings(
+    tmp_path_factory: pytest.TempPathFactory, module_redis: RedisServer, module_database_url: str
+) -> SettingsFactory:
+    """Builds settings for a deployment shared by the tests of a module (see above)."""
+    storage = tmp_path_factory.mktemp("module-uploads")
+
+    def build(**overrides: Any) -> Settings:
+        return deployment_settings(module_redis.url, module_database_url, storage, **overrides)
 
     return build
 

@@ -30,6 +30,7 @@ RECEIPT = "examples.shop.after.tasks.write_receipt"
 
 
 @pytest.mark.parametrize("use_rq", [True, False], ids=["rq", "in-process"])
+@pytest.mark.pairwise("use_rq", offset=1)
 def test_every_task_of_the_migrated_shop_finishes_once_and_the_busy_courier_is_retried(
     use_rq: bool, make_settings: SettingsFactory, workers: ProcessFactory, shop_api: ShopApiFactory, tmp_path: Path
 ) -> None:

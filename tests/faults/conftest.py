@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from devserver.redis import RedisServer
-from tests.faults.cluster import FAULT_TALLIES, FORK, SIMPLE, Cluster, Tally
+from tests.faults.cluster import FAULT_TALLIES, FORK, Cluster, Tally
 from tests.support.fake_services import FakeServices
 from tests.support.processes import kill_all
 
@@ -25,13 +25,15 @@ FAULT_SCENARIO_TIMEOUT_S = 300
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A module that sets `WORKER_MODES = BOTH_WORKER_MODES` runs its scenarios with forking workers and
-    with `--no-fork` ones; the simple-mode runs on the first database only (as `one_database`)."""
+    with `--no-fork` ones, paired with the databases (`pairwise`): fork on the first chosen database and
+    no-fork on the second, unless the test's own `pairwise` marker swaps them (`offset=1`). The scenarios
+    check what workers and Redis do; each database still sees every one."""
     modes = getattr(metafunc.module, "WORKER_MODES", None)
     if modes and "worker_mode" in metafunc.fixturenames:
         metafunc.parametrize("worker_mode", modes, indirect=True)
 
 
-@pytest.hookimpl(tryfirst=True)  # before the root conftest leaves out `one_database` runs
+@pytest.hookimpl(tryfirst=True)  # before the root conftest leaves out the runs on other databases
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/faults/" in str(item.fspath):
@@ -40,8 +42,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             if item.get_closest_marker("timeout") is None:
                 item.add_marker(pytest.mark.timeout(FAULT_SCENARIO_TIMEOUT_S))
             callspec = getattr(item, "callspec", None)
-            if callspec is not None and callspec.params.get("worker_mode") == SIMPLE:
-                item.add_marker(pytest.mark.one_database)
+            paired = callspec is not None and {"worker_mode", "db_backend"} <= callspec.params.keys()
+            if paired and item.get_closest_marker("pairwise") is None:
+                item.add_marker(pytest.mark.pairwise("worker_mode"))
 
 
 @pytest.fixture

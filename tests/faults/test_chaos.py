@@ -24,6 +24,7 @@ WORKER_MODES = BOTH_WORKER_MODES
 pytestmark = pytest.mark.timeout(360)
 
 
+@pytest.mark.pairwise("worker_mode", offset=1)  # forking workers on the second database, no-fork on the first
 def test_jobs_with_workers_killed_at_random_three_times_all_end_once(
     cluster: Callable[..., Cluster], record: Callable[[Tally], Tally]
 ) -> None:

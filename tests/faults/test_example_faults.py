@@ -24,6 +24,10 @@ WORK_S = 1.0  # each task's work: long enough for a fault to land mid-job
 ORDERS = range(1, 5)  # 16 jobs
 
 DeploymentFactory = Callable[..., ShopDeployment]
+# The example's own tasks under faults, on one database: each kind of fault here (a worker SIGKILL, a
+# flag flip either way) also runs on every database against the service's own tasks, in
+# test_worker_faults.py and test_flag_and_api_faults.py.
+pytestmark = pytest.mark.one_database
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 import redis
 
 from core.metrics import JobEvent, RedisJobMetrics
@@ -76,6 +77,7 @@ def test_a_killed_work_horse_is_recorded_as_a_failed_attempt_during_its_backoff(
     assert retried_count(deployment) == 1
 
 
+@pytest.mark.pairwise("worker_mode", offset=1)  # forking workers on the second database, no-fork on the first
 def test_an_abandoned_job_is_recorded_as_a_failed_attempt(
     cluster: Callable[..., Cluster], record: Callable[[Tally], Tally]
 ) -> None:

@@ -6,6 +6,8 @@ import signal
 import time
 from collections.abc import Callable
 
+import pytest
+
 from core.models import JobStatus
 from tests.faults.cluster import BOTH_WORKER_MODES, Cluster, Tally, assert_nothing_lost, kill_runner
 from tests.support.processes import wait_for
@@ -33,6 +35,7 @@ def test_work_horse_sigkilled_mid_job_is_retried(
     assert deployment.rows([victim])[victim].attempts == 2  # type: ignore[union-attr]
 
 
+@pytest.mark.pairwise("worker_mode", offset=1)  # forking workers on the second database, no-fork on the first
 def test_whole_worker_sigkilled_mid_job_is_retried_by_a_new_worker(
     cluster: Callable[..., Cluster], record: Callable[[Tally], Tally]
 ) -> None:
@@ -88,6 +91,7 @@ def test_sigterm_lets_the_current_job_finish(cluster: Callable[..., Cluster], re
     assert all(row.attempts == 1 for row in deployment.rows(ids).values() if row)
 
 
+@pytest.mark.pairwise("worker_mode", offset=1)  # forking workers on the second database, no-fork on the first
 def test_a_job_past_its_timeout_is_killed_and_retried(
     cluster: Callable[..., Cluster], record: Callable[[Tally], Tally]
 ) -> None:

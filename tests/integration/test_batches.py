@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("mode", ["rq", "background"])
+@pytest.mark.pairwise("mode", offset=1)
 def test_a_batch_with_a_bad_file_analyses_the_others_and_reports_its_progress_to_the_end(
     mode: str,
     make_settings: SettingsFactory,

@@ -62,6 +62,7 @@ def _ended(client: httpx.Client, job_id: str, timeout_s: float = 60) -> dict[str
     return wait_for(ended, timeout_s, f"job {job_id} to end")
 
 
+@pytest.mark.pairwise("api")
 def test_dependents_wait_deferred_read_their_parents_results_and_never_outlive_a_failed_parent(
     api: ApiServer, tmp_path: Path
 ) -> None:

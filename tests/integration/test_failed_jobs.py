@@ -63,6 +63,7 @@ def _failed_flaky(client: httpx.Client, tmp_path: Path, count: int) -> list[str]
     return ids
 
 
+@pytest.mark.pairwise("deployment", offset=1)  # the claim that retries each job once is made before either mode runs it
 def test_concurrent_bulk_retries_run_each_failed_job_once_to_finished(
     deployment: tuple[Settings, ApiServer], tmp_path: Path
 ) -> None:
@@ -99,7 +100,10 @@ def _one_failed_on_rq(settings: Settings, api: ApiServer, tmp_path: Path) -> str
     return job_id
 
 
+# RQ's requeue by its CLI here and by the dashboard below: the same path back into the service, each
+# tool on one database (`pairwise`, the second with `offset=1`).
 @pytest.mark.parametrize("deployment", [True], ids=["rq"], indirect=True)
+@pytest.mark.pairwise("deployment")
 def test_rq_requeue_all_runs_a_failed_job_again_to_finished(
     deployment: tuple[Settings, ApiServer], tmp_path: Path
 ) -> None:
@@ -124,6 +128,7 @@ def test_rq_requeue_all_runs_a_failed_job_again_to_finished(
 
 
 @pytest.mark.parametrize("deployment", [True], ids=["rq"], indirect=True)
+@pytest.mark.pairwise("deployment", offset=1)
 def test_the_dashboards_requeue_all_runs_a_failed_job_again_to_finished(
     deployment: tuple[Settings, ApiServer], tmp_path: Path
 ) -> None:

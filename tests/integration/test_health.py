@@ -16,7 +16,9 @@ from jobs.reconcile_status import LAST_RUN_KEY
 from tests.conftest import SettingsFactory
 from tests.support.processes import ApiServer, ManagedProcess, settings_env, wait_for
 
-pytestmark = pytest.mark.slow
+# Readiness names Redis, the workers and the reconciler here (its failure is recorded in Redis); the
+# database's own check is covered on each database by tests/unit/app/test_health.py.
+pytestmark = [pytest.mark.slow, pytest.mark.one_database]
 
 # The reconciler runs every second (rq-scheduler looks every 5 s), so it counts as late after 15 s.
 FAST: dict[str, Any] = {"reconcile_interval_s": 1, "worker_ttl_s": 20}

@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
 
 from core.settings import Settings
-from tests.conftest import SettingsFactory
+from tests.conftest import DATABASES, SettingsFactory
 from tests.support.audio import wav_bytes
 from tests.support.processes import ApiServer, wait_for
 
-pytestmark = pytest.mark.slow
+# The database is a module-scoped parameter so that the tests that do not restart the API share one
+# (`shared_api`, each with keys of its own), in one test process (`xdist_group`).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.parametrize("db_backend", DATABASES, scope="module"),
+    pytest.mark.xdist_group("idempotency"),
+]
+
+
+@pytest.fixture(scope="module")
+def shared_api(
+    make_module_settings: SettingsFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Settings, ApiServer]]:
+    settings = make_module_settings()
+    api = ApiServer(settings, tmp_path_factory.mktemp("idempotency") / "api.log")
+    yield settings, api
+    api.stop()
 
 
 def _post(client: httpx.Client, data: bytes, key: str, **fields: str) -> httpx.Response:
@@ -40,10 +56,8 @@ def test_a_repeat_returns_the_same_analysis_even_after_a_restart(
     assert other_key.json()["id"] != first.json()["id"]
 
 
-def test_the_same_key_with_other_content_or_options_is_422(
-    make_settings: SettingsFactory, api_server: Callable[[Settings], ApiServer]
-) -> None:
-    with api_server(make_settings()).client() as client:
+def test_the_same_key_with_other_content_or_options_is_422(shared_api: tuple[Settings, ApiServer]) -> None:
+    with shared_api[1].client() as client:
         assert _post(client, wav_bytes(0.5), "k1").status_code == 202
         other_file = _post(client, wav_bytes(0.5, freq_hz=300.0), "k1")
         other_option = _post(client, wav_bytes(0.5), "k1", priority="high")
@@ -51,11 +65,8 @@ def test_the_same_key_with_other_content_or_options_is_422(
     assert "different request" in other_file.json()["detail"]
 
 
-def test_a_concurrent_duplicate_is_409_and_the_first_still_succeeds(
-    make_settings: SettingsFactory, api_server: Callable[[Settings], ApiServer]
-) -> None:
-    settings = make_settings()
-    api = api_server(settings)
+def test_a_concurrent_duplicate_is_409_and_the_first_still_succeeds(shared_api: tuple[Settings, ApiServer]) -> None:
+    settings, api = shared_api
     data = wav_bytes(0.5)
     boundary = "slowboundary"
     head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'.encode()
@@ -88,9 +99,8 @@ def test_a_concurrent_duplicate_is_409_and_the_first_still_succeeds(
     assert first.status_code == 202
 
 
-def test_a_malformed_key_is_refused(
-    make_settings: SettingsFactory, api_server: Callable[[Settings], ApiServer]
-) -> None:
-    with api_server(make_settings()).client() as client:
+@pytest.mark.one_database  # the key is refused before any query
+def test_a_malformed_key_is_refused(shared_api: tuple[Settings, ApiServer]) -> None:
+    with shared_api[1].client() as client:
         response = _post(client, wav_bytes(0.2), "x" * 300)
     assert response.status_code == 422

@@ -2,12 +2,13 @@
 
 The API runs the service's app plus endpoints that start the sample tasks (`tests/support/sample_app.py`)
 through `QueuedTasks`; with `USE_RQ_QUEUE=true` real workers (start_worker.sh) run them, with `false`
-the API process does.
+the API process does. One deployment per mode serves the module's tests (each looks at its own jobs);
+the job list, which counts everything, gets one of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,19 @@ import httpx
 import pytest
 
 from core.settings import Settings
-from tests.conftest import ADMIN_KEY, SettingsFactory
-from tests.support.processes import ApiServer, ManagedProcess, wait_for
+from tests.conftest import ADMIN_KEY, DATABASES, SettingsFactory
+from tests.support.processes import ApiServer, ManagedProcess, kill_all, start_workers, wait_for
 from tests.support.sample_app import SAMPLE_APP
 from tests.support.sample_tasks import SAMPLE_QUEUE, SAMPLE_TASK_MODULES
 from tests.support.sse import parse
 
-pytestmark = pytest.mark.slow
+# The database is a module-scoped parameter, so that each mode's shared deployment starts once (RQ on
+# SQLite, in-process on PostgreSQL: `pairwise`), in one test process (`xdist_group`).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.parametrize("db_backend", DATABASES, scope="module"),
+    pytest.mark.xdist_group("jobs"),
+]
 
 ADMIN = {"X-API-Key": ADMIN_KEY}
 ENDED = ("finished", "failed", "canceled")
@@ -41,23 +48,41 @@ class Deployment:
         return self.api.client()
 
 
-@pytest.fixture(params=[True, False], ids=["rq", "in-process"])
-def deployment(
-    request: pytest.FixtureRequest,
-    make_settings: SettingsFactory,
-    workers: Callable[..., ManagedProcess],
-    tmp_path: Path,
-) -> Iterator[Deployment]:
+def _deploy(settings: Settings, logs: Path) -> tuple[Deployment, list[ManagedProcess]]:
     """The API with the sample endpoints, and (RQ mode) workers serving the sample queue too."""
-    use_rq: bool = request.param
-    settings = make_settings(use_rq_queue=use_rq, task_modules=SAMPLE_TASK_MODULES)
-    api = ApiServer(settings, tmp_path / "api.log", factory=SAMPLE_APP)
+    api = ApiServer(settings, logs / "api.log", factory=SAMPLE_APP)
+    started: list[ManagedProcess] = [api]
     try:
-        if use_rq:
-            workers(settings, "-q", f"high_priority,audio_analysis,{SAMPLE_QUEUE}")
-        yield Deployment(settings, api)
-    finally:
-        api.stop()
+        if settings.use_rq_queue:
+            started.append(
+                start_workers(settings, logs / "worker.log", "-q", f"high_priority,audio_analysis,{SAMPLE_QUEUE}")
+            )
+    except BaseException:
+        kill_all(started)
+        raise
+    return Deployment(settings, api), started
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["rq", "in-process"])
+def deployment(
+    request: pytest.FixtureRequest, make_module_settings: SettingsFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """One deployment per mode for the module's tests."""
+    settings = make_module_settings(use_rq_queue=request.param, task_modules=SAMPLE_TASK_MODULES)
+    deployed, started = _deploy(settings, tmp_path_factory.mktemp("jobs-deployment"))
+    yield deployed
+    kill_all(started)
+
+
+@pytest.fixture(params=[True, False], ids=["rq", "in-process"])
+def own_deployment(
+    request: pytest.FixtureRequest, make_settings: SettingsFactory, tmp_path: Path
+) -> Iterator[Deployment]:
+    """A deployment for one test, which no other test's jobs reach."""
+    settings = make_settings(use_rq_queue=request.param, task_modules=SAMPLE_TASK_MODULES)
+    deployed, started = _deploy(settings, tmp_path)
+    yield deployed
+    kill_all(started)
 
 
 def _start(client: httpx.Client, path: str, **params: Any) -> dict[str, Any]:
@@ -83,6 +108,7 @@ def _ended(client: httpx.Client, job_id: str, timeout_s: float = 60) -> dict[str
     ],
     ids=["def", "async-def"],
 )
+@pytest.mark.pairwise("deployment")
 def test_a_task_runs_to_finished_with_its_result(
     deployment: Deployment, path: str, params: dict[str, Any], task: str, result: dict[str, Any]
 ) -> None:
@@ -101,6 +127,7 @@ def test_a_task_runs_to_finished_with_its_result(
     assert answer.json() == {"id": job_id, "status": "finished", "result": body["result"]}
 
 
+@pytest.mark.pairwise("deployment")
 def test_job_events_follow_a_task_that_is_not_an_analysis_to_its_end(deployment: Deployment, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     with deployment.client() as client:
@@ -129,6 +156,7 @@ def test_job_events_follow_a_task_that_is_not_an_analysis_to_its_end(deployment:
     assert progress[-1] == 100
 
 
+@pytest.mark.pairwise("deployment")
 def test_a_failed_task_is_retried_as_itself_by_the_retry_endpoint(deployment: Deployment, tmp_path: Path) -> None:
     with deployment.client() as client:
         job_id = _start(client, "flaky", marker=str(tmp_path / "ran-once"))["id"]
@@ -170,7 +198,9 @@ def _pages(client: httpx.Client, limit: int, **params: Any) -> list[list[str]]:
             return pages
 
 
-def test_the_admin_job_list_filters_by_task_status_and_queue_and_pages(deployment: Deployment) -> None:
+@pytest.mark.pairwise("own_deployment", offset=1)
+def test_the_admin_job_list_filters_by_task_status_and_queue_and_pages(own_deployment: Deployment) -> None:
+    deployment = own_deployment
     with deployment.client() as client:
         adds = [_start(client, "add", a=n, b=n)["id"] for n in range(3)]
         greets = [_start(client, "greet", name=f"n{n}")["id"] for n in range(2)]

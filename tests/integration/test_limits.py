@@ -20,7 +20,8 @@ from tests.support import limit_tasks
 from tests.support.analyses import submitter
 from tests.support.processes import ManagedProcess, wait_for
 
-pytestmark = pytest.mark.slow
+# Limits and key order are kept in Redis (RQ) and in the runner (in-process); the database only holds the rows.
+pytestmark = [pytest.mark.slow, pytest.mark.one_database]
 
 KEYS = ("customer-a", "customer-b")
 PER_KEY = 4

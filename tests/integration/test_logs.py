@@ -11,7 +11,7 @@ from tests.conftest import SettingsFactory
 from tests.support.audio import corrupt_audio_bytes
 from tests.support.processes import ApiServer, ManagedProcess, wait_for, wait_until_ended
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_database]  # what the processes log is checked, not the database
 
 
 def test_a_corrupt_upload_fails_as_one_log_line_in_the_worker_and_no_error_in_the_api(

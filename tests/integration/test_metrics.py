@@ -38,6 +38,7 @@ def upload(client: httpx.Client, name: str, data: bytes) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.one_database  # the counters live in Redis: the database is not what is counted
 def test_metrics_count_exactly_what_the_worker_did(
     make_settings: SettingsFactory,
     api_server: Callable[[Settings], ApiServer],

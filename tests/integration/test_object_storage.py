@@ -87,6 +87,7 @@ def _expire_all_jobs(settings: Settings) -> None:
 
 
 @pytest.mark.parametrize("mode", ["rq", "background"])
+@pytest.mark.pairwise("mode", offset=1)
 def test_upload_analysis_and_waveform_run_on_object_storage_and_retention_deletes_the_objects(
     mode: str,
     make_settings: SettingsFactory,

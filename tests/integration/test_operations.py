@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -13,12 +13,14 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from core.settings import Settings
-from tests.conftest import ADMIN_KEY, SettingsFactory
+from tests.conftest import ADMIN_KEY, DATABASES, SettingsFactory
 from tests.support.audio import wav_bytes
 from tests.support.fake_services import FakeServices
 from tests.support.processes import ApiServer, ManagedProcess, settings_env, wait_for, wait_until_ended
 
-pytestmark = pytest.mark.slow
+# The database is a module-scoped parameter so that the admin-key checks share one app (`admin_client`);
+# every other test still gets a fresh database of its own.
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("db_backend", DATABASES, scope="module")]
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 TERMINAL = ("finished", "failed", "canceled")
@@ -82,6 +84,7 @@ def test_a_running_job_is_stopped_and_not_retried(
 
 
 @pytest.mark.parametrize("mode", ["rq", "background"])
+@pytest.mark.pairwise("mode")
 def test_finished_jobs_answer_409_to_cancel_and_retry_and_their_result_200(
     mode: str,
     make_settings: SettingsFactory,
@@ -106,6 +109,7 @@ def test_finished_jobs_answer_409_to_cancel_and_retry_and_their_result_200(
 
 
 @pytest.mark.parametrize("mode", ["rq", "background"])
+@pytest.mark.pairwise("mode", offset=1)
 def test_a_failed_job_is_retried_to_success(
     mode: str,
     make_settings: SettingsFactory,
@@ -169,6 +173,7 @@ def _at(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+@pytest.mark.one_database  # worker heartbeats in Redis are checked, not the database
 def test_health_is_503_without_a_worker_and_200_when_one_is_back(
     make_settings: SettingsFactory, api_server: Callable[[Settings], ApiServer], workers: Callable[..., ManagedProcess]
 ) -> None:
@@ -197,6 +202,13 @@ def test_health_is_503_without_a_worker_and_200_when_one_is_back(
     assert "no live worker" in unhealthy.json()["checks"]["workers"]
 
 
+@pytest.fixture(scope="module")
+def admin_client(make_module_settings: SettingsFactory) -> Iterator[TestClient]:
+    """One app for every refused request: a refusal changes nothing, and starting an app costs a second."""
+    with TestClient(create_app(make_module_settings())) as client:
+        yield client
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
@@ -212,15 +224,16 @@ def test_health_is_503_without_a_worker_and_200_when_one_is_back(
     [{}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"}, {"Authorization": "Basic YWRtaW46d3Jvbmc="}],
     ids=["missing", "wrong-bearer", "wrong-x-api-key", "wrong-basic"],
 )
+@pytest.mark.one_database  # authentication is checked before any query
 def test_every_admin_endpoint_refuses_a_missing_or_wrong_key(
-    make_settings: SettingsFactory, method: str, path: str, headers: dict[str, str]
+    admin_client: TestClient, method: str, path: str, headers: dict[str, str]
 ) -> None:
-    with TestClient(create_app(make_settings())) as client:
-        response = client.request(method, path, headers=headers)
+    response = admin_client.request(method, path, headers=headers)
     assert response.status_code == 401
     assert response.headers["www-authenticate"].startswith(("Bearer", "Basic"))
 
 
+@pytest.mark.one_database  # routing is checked, not the database
 def test_state_changes_only_by_post_or_delete(make_settings: SettingsFactory) -> None:
     with TestClient(create_app(make_settings())) as client:
         assert client.get("/jobs/x/cancel", headers=ADMIN).status_code == 405

@@ -28,6 +28,7 @@ def _upload(client: httpx.Client) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("mode", ["rq", "background"])
+@pytest.mark.pairwise("mode")
 def test_simultaneous_uploads_are_told_distinct_places_in_line(
     mode: str, make_settings: SettingsFactory, api_server: Callable[[Settings], ApiServer], fake: FakeServices
 ) -> None:

@@ -92,6 +92,7 @@ def _busy(client: httpx.Client, gate: Path) -> str:
     return job_id
 
 
+@pytest.mark.pairwise("deployment", offset=1)
 def test_waiting_jobs_start_in_level_order_and_a_bumped_one_moves_up(deployment: Deployment, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     with deployment.client() as client:
@@ -123,6 +124,7 @@ def test_waiting_jobs_start_in_level_order_and_a_bumped_one_moves_up(deployment:
     assert started == ["critical", "bumped", "high", "normal", "low"]
 
 
+@pytest.mark.pairwise("deployment")
 def test_only_waiting_jobs_change_priority(deployment: Deployment, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     with deployment.client() as client:
@@ -150,6 +152,7 @@ def test_only_waiting_jobs_change_priority(deployment: Deployment, tmp_path: Pat
     )
 
 
+@pytest.mark.pairwise("deployment", offset=1)
 def test_a_scheduled_job_changes_the_queue_it_will_go_to(deployment: Deployment) -> None:
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     with deployment.client() as client:

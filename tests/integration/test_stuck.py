@@ -47,6 +47,7 @@ def _deploy(settings: Settings, tmp_path: Path, workers: Callable[..., ManagedPr
 
 
 @pytest.mark.parametrize("use_rq", [True, False], ids=["rq", "in-process"])
+@pytest.mark.pairwise("use_rq")
 def test_a_stuck_job_is_reported_in_the_job_the_queue_status_readiness_and_metrics(
     use_rq: bool, make_settings: SettingsFactory, workers: Callable[..., ManagedProcess], tmp_path: Path
 ) -> None:
@@ -77,6 +78,7 @@ def test_a_stuck_job_is_reported_in_the_job_the_queue_status_readiness_and_metri
 
 
 @pytest.mark.parametrize("use_rq", [True, False], ids=["rq", "in-process"])
+@pytest.mark.pairwise("use_rq", offset=1)
 def test_the_reconciler_stops_a_stuck_job_and_it_is_retried_by_its_policy(
     use_rq: bool, make_settings: SettingsFactory, workers: Callable[..., ManagedProcess], tmp_path: Path
 ) -> None:

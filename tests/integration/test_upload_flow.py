@@ -36,6 +36,7 @@ def _serve(
 
 
 @pytest.mark.parametrize("mode", ["rq", "background"])
+@pytest.mark.pairwise("mode", offset=1)
 def test_wav_flac_and_mp3_finish_with_correct_results_and_corrupt_audio_fails_once(
     mode: str,
     make_settings: SettingsFactory,
@@ -88,6 +89,7 @@ def _check_ordered(events: list[Event]) -> None:
 
 
 @pytest.mark.parametrize("mode", ["rq", "background"])
+@pytest.mark.pairwise("mode")
 def test_the_event_stream_delivers_ordered_events_to_the_end(
     mode: str,
     make_settings: SettingsFactory,
@@ -110,6 +112,7 @@ def test_the_event_stream_delivers_ordered_events_to_the_end(
     assert late[0].data["result"] == events[-1].data["result"]
 
 
+@pytest.mark.one_database  # a missing row is a missing row on either database
 def test_an_event_stream_of_an_unknown_analysis_is_404(
     make_settings: SettingsFactory, api_server: Callable[[Settings], ApiServer]
 ) -> None:

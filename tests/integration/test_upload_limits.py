@@ -25,11 +25,17 @@ from core.models import Job
 from core.settings import Settings
 from core.storage.local import LocalStorage
 from devserver.redis import free_port
-from tests.conftest import SettingsFactory
+from tests.conftest import DATABASES, SettingsFactory
 from tests.support.audio import wav_bytes
 from tests.support.processes import ApiServer, ManagedProcess, settings_env, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.one_database]
+# The database is a module-scoped parameter so that the bodies cut short share one API (`shared_app`),
+# and the slow headers another (`slow_header_app`).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.one_database,
+    pytest.mark.parametrize("db_backend", DATABASES, scope="module"),
+]
 
 CHUNK = b"a" * 65536
 FLOOD_BYTES = 512 * 1024 * 1024
@@ -104,6 +110,28 @@ def app_process(tmp_path: Path) -> Iterator[Callable[[Settings], ApiServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_app(
+    make_module_settings: SettingsFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Settings, ApiServer]]:
+    """One API for the requests that must leave nothing behind: each checks that nothing was kept, so one
+    that kept something also fails the next."""
+    settings = make_module_settings()
+    server = _App(settings, tmp_path_factory.mktemp("upload-limits") / "app.log")
+    yield settings, server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def slow_header_app(
+    make_module_settings: SettingsFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiServer]:
+    """One API with a 1 s deadline for request headers, for the clients that never finish theirs."""
+    server = _App(make_module_settings(request_header_timeout_s=1), tmp_path_factory.mktemp("slow-headers") / "app.log")
+    yield server
+    server.stop()
 
 
 def _multipart(data: bytes) -> bytes:
@@ -191,12 +219,9 @@ def _chunked_stopped_at_40_percent(body: bytes) -> bytes:
     ids=["cut-at-half", "no-closing-boundary", "content-length-shorter-than-body", "chunked-stopped-at-40%"],
 )
 def test_a_body_cut_short_is_refused_and_nothing_is_kept(
-    make_settings: SettingsFactory,
-    app_process: Callable[[Settings], ApiServer],
-    request_for: Callable[[bytes], bytes],
+    shared_app: tuple[Settings, ApiServer], request_for: Callable[[bytes], bytes]
 ) -> None:
-    settings = make_settings()
-    api = app_process(settings)
+    settings, api = shared_app
 
     status, detail = _status_and_detail(_exchange(api, request_for(_multipart(wav_bytes(1.0)))))
 
@@ -305,20 +330,16 @@ def test_a_part_file_left_by_a_killed_api_is_swept_when_it_starts_again(
 # --- 4. slow clients -------------------------------------------------------------------------------
 
 
-def test_a_client_that_sends_its_headers_too_slowly_gets_408_and_is_disconnected(
-    make_settings: SettingsFactory, app_process: Callable[[Settings], ApiServer]
-) -> None:
-    api = app_process(make_settings(request_header_timeout_s=1))
+def test_a_client_that_sends_its_headers_too_slowly_gets_408_and_is_disconnected(slow_header_app: ApiServer) -> None:
+    api = slow_header_app
 
     response = _exchange(api, b"POST /audio HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
 
     assert _status_and_detail(response) == (408, "request headers not received within 1 s")
 
 
-def test_a_client_that_drips_header_bytes_is_disconnected(
-    make_settings: SettingsFactory, app_process: Callable[[Settings], ApiServer]
-) -> None:
-    api = app_process(make_settings(request_header_timeout_s=1))
+def test_a_client_that_drips_header_bytes_is_disconnected(slow_header_app: ApiServer) -> None:
+    api = slow_header_app
     with socket.create_connection(("127.0.0.1", api.port), timeout=60) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
         deadline = time.monotonic() + 60
@@ -328,10 +349,8 @@ def test_a_client_that_drips_header_bytes_is_disconnected(
         assert _read_until_closed(sock).startswith(b"HTTP/1.1 408 ")
 
 
-def test_a_connection_that_sends_nothing_is_closed(
-    make_settings: SettingsFactory, app_process: Callable[[Settings], ApiServer]
-) -> None:
-    api = app_process(make_settings(request_header_timeout_s=1))
+def test_a_connection_that_sends_nothing_is_closed(slow_header_app: ApiServer) -> None:
+    api = slow_header_app
     assert _exchange(api, b"") == b""
 
 

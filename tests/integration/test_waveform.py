@@ -42,6 +42,7 @@ def band_heights(pixels: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("mode", ["rq", "background"])
+@pytest.mark.pairwise("mode")
 def test_the_waveform_is_drawn_once_by_its_own_job_and_shows_the_signal(
     mode: str,
     make_settings: SettingsFactory,
@@ -93,6 +94,7 @@ def test_the_waveform_is_drawn_once_by_its_own_job_and_shows_the_signal(
     assert np.max(heights[WIDTH // 2 + 2 :]) <= 2, heights
 
 
+@pytest.mark.one_database  # the refusals are the API's, not the database's
 def test_the_waveform_of_an_unknown_or_unfinished_analysis_is_refused(
     make_settings: SettingsFactory, api_server: Callable[[Settings], ApiServer]
 ) -> None:
