@@ -1,15 +1,14 @@
 """The forking worker's side of each fork: a work-horse forked ahead of its job, and frozen for its collector.
 
-RQ forks a work-horse once it has a job: the job then waits for the fork, for the work-horse's first
-Redis and database connections, and for the copy of every memory page the work-horse writes to
-first (its memory is its worker's, shared copy-on-write). Here a worker that has forked once keeps
-one spare work-horse forked ahead, while it waits for work: the spare connects, runs what a job
-runs first and last (on no row) and a short analysis, then waits on a pipe. A job is handed to it (its id, its queue, RQ's
-execution id), it reads the job from Redis as RQ's `SpawnWorker` does and runs it exactly as a freshly
-forked work-horse would; the worker monitors, times out, stops and reaps it as any work-horse. Each
-job still runs in a process of its own that ends with it. A spare that died while waiting is replaced by a plain fork; a
-spare exits when its worker ends (the pipe closes) or dies (it is re-parented). `WORKER_SPARE_WORK_HORSE=
-false` turns this off.
+RQ forks a work-horse once it has a job: the job then waits for the fork, for the work-horse's first Redis and
+database connections, and for the copy of every memory page the work-horse writes to first (its memory is its
+worker's, shared copy-on-write). Here a worker that has forked once keeps one spare work-horse forked ahead,
+while it waits for work: the spare connects, runs what a job runs first and last (on no row) and a short
+analysis, then waits on a pipe. A job is handed to it (its id, its queue, RQ's execution id), it reads the job
+from Redis as RQ's `SpawnWorker` does and runs it exactly as a freshly forked work-horse would; the worker
+monitors, times out, stops and reaps it as any work-horse. Each job still runs in a process of its own that
+ends with it. A spare that died while waiting is replaced by a plain fork; a spare exits when its worker ends
+(the pipe closes) or dies (it is re-parented). `WORKER_SPARE_WORK_HORSE=false` turns this off.
 
 Whatever forks, the objects the child inherits are frozen for its garbage collector
 (`gc.freeze()`): its collections never scan, so never write to, the shared pages. The worker
