@@ -107,8 +107,16 @@ def _service_rows(
 
 
 def _workers_main(profile: Profile, breakdown: bool, baseline: Path | None) -> int:
-    """`--workers-only`: the kit's workers against raw RQ's (and the phases with `--breakdown`), printed;
-    with `baseline`, the same for another checkout's code first, its rows marked "before"."""
+    """`--workers-only`: the kit's workers against raw RQ's (and the phases with `--breakdown`), printed and
+    written as JSON; with `baseline`, the same for another checkout's code first, its rows marked "before"."""
+    started_at = datetime.now(UTC)
+    document: dict[str, Any] = {
+        "started_at": started_at.isoformat(),
+        "profile": asdict(profile),
+        "machine": machine_info(),
+        "load_average": {"start": load_average()},
+        "baseline": str(baseline) if baseline is not None else None,
+    }
     root = Path(tempfile.mkdtemp(prefix="audiokit-bench-"))
     rows: list[Row] = []
     try:
@@ -122,7 +130,11 @@ def _workers_main(profile: Profile, breakdown: bool, baseline: Path | None) -> i
         rows += worker_rows(probe)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    document["load_average"]["end"] = load_average()
+    document["duration_s"] = round((datetime.now(UTC) - started_at).total_seconds(), 1)
+    path = write_results(started_at, document, rows)
     print(format_table(rows))
+    print(f"\nworkers only, {document['duration_s']} s; load average {document['load_average']}; JSON: {path}")
     return 0
 
 
