@@ -171,8 +171,10 @@ class Supervisor:
         """SIGTERM to every process group, SIGKILL to those left after the timeout (or a second signal)."""
         for child in self.children:
             child.restart_at = None
-        self._signal_all(signal.SIGTERM)
+        # Counted before the SIGTERMs go out: a process may answer one with a signal of its own (a user's
+        # second Ctrl-C) before the next line runs, and that one must count as the second.
         signals_before = max(self._signals, 1)  # a Ctrl-C after giving up counts as the first
+        self._signal_all(signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout_s
         while self._live_groups():
             forced = self._signals > signals_before

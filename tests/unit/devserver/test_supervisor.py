@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import signal
 from pathlib import Path
 
 from devserver.supervisor import EXIT_GAVE_UP, RestartPolicy, Supervisor
@@ -53,3 +54,19 @@ def test_a_second_signal_kills_what_ignores_sigterm(tmp_path: Path) -> None:
     assert status == 0
     assert "make run | signal received again: sending SIGKILL" in output
     assert "stubborn | stopped (killed by SIGKILL)" in output
+
+
+def test_a_second_signal_that_comes_while_the_sigterms_go_out_counts_as_the_second(tmp_path: Path) -> None:
+    # The second SIGINT arrives while SIGTERM is being sent: as when a process answers its SIGTERM at once.
+    class AnsweredAtOnce(Supervisor):
+        def _signal_all(self, sig: int) -> None:
+            super()._signal_all(sig)
+            if sig == signal.SIGTERM:
+                self._on_signal(signal.SIGINT, None)
+
+    out = io.StringIO()
+    commands = {"stubborn": "trap '' TERM; kill -INT $PPID; while :; do sleep 1; done"}
+    status = AnsweredAtOnce(commands, cwd=tmp_path, policy=FAST, stop_timeout_s=60, out=out).run()
+
+    assert status == 0
+    assert "signal received again: sending SIGKILL" in out.getvalue()
