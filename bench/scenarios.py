@@ -36,6 +36,10 @@ class Burst:
     # (in-process mode: with the analyses it runs meanwhile), and the bench's own clients'.
     api_cpu_ms: float = float("nan")
     client_cpu_ms: float = float("nan")
+    # RQ modes: the workers' CPU per job over the whole burst (every process of the pool, the work-horses
+    # they reaped included), user + system, and the system (kernel) part of it.
+    workers_cpu_ms: float = float("nan")
+    workers_system_ms: float = float("nan")
 
     @property
     def finished(self) -> int:
@@ -88,18 +92,39 @@ def run_sequential(stack: Stack, data: bytes, count: int) -> list[Outcome]:
 def run_burst(stack: Stack, data: bytes, count: int) -> Burst:
     """`count` uploads posted as fast as possible, then waited for."""
     api = psutil.Process(stack.api.pid)
+    pool = psutil.Process(stack.workers.pid) if stack.workers is not None else None
+    workers_before = _tree_cpu_s(pool) if pool is not None else (0.0, 0.0)
     api_before, client_before = _cpu_s(api), time.process_time()
     uploads = submit_burst(stack.api.url, data, count, BURST_CONCURRENCY)
     api_cpu_ms = (_cpu_s(api) - api_before) * 1000 / count
     client_cpu_ms = (time.process_time() - client_before) * 1000 / count
     with make_client(stack.api.url) as client:
         outcomes = wait_all(client, uploads, JOB_TIMEOUT_S + count * 10.0)
-    return Burst(uploads, outcomes, api_cpu_ms, client_cpu_ms)
+    workers_cpu_ms = workers_system_ms = float("nan")
+    if pool is not None:
+        workers_after = _tree_cpu_s(pool)
+        workers_cpu_ms = (sum(workers_after) - sum(workers_before)) * 1000 / count
+        workers_system_ms = (workers_after[1] - workers_before[1]) * 1000 / count
+    return Burst(uploads, outcomes, api_cpu_ms, client_cpu_ms, workers_cpu_ms, workers_system_ms)
 
 
 def _cpu_s(process: psutil.Process) -> float:
     times = process.cpu_times()
     return float(times.user + times.system)
+
+
+def _tree_cpu_s(root: psutil.Process) -> tuple[float, float]:
+    """User and system CPU of `root` and every live descendant, each with the children it has reaped: a
+    process is counted by itself while it lives, then by the parent that reaped it."""
+    user = system = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # gone between the listing and the read (its parent counts it once reaped)
+            continue
+        user += times.user + times.children_user
+        system += times.system + times.children_system
+    return user, system
 
 
 def _values(outcomes: list[Outcome], attribute: str) -> list[float]:
@@ -231,7 +256,24 @@ def burst_rows(runs: ScenarioRuns) -> list[Row]:
             "ms",
             f"the {BURST_CONCURRENCY} posting clients' user+system CPU ÷ uploads (they share the machine)",
         ),
-    ]
+    ] + (
+        [
+            over_runs(
+                f"workers' CPU per job in burst, {label}",
+                [burst.workers_cpu_ms for burst in bursts],
+                "ms",
+                "the worker pool's user+system CPU over the burst ÷ jobs (work-horses included)",
+            ),
+            over_runs(
+                f"workers' kernel CPU per job in burst, {label}",
+                [burst.workers_system_ms for burst in bursts],
+                "ms",
+                "its system part: forks, exits, page faults (copy-on-write), syscalls",
+            ),
+        ]
+        if runs.config.use_rq_queue
+        else []
+    )
 
 
 def _ratio_row(name: str, numerator: ScenarioRuns, denominator: ScenarioRuns, goal: str) -> Row:
@@ -245,7 +287,8 @@ def service_rows(runs: Sequence[ScenarioRuns], upload_mb: float) -> list[Row]:
     sequential = [sequential_rows(item.config.label, item.sequential, upload_mb) for item in runs if item.sequential]
     rows = [row for kind in _SEQUENTIAL_KINDS for found in sequential for key, row in found.items() if key == kind]
     bursts = [burst_rows(item) for item in runs]
-    rows += [group[index] for index in range(len(bursts[0])) for group in bursts] if bursts else []
+    longest = max(map(len, bursts), default=0)  # RQ scenarios have rows in-process has not (the workers')
+    rows += [group[index] for index in range(longest) for group in bursts if index < len(group)]
     by_mode: dict[tuple[bool, int, bool, bool], ScenarioRuns] = {
         (item.config.use_rq_queue, item.config.workers, item.config.no_fork, item.config.code_root is None): item
         for item in runs

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
+import psutil
 import pytest
 
 from bench.client import Outcome, Upload
-from bench.scenarios import Burst
+from bench.scenarios import Burst, ScenarioRuns, _tree_cpu_s, service_rows
+from bench.stack import StackConfig
 
 pytestmark = pytest.mark.one_database  # arithmetic on recorded times: no database
 
@@ -33,3 +37,26 @@ def test_no_drain_when_every_job_ended_during_the_uploads() -> None:
     burst = Burst(uploads, [_outcome(uploads[0], 100.2), _outcome(uploads[1], 100.3)])
 
     assert math.isnan(burst.drain_after_uploads)
+
+
+def test_the_cpu_of_a_process_tree_counts_the_children_it_reaped() -> None:
+    before = _tree_cpu_s(psutil.Process())
+    burn = "import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.3: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)  # waited for: reaped by this process
+    after = _tree_cpu_s(psutil.Process())
+
+    assert sum(after) - sum(before) >= 0.3  # the child's CPU time, however long it took on the clock
+
+
+def test_the_workers_cpu_rows_are_the_rq_scenarios_only() -> None:
+    uploads = [Upload("a", 100.0, 200.0), Upload("b", 100.1, 400.0)]
+    outcomes = [_outcome(uploads[0], 100.4), _outcome(uploads[1], 101.0)]
+    rq, background = ScenarioRuns(StackConfig("rq", True, workers=1)), ScenarioRuns(StackConfig("bg", False))
+    rq.bursts.append(Burst(uploads, outcomes, 15.0, 14.0, 80.0, 30.0))
+    background.bursts.append(Burst(uploads, outcomes, 20.0, 14.0))
+
+    names = [row.name for row in service_rows([rq, background], 1.8)]
+
+    assert "workers' CPU per job in burst, rq 1w" in names
+    assert "workers' kernel CPU per job in burst, rq 1w" in names
+    assert not [name for name in names if name.startswith("workers'") and "bg" in name]
