@@ -106,17 +106,34 @@ def _service_rows(
     return service_rows(list(runs.values()), len(data) / 1e6)
 
 
-def _workers_main(profile: Profile, breakdown: bool, baseline: Path | None) -> int:
-    """`--workers-only`: the kit's workers against raw RQ's (and the phases with `--breakdown`), printed and
-    written as JSON; with `baseline`, the same for another checkout's code first, its rows marked "before"."""
-    started_at = datetime.now(UTC)
-    document: dict[str, Any] = {
-        "started_at": started_at.isoformat(),
+def _new_document(profile: Profile, **extra: Any) -> dict[str, Any]:
+    """A run's JSON document as it starts: the time, the profile, the machine and its load."""
+    return {
+        "started_at": datetime.now(UTC).isoformat(),
         "profile": asdict(profile),
         "machine": machine_info(),
         "load_average": {"start": load_average()},
-        "baseline": str(baseline) if baseline is not None else None,
+        **extra,
     }
+
+
+def _save(document: dict[str, Any], rows: list[Row]) -> str:
+    """Ends the document (load, duration), writes it with `rows`; the line that says where it went."""
+    started_at = datetime.fromisoformat(document["started_at"])
+    load = document["load_average"]
+    load["end"] = load_average()
+    document["duration_s"] = round((datetime.now(UTC) - started_at).total_seconds(), 1)
+    path = write_results(started_at, document, rows)
+    return (
+        f"{document['profile']['name']} run, {document['duration_s']} s; load average {load['start']} → "
+        f"{load['end']} on {document['machine']['cpu_count']} CPUs; JSON: {path}"
+    )
+
+
+def _workers_main(profile: Profile, breakdown: bool, baseline: Path | None) -> int:
+    """`--workers-only`: the kit's workers against raw RQ's (and the phases with `--breakdown`), printed and
+    written as JSON; with `baseline`, the same for another checkout's code first, its rows marked "before"."""
+    document = _new_document(profile, baseline=str(baseline) if baseline is not None else None)
     root = Path(tempfile.mkdtemp(prefix="audiokit-bench-"))
     rows: list[Row] = []
     try:
@@ -130,11 +147,9 @@ def _workers_main(profile: Profile, breakdown: bool, baseline: Path | None) -> i
         rows += worker_rows(probe)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    document["load_average"]["end"] = load_average()
-    document["duration_s"] = round((datetime.now(UTC) - started_at).total_seconds(), 1)
-    path = write_results(started_at, document, rows)
+    saved = _save(document, rows)
     print(format_table(rows))
-    print(f"\nworkers only, {document['duration_s']} s; load average {document['load_average']}; JSON: {path}")
+    print(f"\nworkers only, {saved}")
     return 0
 
 
@@ -167,13 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers_only:
         return _workers_main(profile, args.breakdown, args.baseline)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    started_at = datetime.now(UTC)
-    document: dict[str, Any] = {
-        "started_at": started_at.isoformat(),
-        "profile": asdict(profile),
-        "machine": machine_info(),
-        "load_average": {"start": load_average()},
-    }
+    document = _new_document(profile)
     root = Path(tempfile.mkdtemp(prefix="audiokit-bench-"))
     problems: list[str] = []
     analysis: list[AnalysisRow] = []
@@ -208,18 +217,12 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
         else:
             print(f"bench: failed; logs and data kept in {root}", file=sys.stderr)
-    document["load_average"]["end"] = load_average()
-    document["duration_s"] = round((datetime.now(UTC) - started_at).total_seconds(), 1)
     document["problems"] = problems
-    path = write_results(started_at, document, rows)
+    saved = _save(document, rows)
     print(format_table(rows))
     if analysis:
         print("\n" + format_analysis_table(analysis))
-    load = document["load_average"]
-    print(
-        f"\n{profile.name} run, {document['duration_s']} s; load average {load['start']} → {load['end']} "
-        f"on {document['machine']['cpu_count']} CPUs; JSON: {path}"
-    )
+    print(f"\n{saved}")
     for problem in problems:
         print(f"LOST OR REPEATED WORK: {problem}")
     return 1 if problems else 0
