@@ -70,10 +70,10 @@ def warm_up_database() -> None:
         get_runtime().database.dispose()
 
 
-def analyze_tone() -> bool:
-    """When the task modules use the local analyzer: analyzes a 0.1 s tone in this thread (False when not)."""
+def analyze_tone() -> None:
+    """When the task modules use the local analyzer: analyzes a 0.1 s tone in this thread."""
     if "tasks.analyzers.local" not in sys.modules:
-        return False
+        return
     import numpy as np  # loaded with the analyzer already
     import soundfile as sf
 
@@ -85,7 +85,6 @@ def analyze_tone() -> bool:
         samples = 0.5 * np.sin(2 * np.pi * 440.0 * seconds)
         sf.write(path, np.column_stack([samples, samples]), WARM_UP_SAMPLE_RATE, subtype="PCM_16")
         LocalAnalyzer().analyze(path, lambda percent, message: None)
-    return True
 
 
 def warm_up_analysis() -> None:
