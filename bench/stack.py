@@ -20,7 +20,8 @@ from rq import Worker
 
 from core.db import migrate
 from core.settings import Settings, load_settings
-from devserver.redis import RedisServer, free_port
+from devserver.ports import free_port
+from devserver.redis import RedisServer
 from tests.support.processes import ApiServer, ManagedProcess, settings_env, start_workers, wait_for
 
 WORKERS_READY_TIMEOUT_S = 30.0

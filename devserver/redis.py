@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
 
+from devserver.ports import free_port
+
 START_TIMEOUT_S = 10.0
+# A port of our choosing found taken by another server at the first start: choose again, this many times.
+PORT_ATTEMPTS = 3
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class PortTakenError(RuntimeError):
+    """Another server answers on the port this one was to listen on."""
 
 
 def server_args(port: int, data_dir: Path, *extra: str) -> list[str]:
@@ -57,6 +58,8 @@ class RedisServer:
         self.port = port or free_port()
         self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
+        # Until the first start the port can still change; afterwards clients know it.
+        self._port_movable = port is None
 
     @property
     def url(self) -> str:
@@ -66,20 +69,42 @@ class RedisServer:
         return redis.Redis.from_url(self.url, socket_connect_timeout=1)
 
     def start(self) -> None:
+        """Starts the server and waits until it answers.
+
+        The answer must come from this process: another server on the port (which took it while this
+        one was down, say) would otherwise be used by everyone who was told this one's address.
+        """
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                self._start_once()
+            except PortTakenError:
+                if not self._port_movable or attempt == PORT_ATTEMPTS:
+                    raise
+                self.port = free_port()
+            else:
+                self._port_movable = False
+                return
+
+    def _start_once(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Its own session: a terminal's Ctrl-C reaches only our processes, and we stop Redis last.
-        self.process = subprocess.Popen(server_args(self.port, self.data_dir, *self.extra_args), start_new_session=True)
+        process = subprocess.Popen(server_args(self.port, self.data_dir, *self.extra_args), start_new_session=True)
+        self.process = process
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             try:
                 with self.client() as client:
-                    client.ping()
-                return
+                    answering = int(client.info("server")["process_id"])
+                    if answering == process.pid:
+                        client.ping()  # raises BusyLoadingError while the AOF is replayed (INFO answers then)
+                        return
+                self.stop(signal.SIGKILL)
+                raise PortTakenError(f"port {self.port} is taken by another redis-server (pid {answering})")
             except redis.exceptions.BusyLoadingError:
                 pass  # replaying the AOF
             except redis.exceptions.ConnectionError:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server exited with {self.process.returncode}") from None
+                if process.poll() is not None:
+                    raise RuntimeError(f"redis-server exited with {process.returncode}") from None
             if time.monotonic() > deadline:
                 raise TimeoutError(f"redis-server on port {self.port} did not answer within {START_TIMEOUT_S}s")
             time.sleep(0.05)

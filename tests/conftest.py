@@ -15,6 +15,7 @@ import redis
 
 from core.db import migrate
 from core.settings import Settings, load_settings
+from devserver.ports import PORTS
 from devserver.redis import RedisServer
 from jobs.runtime import Runtime, build_runtime, install_runtime
 from tests.faults.cluster import FAULT_TALLIES
@@ -96,6 +97,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if unknown or not chosen:
         raise pytest.UsageError(f"--databases: expected some of {','.join(DATABASES)}, got {unknown or 'none'}")
     config.stash[CHOSEN_DATABASES] = tuple(chosen)
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:  # test processes side by side hand out ports from shares of their own
+        PORTS.use_share(int(str(workerinput["workerid"]).removeprefix("gw")), int(workerinput["workercount"]))
 
 
 # The fault tallies' hooks live here, not in tests/faults/conftest.py: that one is loaded only when

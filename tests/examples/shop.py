@@ -22,7 +22,7 @@ from sqlalchemy import select
 from core.db import get_database, migrate
 from core.models import Job
 from core.settings import PROJECT_ROOT, Settings, load_settings
-from devserver.redis import free_port
+from devserver.ports import free_port
 from examples.shop import outside
 from tests.faults.cluster import TERMINAL, Tally
 from tests.support.processes import ManagedProcess, settings_env, start_workers, stop_together, wait_for
@@ -69,9 +69,10 @@ class ShopApi(ManagedProcess):
         if not self.alive:
             raise AssertionError(f"the shop exited:\n{self.output()[-3000:]}")
         try:
-            return httpx.get(f"{self.url}/openapi.json", timeout=1).status_code == 200
+            answered = httpx.get(f"{self.url}/openapi.json", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
+        return answered and self.listens_on(self.port)
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import httpx
 
 from core.models import JobStatus
-from devserver.redis import free_port
+from devserver.ports import free_port
 from tests.faults.cluster import Cluster, Tally, assert_nothing_lost
 from tests.support.audio import wav_bytes
 from tests.support.processes import ManagedProcess, settings_env, wait_for

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from core.settings import PROJECT_ROOT
-from devserver.redis import free_port
+from devserver.ports import free_port
 from tests.support.audio import wav_bytes
 from tests.support.processes import wait_for
 

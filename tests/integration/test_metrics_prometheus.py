@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from core.settings import PROJECT_ROOT, QUEUE_NORMAL, Settings
-from devserver.redis import free_port
+from devserver.ports import free_port
 from tests.conftest import ADMIN_KEY, SettingsFactory
 from tests.support.audio import wav_bytes
 from tests.support.processes import ApiServer, ManagedProcess, wait_for

@@ -24,7 +24,7 @@ from core.db import get_database
 from core.models import Job
 from core.settings import Settings
 from core.storage.local import LocalStorage
-from devserver.redis import free_port
+from devserver.ports import free_port
 from tests.conftest import DATABASES, SettingsFactory
 from tests.support.audio import wav_bytes
 from tests.support.processes import ApiServer, ManagedProcess, settings_env, wait_for

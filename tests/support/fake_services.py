@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from devserver.redis import free_port
+from devserver.ports import free_port
 from tests.support.processes import wait_for
 
 _STORED_NAME = re.compile(rb'filename="([0-9a-f]{32})\.[a-z0-9]+"')

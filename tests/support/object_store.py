@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import httpx
 
-from devserver.redis import free_port
+from devserver.ports import free_port
 from tests.support.processes import wait_for
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 
 from core.db import migrate
-from devserver.redis import free_port
+from devserver.ports import free_port
 
 PG_VERSION = "15"  # Debian 12's; the binaries live off PATH, under /usr/lib/postgresql/<version>/bin
 START_TIMEOUT_S = 60.0

@@ -17,7 +17,7 @@ import psutil
 from pydantic import SecretStr
 
 from core.settings import PROJECT_ROOT, Settings
-from devserver.redis import free_port
+from devserver.ports import free_port
 
 T = TypeVar("T")
 
@@ -102,6 +102,15 @@ class ManagedProcess:
     def send(self, sig: int) -> None:
         if self.alive:
             self.process.send_signal(sig)
+
+    def listens_on(self, port: int) -> bool:
+        """Whether this process holds a listening socket on `port`: the answer on a port came from it,
+        not from another process that had taken the port first (this one then exits, unable to bind)."""
+        try:
+            connections = psutil.Process(self.process.pid).net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            return False
+        return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections)
 
     def kill_group(self, sig: int = signal.SIGKILL) -> None:
         """Signals the whole process group (e.g. a worker pool and its work-horses)."""
@@ -219,9 +228,10 @@ class ApiServer(ManagedProcess):
         if not self.alive:
             raise AssertionError(f"the API exited:\n{self.output()[-3000:]}")
         try:
-            return httpx.get(f"{self.url}/health", timeout=1).status_code in (200, 503)
+            answered = httpx.get(f"{self.url}/health", timeout=1).status_code in (200, 503)
         except httpx.HTTPError:
             return False
+        return answered and self.listens_on(self.port)
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)

@@ -19,7 +19,7 @@ import app.metrics as app_metrics
 from app.main import create_app
 from core.metrics import RedisJobMetrics
 from core.settings import QUEUE_HIGH, QUEUE_NORMAL, QUEUES_BY_PRIORITY, Settings
-from devserver.redis import free_port
+from devserver.ports import free_port
 from tests.conftest import ADMIN_KEY, SettingsFactory
 from tests.support.audio import wav_bytes
 from tests.support.processes import wait_for

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from core.settings import Settings
-from devserver.redis import free_port
+from devserver.ports import free_port
 from tests.conftest import SettingsFactory
 from tests.support.audio import mp3_bytes, not_audio_bytes, wav_bytes
 

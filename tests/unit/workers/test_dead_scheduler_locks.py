@@ -12,7 +12,7 @@ from redis.retry import Retry
 from rq.scheduler import SCHEDULER_LOCKING_KEY_TEMPLATE
 from rq.worker_pool import WorkerData
 
-from devserver.redis import free_port
+from devserver.ports import free_port
 from redis_client import KitJob, KitQueue
 from workers.pool import KitWorkerPool
 from workers.worker import KitWorker
