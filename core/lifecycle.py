@@ -19,6 +19,7 @@ from core.callback_records import CallbackRecords, clip
 from core.db import Database
 from core.errors import InvalidTransition, JobCanceled, NotFound
 from core.job_log import appended, entries
+from core.job_updates import compare_and_set, typed_param
 from core.metrics import JobMetrics, NullMetrics, RedisJobMetrics
 from core.models import (
     TERMINAL_STATUSES,
@@ -32,6 +33,10 @@ from core.models import (
 from core.notify import Notifier, RedisNotifier, Write
 
 _NOT_TERMINAL = Job.status.not_in(list(TERMINAL_STATUSES))
+_NOT_CANCEL_REQUESTED = Job.cancel_requested.is_(False)
+_RUNNING = Job.status == JobStatus.STARTED
+_ONE_MORE_ATTEMPT = Job.attempts + 1
+_FIRST_START = func.coalesce(Job.started_at, typed_param("attempt_started_at"))  # this attempt's start if none
 
 # The final write makes a callback owed (once: a retried job that ends again is not re-announced).
 _CALLBACK_OWED = case(
@@ -109,22 +114,19 @@ class Lifecycle(CallbackRecords):
         log: str | Sequence[str] | None = None,
         count: Callable[[JobMetrics, Job], None] | None = None,
         along: Sequence[Write] = (),
+        shape: str | None = None,
     ) -> Job | None:
         """One compare-and-set, in one transaction with its log line (or lines); the changed row as written, or
-        None when the condition did not hold. A change is then counted (`count`, given the row) and announced."""
+        None when the condition did not hold. A change is then counted (`count`, given the row) and announced.
+        `shape` names the statement, built once (see `core.job_updates`)."""
         with self.database.session() as session:
-            params: dict[str, Any] = {}
+            dialect = _dialect(session)
+            values = {**values, "updated_at": utcnow()}
+            log_params: dict[str, Any] = {}
             if log:
-                logs, params = appended(_dialect(session), log)
-                values = {**values, "logs": logs}
-            query = (
-                update(Job)
-                .where(Job.id == job_id, *where)
-                .values(updated_at=utcnow(), **values)
-                .returning(Job)
-                .execution_options(synchronize_session=False)
-            )
-            job = session.scalars(query, params).one_or_none()
+                values["logs"], log_params = appended(dialect, log)
+            query, params = compare_and_set(dialect, job_id, values, list(where), shape=shape)
+            job: Job | None = session.scalars(query, params | log_params).one_or_none()
         if job is None:
             return None
         self._announce(job, count, along)
@@ -168,30 +170,31 @@ class Lifecycle(CallbackRecords):
         from_statuses: Iterable[JobStatus] = (JobStatus.PENDING,),
     ) -> bool:
         """Records that the job is on a queue (or scheduled); loses to a worker that already started it."""
-        where = [Job.status.in_(list(from_statuses))]
+        statuses = sorted(from_statuses, key=lambda status: status.value)
         changed = self._change(
             job_id,
             {"status": status, "mode": mode, "queue": queue},
-            where=where,
+            where=[Job.status.in_(statuses)],
             log=f"{status.value} ({mode.value}, {queue})",
+            shape="dispatched from " + ",".join(status.value for status in statuses),
         )
         return changed is not None
 
     def begin_attempt(self, job_id: str) -> Job | None:
         """Marks a run as started and counts the attempt; None when the job must not run."""
-        now = utcnow()
         changed = self._change(
             job_id,
             {
                 "status": JobStatus.STARTED,
-                "attempts": Job.attempts + 1,
-                "started_at": func.coalesce(Job.started_at, now),
-                "attempt_started_at": now,
+                "attempts": _ONE_MORE_ATTEMPT,
+                "started_at": _FIRST_START,
+                "attempt_started_at": utcnow(),
                 "progress": 0,
             },
-            where=[_NOT_TERMINAL, Job.cancel_requested.is_(False)],
+            where=[_NOT_TERMINAL, _NOT_CANCEL_REQUESTED],
             log="attempt started",
             count=_count_started,
+            shape="begin",
         )
         if changed is None:
             job = self.get(job_id)
@@ -208,17 +211,14 @@ class Lifecycle(CallbackRecords):
         """
         lines = [message for message in messages if message]
         values: dict[str, Any] = {"progress": max(0, min(99, int(percent))), "updated_at": utcnow()}
-        params: dict[str, Any] = {}
+        log_params: dict[str, Any] = {}
         with self.database.session() as session:
+            dialect = _dialect(session)
             if lines:
-                values["logs"], params = appended(_dialect(session), lines)
-            query = (
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.STARTED, Job.cancel_requested.is_(False))
-                .values(**values)
-                .returning(Job.id)
-            )
-            written = session.execute(query, params).one_or_none()
+                values["logs"], log_params = appended(dialect, lines)
+            where = [_RUNNING, _NOT_CANCEL_REQUESTED]
+            query, params = compare_and_set(dialect, job_id, values, where, returning=Job.id, shape="progress")
+            written = session.execute(query, params | log_params).one_or_none()
         if written is None:
             self._refuse_progress(job_id)
         self.notifier.changed(job_id, *along)
@@ -238,7 +238,7 @@ class Lifecycle(CallbackRecords):
         raise JobCanceled(f"the job is {row.status.value} already")
 
     def log(self, job_id: str, *messages: str) -> None:
-        self._change(job_id, {}, log=messages)
+        self._change(job_id, {}, log=messages, shape="log")
 
     def complete(self, job_id: str, result: dict[str, Any]) -> bool:
         """The final write of a successful run; False when another run (or a cancel) got there first."""
@@ -261,9 +261,7 @@ class Lifecycle(CallbackRecords):
                 was requested (the caller then stops the job as canceled).
             along: Redis writes sent with the change's notification once it is written (e.g. RQ's meta).
         """
-        where = [Job.status == JobStatus.STARTED]
-        if unless_canceled:
-            where.append(Job.cancel_requested.is_(False))
+        where = [_RUNNING, _NOT_CANCEL_REQUESTED] if unless_canceled else [_RUNNING]
         return self._change(
             job_id,
             {
@@ -278,6 +276,7 @@ class Lifecycle(CallbackRecords):
             log=[*lines, "finished"],
             count=_count_finished,
             along=along,
+            shape="finish-unless-canceled" if unless_canceled else "finish",
         )
 
     def settle_finished(self, job_id: str, result: dict[str, Any]) -> bool:
@@ -319,7 +318,8 @@ class Lifecycle(CallbackRecords):
             else:
                 metrics.retried(row.queue)
 
-        return self._change(job_id, values, where=[_NOT_TERMINAL], log=log, count=count) is not None
+        shape = "failed" if retry_in_s is None else "retrying"
+        return self._change(job_id, values, where=[_NOT_TERMINAL], log=log, count=count, shape=shape) is not None
 
     def mark_canceled(self, job_id: str, reason: str = "canceled") -> bool:
         changed = self._change(
@@ -328,6 +328,7 @@ class Lifecycle(CallbackRecords):
             where=[_NOT_TERMINAL],
             log=reason,
             count=lambda metrics, row: metrics.canceled(row.queue),
+            shape="canceled",
         )
         return changed is not None
 
