@@ -3,10 +3,6 @@
 Uploads are followed to their result table and waveform, a scheduled upload is canceled, a failed one
 retried, a file name with markup stays text, and the admin view lists, filters and follows jobs.
 Screenshots (desktop and phone) go to test-artifacts/<test>/.
-
-The tests that follow their own uploads share one deployment per mode (`deployment`, module-scoped:
-each page shows only the uploads made from it, and each test checks its own jobs by id); the admin view,
-which counts every job, gets a deployment of its own (`own_deployment`).
 """
 
 from __future__ import annotations
@@ -24,10 +20,10 @@ from playwright.sync_api import Browser, FilePayload, Locator, Page, expect
 
 from core.settings import Settings
 from tasks.audio_analysis import TASK_NAME
-from tests.conftest import ADMIN_KEY, DATABASES, ProcessFactory, SettingsFactory
+from tests.conftest import ADMIN_KEY, ProcessFactory, SettingsFactory
 from tests.support.audio import corrupt_audio_bytes, wav_bytes
 from tests.support.browser import PHONE, chromium, fits_the_width, open_page
-from tests.support.processes import ApiServer, ManagedProcess, kill_all, start_workers, wait_until_ended
+from tests.support.processes import ApiServer, wait_until_ended
 
 WAIT_MS = 90_000  # an analysis and its waveform on a loaded machine
 EXPECT_MS = 20_000  # anything else the page shows after a request or two
@@ -45,17 +41,7 @@ _DROP = """(zone, files) => {
     }
 }"""
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.timeout(240),
-    pytest.mark.one_database,
-    # Module-scoped: the shared deployments' database (`make_module_settings`); one test process starts
-    # the module's browser and deployments once.
-    pytest.mark.parametrize("db_backend", DATABASES, scope="module"),
-    pytest.mark.xdist_group("page_browser"),
-]
-MODES = ["rq", "background"]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240), pytest.mark.one_database]
 
 
 @dataclass
@@ -67,33 +53,14 @@ class Deployment:
         return self.api.client(headers={"X-API-Key": ADMIN_KEY})
 
 
-@pytest.fixture(scope="module", params=MODES)
+@pytest.fixture(params=["rq", "background"])
 def deployment(
-    request: pytest.FixtureRequest, make_module_settings: SettingsFactory, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Deployment]:
-    """The API, with real workers (`rq`) or running analyses in its own process (`background`), shared by
-    the module's tests of that mode."""
-    settings = make_module_settings(use_rq_queue=request.param == "rq")
-    logs = tmp_path_factory.mktemp(f"pages-{request.param}")
-    started: list[ManagedProcess] = []
-    try:
-        api = ApiServer(settings, logs / "api.log")
-        started.append(api)
-        if settings.use_rq_queue:
-            started.append(start_workers(settings, logs / "worker.log"))
-        yield Deployment(settings, api)
-    finally:
-        kill_all(started)
-
-
-@pytest.fixture(params=MODES)
-def own_deployment(
     request: pytest.FixtureRequest,
     make_settings: SettingsFactory,
     api_server: Callable[[Settings], ApiServer],
     workers: ProcessFactory,
 ) -> Deployment:
-    """A deployment of its own for this test, in each mode: nothing of other tests' jobs in its counts."""
+    """The API, with real workers (`rq`) or running analyses in its own process (`background`)."""
     settings = make_settings(use_rq_queue=request.param == "rq")
     api = api_server(settings)
     if settings.use_rq_queue:
@@ -282,9 +249,8 @@ def _rows(page: Page) -> Locator:
 
 
 def test_the_admin_view_counts_lists_filters_and_follows_jobs(
-    own_deployment: Deployment, browser: Browser, artifacts_dir: Path
+    deployment: Deployment, browser: Browser, artifacts_dir: Path
 ) -> None:
-    deployment = own_deployment
     with deployment.client() as client:
         finished = _upload(client, "good.wav", wav_bytes(0.5))
         failed = _upload(client, "bad.flac", corrupt_audio_bytes())
