@@ -77,10 +77,10 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
-    """A fresh PostgreSQL database at the latest migration, dropped after the test."""
+    """A fresh PostgreSQL database at the latest migration, emptied for a later test (or dropped) after it."""
     name, url = postgres_server.fresh_database()
     yield url
-    postgres_server.drop_database(name)
+    postgres_server.release_database(name)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -279,7 +279,7 @@ def module_database_url(
     postgres: PostgresServer = request.getfixturevalue("postgres_server")
     name, url = postgres.fresh_database()
     yield url
-    postgres.drop_database(name)
+    postgres.release_database(name)
 
 
 @pytest.fixture(scope="module")

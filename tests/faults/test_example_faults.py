@@ -56,7 +56,8 @@ def _mid_job(deployment: ShopDeployment) -> str:
 
 def test_shop_worker_sigkilled_with_jobs_in_flight(shop: DeploymentFactory, record: Callable[[Tally], Tally]) -> None:
     # Immediate retry, as in test_worker_faults: a backoff would wait on the dead worker's scheduler lock.
-    deployment = shop(rq_retry_intervals="0")
+    # A pool of two: the 16 jobs of 1 s drain two at a time; the SIGKILL takes the whole pool.
+    deployment = shop(rq_retry_intervals="0", worker_count=2)
     deployment.start_api(use_rq_queue=True)
     workers = deployment.start_workers()
     attempted, acknowledged = deployment.place(ORDERS)
@@ -104,7 +105,8 @@ def test_shop_flag_flip_from_rq_to_in_process_with_jobs_in_flight(
 def test_shop_flag_flip_from_in_process_to_rq_with_jobs_in_flight(
     shop: DeploymentFactory, record: Callable[[Tally], Tally]
 ) -> None:
-    deployment = shop(background_concurrency=1)
+    # One job at a time inside the API (most are waiting there when it stops); a pool of two drains them after.
+    deployment = shop(background_concurrency=1, worker_count=2)
     api = deployment.start_api(use_rq_queue=False)
     attempted, acknowledged = deployment.place(ORDERS)  # one runs inside the API, the rest wait there
     _mid_job(deployment)

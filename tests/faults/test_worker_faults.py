@@ -96,7 +96,8 @@ def test_a_job_past_its_timeout_is_killed_and_retried(
     cluster: Callable[..., Cluster], record: Callable[[Tally], Tally]
 ) -> None:
     # The retry's whole run (a cold work-horse included) must fit in the timeout on a loaded machine.
-    deployment = cluster(rq_job_timeout=6)
+    # Two workers: both jobs hang and are killed side by side, not one timeout after the other.
+    deployment = cluster(rq_job_timeout=6, worker_count=2)
     deployment.start_api()
     deployment.start_workers()
     deployment.fake.script.slow_first_s = 30  # each analysis' first run hangs past the timeout

@@ -80,6 +80,9 @@ class FakeServices:
     def stop(self) -> None:
         self.script.hold.set()
         self._server.should_exit = True
+        # Without waiting for requests still in flight: a hanging analysis (`slow_first_s`) whose worker
+        # was killed would hold the server (and the test's teardown) until its sleep ends.
+        self._server.force_exit = True
         self._thread.join(10)
 
     async def _analyze(self, request: Request) -> JSONResponse:

@@ -14,7 +14,7 @@ from jobs.runtime import get_runtime
 
 TICK_TASK = "samples.tick"
 TICK_QUEUE = "samples"
-TICK_EVERY_S = 2
+TICK_EVERY_S = 1  # the finest interval a schedule may have: the in-process test waits for 4 ticks
 PERIODIC_TASK_MODULES = (*DEFAULT_TASK_MODULES, __name__)
 
 
