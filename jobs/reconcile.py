@@ -29,6 +29,7 @@ and reported without stopping the others.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -59,6 +60,11 @@ SKIPPED_LOCKED = "another reconciler is running"
 CALLBACK_BATCH = 200
 
 LOCK_KEY = "audiokit:reconciler:lock"
+# The pass's lock expires this long after it was last extended: a reconciler that dies in a pass (its
+# process killed) keeps the others out for at most this long. A running pass extends it as it goes
+# (every LOCK_EXTEND_S at most), however long the pass.
+LOCK_TTL_S = 15
+LOCK_EXTEND_S = 5
 SUSPECT_KEY = "audiokit:reconciler:suspect:{}"
 _REDISPATCH_FROM = (
     JobStatus.PENDING,
@@ -128,12 +134,13 @@ class Reconciler:
         self.local_jobs = local_jobs
         self.local_callbacks = local_callbacks
         self.abandon_local = abandon_local
+        self._held: _HeldLock | None = None  # the lock of the pass running now
 
     def run_once(self) -> ReconcileReport:
         """One pass; a second reconciler running at the same time skips its pass."""
         report = ReconcileReport()
         try:
-            lock = self.connection.lock(LOCK_KEY, timeout=max(60, self.settings.reconcile_interval_s * 4))
+            lock = self.connection.lock(LOCK_KEY, timeout=LOCK_TTL_S)
             acquired = lock.acquire(blocking=False)
         except redis.exceptions.RedisError:
             if self.dispatcher.mode is DispatchMode.RQ:
@@ -145,6 +152,7 @@ class Reconciler:
         if not acquired:
             report.skipped = SKIPPED_LOCKED
             return report
+        self._held = _HeldLock(lock)
         try:
             self._pass(report)
         except Exception as exc:
@@ -153,6 +161,7 @@ class Reconciler:
         else:
             note_success(self.connection)
         finally:
+            self._held = None
             try:
                 lock.release()
             except redis.exceptions.RedisError:
@@ -178,6 +187,7 @@ class Reconciler:
         for job in self.lifecycle.stale(cutoff):
             if job.id in local:
                 continue  # running in this very process
+            self._keep_lock()
             report.examined += 1
             located = locate(self.connection, job.id)
             if located.place is JobPlace.ENDED:
@@ -211,6 +221,10 @@ class Reconciler:
         self._stop_stuck(report, local, rq_reachable=True)
         self._schedule_callbacks(report)
 
+    def _keep_lock(self) -> None:
+        if self._held is not None:
+            self._held.keep()
+
     def _release_dependent(self, job: Job, report: ReconcileReport) -> None:
         """A dependent RQ still holds deferred: RQ releases it only when its last parent's run returns, and
         the kit settles it when a parent fails or is canceled; if either was lost (a worker died between
@@ -226,6 +240,7 @@ class Reconciler:
         """Stops attempts running past their timeout + margin; each counts as failed (retried by policy)."""
         margin_s = self.settings.stuck_margin_s
         for job in stuck_jobs(self.lifecycle.database, margin_s):
+            self._keep_lock()
             over = overdue_s(job, margin_s) or 0.0
             reason = f"stuck: still running {over + margin_s:.0f}s past its timeout of {job.timeout_s}s; stopped"
             try:
@@ -288,6 +303,7 @@ class Reconciler:
         """Gives every pending callback of a batch a delivery job (RQ) or an in-process delivery."""
         batch = self.lifecycle.callbacks_owed(grace_cutoff(self.settings.reconcile_grace_s), CALLBACK_BATCH)
         for job_id in batch:
+            self._keep_lock()
             try:
                 if self.dispatcher.mode is DispatchMode.RQ:
                     scheduled = callbacks.ensure_job(self.connection, self.settings, job_id)
@@ -302,3 +318,21 @@ class Reconciler:
                 log.warning("reconciler: callback of %s not scheduled: %s", job_id, exc)
                 report.errors.append(f"callback {job_id}: {type(exc).__name__}: {exc}")
         self.lifecycle.mark_callbacks_checked(batch)
+
+
+class _HeldLock:
+    """A pass's lock, extended back to its full time to live every LOCK_EXTEND_S while the pass goes on."""
+
+    def __init__(self, lock: Any) -> None:
+        self.lock = lock
+        self.extended_at = time.monotonic()
+
+    def keep(self) -> None:
+        now = time.monotonic()
+        if now - self.extended_at < LOCK_EXTEND_S:
+            return
+        try:
+            self.lock.reacquire()
+        except redis.exceptions.RedisError as exc:  # expired (maybe taken): two passes at once do duplicate work
+            log.warning("reconciler lock not extended: %s", exc)
+        self.extended_at = now

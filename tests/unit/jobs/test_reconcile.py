@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from core.models import CallbackStatus, DispatchMode, Job, JobStatus, utcnow
 from core.settings import QUEUE_CALLBACKS
-from jobs import callbacks, reconcile
+from jobs import callbacks, reconcile, rq_state
 from jobs.dispatch import Dispatcher
 from jobs.reconcile import LOCK_KEY, Reconciler
 from jobs.registry import task
@@ -164,6 +164,44 @@ def test_jobs_running_in_this_process_are_not_touched(runtime: Runtime) -> None:
 def test_a_second_reconciler_skips_while_one_runs(runtime: Runtime) -> None:
     runtime.redis.set(LOCK_KEY, "someone", ex=60)
     assert _reconciler(runtime).run_once().skipped == "another reconciler is running"
+
+
+def test_a_pass_holds_a_lock_that_a_killed_reconciler_would_leave_for_seconds_not_minutes(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    analysis = store_upload(runtime, wav_bytes(0.3))
+    age_row(runtime, analysis.id)
+    ttls: list[int] = []
+    locate = rq_state.locate
+
+    def during_the_pass(connection: Any, job_id: str) -> Any:
+        ttls.append(runtime.redis.pttl(LOCK_KEY))  # what the others would wait if this process died now
+        return locate(connection, job_id)
+
+    monkeypatch.setattr(reconcile, "locate", during_the_pass)
+    assert _reconciler(runtime).run_once().redispatched == [analysis.id]
+    assert len(ttls) == 1
+    assert 0 < ttls[0] <= reconcile.LOCK_TTL_S * 1000
+
+
+def test_a_long_pass_extends_its_lock_as_it_goes(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    analyses = [store_upload(runtime, wav_bytes(0.3)) for _ in range(3)]
+    for analysis in analyses:
+        age_row(runtime, analysis.id)
+    monkeypatch.setattr(reconcile, "LOCK_EXTEND_S", 0)  # every job of the pass comes after a long one
+    ttls: list[int] = []
+    locate = rq_state.locate
+
+    def slow(connection: Any, job_id: str) -> Any:
+        ttls.append(runtime.redis.pttl(LOCK_KEY))
+        runtime.redis.pexpire(LOCK_KEY, 8000)  # as if this job took 7 of the lock's 15 s
+        return locate(connection, job_id)
+
+    monkeypatch.setattr(reconcile, "locate", slow)
+    report = _reconciler(runtime).run_once()
+    assert sorted(report.redispatched) == sorted(analysis.id for analysis in analyses)
+    assert len(ttls) == 3
+    assert all(ttl > 8000 for ttl in ttls), ttls  # extended back to its full time before each next job
 
 
 def _ended_long_ago(runtime: Runtime, callback_url: str) -> str:
