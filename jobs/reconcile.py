@@ -29,7 +29,6 @@ and reported without stopping the others.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -45,6 +44,7 @@ from core.settings import Settings
 from jobs import callbacks
 from jobs.dependencies import Dependents, judge
 from jobs.dispatch import Dispatcher
+from jobs.reconcile_lock import PassLock
 from jobs.reconcile_status import note_failure, note_success
 from jobs.rq_state import JobPlace, locate, served_queues, take_back
 from jobs.stuck import overdue_s, stuck_jobs
@@ -59,12 +59,6 @@ SKIPPED_LOCKED = "another reconciler is running"
 # Pending callbacks looked at per pass: bounds the pass, whatever the backlog of callbacks.
 CALLBACK_BATCH = 200
 
-LOCK_KEY = "audiokit:reconciler:lock"
-# The pass's lock expires this long after it was last extended: a reconciler that dies in a pass (its
-# process killed) keeps the others out for at most this long. A running pass extends it as it goes
-# (every LOCK_EXTEND_S at most), however long the pass.
-LOCK_TTL_S = 15
-LOCK_EXTEND_S = 5
 SUSPECT_KEY = "audiokit:reconciler:suspect:{}"
 _REDISPATCH_FROM = (
     JobStatus.PENDING,
@@ -134,14 +128,14 @@ class Reconciler:
         self.local_jobs = local_jobs
         self.local_callbacks = local_callbacks
         self.abandon_local = abandon_local
-        self._held: _HeldLock | None = None  # the lock of the pass running now
+        self._held: PassLock | None = None  # the lock of the pass running now
 
     def run_once(self) -> ReconcileReport:
         """One pass; a second reconciler running at the same time skips its pass."""
         report = ReconcileReport()
         try:
-            lock = self.connection.lock(LOCK_KEY, timeout=LOCK_TTL_S)
-            acquired = lock.acquire(blocking=False)
+            lock = PassLock(self.connection)
+            acquired = lock.acquire()
         except redis.exceptions.RedisError:
             if self.dispatcher.mode is DispatchMode.RQ:
                 report.skipped = SKIPPED_REDIS_DOWN
@@ -152,7 +146,7 @@ class Reconciler:
         if not acquired:
             report.skipped = SKIPPED_LOCKED
             return report
-        self._held = _HeldLock(lock)
+        self._held = lock
         try:
             self._pass(report)
         except Exception as exc:
@@ -162,10 +156,7 @@ class Reconciler:
             note_success(self.connection)
         finally:
             self._held = None
-            try:
-                lock.release()
-            except redis.exceptions.RedisError:
-                log.warning("reconciler lock lost during a pass")
+            lock.release()
         changed = report.redispatched or report.taken_back or report.settled or report.callbacks_enqueued
         if changed or report.stopped_stuck or report.errors:
             log.info("reconciled: %s", report.as_dict())
@@ -318,21 +309,3 @@ class Reconciler:
                 log.warning("reconciler: callback of %s not scheduled: %s", job_id, exc)
                 report.errors.append(f"callback {job_id}: {type(exc).__name__}: {exc}")
         self.lifecycle.mark_callbacks_checked(batch)
-
-
-class _HeldLock:
-    """A pass's lock, extended back to its full time to live every LOCK_EXTEND_S while the pass goes on."""
-
-    def __init__(self, lock: Any) -> None:
-        self.lock = lock
-        self.extended_at = time.monotonic()
-
-    def keep(self) -> None:
-        now = time.monotonic()
-        if now - self.extended_at < LOCK_EXTEND_S:
-            return
-        try:
-            self.lock.reacquire()
-        except redis.exceptions.RedisError as exc:  # expired (maybe taken): two passes at once do duplicate work
-            log.warning("reconciler lock not extended: %s", exc)
-        self.extended_at = now

@@ -12,9 +12,10 @@ from sqlalchemy import update
 
 from core.models import CallbackStatus, DispatchMode, Job, JobStatus, utcnow
 from core.settings import QUEUE_CALLBACKS
-from jobs import callbacks, reconcile, rq_state
+from jobs import callbacks, reconcile, reconcile_lock, rq_state
 from jobs.dispatch import Dispatcher
-from jobs.reconcile import LOCK_KEY, Reconciler
+from jobs.reconcile import Reconciler
+from jobs.reconcile_lock import LOCK_KEY
 from jobs.registry import task
 from jobs.runtime import Runtime
 from redis_client import KitJob, get_queue
@@ -181,14 +182,14 @@ def test_a_pass_holds_a_lock_that_a_killed_reconciler_would_leave_for_seconds_no
     monkeypatch.setattr(reconcile, "locate", during_the_pass)
     assert _reconciler(runtime).run_once().redispatched == [analysis.id]
     assert len(ttls) == 1
-    assert 0 < ttls[0] <= reconcile.LOCK_TTL_S * 1000
+    assert 0 < ttls[0] <= reconcile_lock.LOCK_TTL_S * 1000
 
 
 def test_a_long_pass_extends_its_lock_as_it_goes(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     analyses = [store_upload(runtime, wav_bytes(0.3)) for _ in range(3)]
     for analysis in analyses:
         age_row(runtime, analysis.id)
-    monkeypatch.setattr(reconcile, "LOCK_EXTEND_S", 0)  # every job of the pass comes after a long one
+    monkeypatch.setattr(reconcile_lock, "LOCK_EXTEND_S", 0)  # every job of the pass comes after a long one
     ttls: list[int] = []
     locate = rq_state.locate
 
