@@ -65,6 +65,16 @@ def whole_range() -> tuple[int, int] | None:
     return (LOWEST_PORT, last) if last - LOWEST_PORT + 1 >= MIN_RANGE else None
 
 
+def share_of(index: int, count: int) -> tuple[int, int] | None:
+    """Share `index` of `count` equal shares of the range (None when there is no range or no such share)."""
+    bounds = whole_range()
+    if bounds is None or not 0 <= index < count:
+        return None
+    size = (bounds[1] - bounds[0] + 1) // count
+    first = bounds[0] + index * size
+    return first, first + size - 1
+
+
 class Ports:
     """Where this process takes its ports from (the whole range unless `use_share` says otherwise)."""
 
@@ -72,13 +82,10 @@ class Ports:
         self._range: PortRange | None = None
 
     def use_share(self, index: int, count: int) -> None:
-        """Takes ports from share `index` of `count` equal shares of the range (one per test process)."""
-        bounds = whole_range()
-        if bounds is None or not 0 <= index < count:
-            return
-        size = (bounds[1] - bounds[0] + 1) // count
-        first = bounds[0] + index * size
-        self._range = PortRange(first, first + size - 1)
+        """Takes ports from share `index` of `count` (one per test process; see `share_of`)."""
+        bounds = share_of(index, count)
+        if bounds is not None:
+            self._range = PortRange(*bounds)
 
     def take(self) -> int:
         if self._range is None:

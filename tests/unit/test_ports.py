@@ -3,6 +3,7 @@ API never mistakes another server on its port for itself."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import sys
@@ -12,16 +13,17 @@ from pathlib import Path
 import pytest
 
 from core.settings import Settings
-from devserver.ports import PortRange, Ports, ephemeral_start, free_port, whole_range
+from devserver.ports import PortRange, ephemeral_start, free_port, share_of, whole_range
 from devserver.redis import PortTakenError, RedisServer
 from tests.support import processes
 from tests.support.processes import ApiServer, ManagedProcess, wait_for
 
 
 def test_a_range_hands_out_each_port_once_before_going_round_and_skips_ports_in_use() -> None:
-    ports = PortRange(20000, 20009)
+    start = free_port()  # ports of this process's own share: no other test process uses them
+    ports = PortRange(start, start + 9)
     first = ports.take()
-    following = first + 1 if first < 20009 else 20000
+    following = first + 1 if first < start + 9 else start
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", following))
         listener.listen()
@@ -36,15 +38,11 @@ def test_shares_do_not_overlap_and_stay_below_the_ephemeral_range() -> None:
     bounds = whole_range()
     assert bounds is not None
     assert bounds[1] < ephemeral_start()
-    handed = []
-    for index in range(4):
-        share = Ports()
-        share.use_share(index, 4)
-        handed.append({share.take() for _ in range(50)})
-    for index, ports in enumerate(handed):
-        assert all(bounds[0] <= port <= bounds[1] for port in ports)
-        for other in handed[index + 1 :]:
-            assert not ports & other
+    shares = [share_of(index, 4) for index in range(4)]
+    assert all(share is not None and bounds[0] <= share[0] < share[1] <= bounds[1] for share in shares)
+    ends = sorted(share for share in shares if share is not None)
+    assert all(earlier[1] < later[0] for earlier, later in itertools.pairwise(ends))
+    assert share_of(4, 4) is None
 
 
 @pytest.fixture
