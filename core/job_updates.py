@@ -22,6 +22,8 @@ from core.models import Job
 
 JOB_ID = "job_id"
 _COLUMNS = inspect(Job).columns  # by attribute name
+# Built statements by (shape, dialect, columns). Threads that build the same one at once each store an
+# equal statement; either serves.
 _built: dict[tuple[str, str, frozenset[str]], ExecutableReturnsRows] = {}
 
 
