@@ -409,7 +409,9 @@ class InProcessRunner:
             return retry_in
         finally:
             with self._lock:
-                if job.attempt is attempt:  # else a newer attempt of the job runs now
+                # Else a newer attempt of the job runs now; None: the job was let go (`_forget`, e.g. by
+                # `aclose`, which waits for the running ones to end).
+                if job.attempt is attempt or job.attempt is None:
                     self._running.discard(job_id)
 
     async def heartbeat(self) -> None:

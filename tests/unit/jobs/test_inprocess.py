@@ -300,6 +300,27 @@ def test_concurrency_is_bounded_and_positions_are_reported(make_kit: Callable[..
     assert {kit.row(job.id).status for job in (a, b, c)} == {JobStatus.FINISHED}
 
 
+def test_a_stop_waits_for_a_running_job_only_until_it_ends(make_kit: Callable[..., Kit]) -> None:
+    kit = make_kit()
+    runner = kit.runner
+    job, gate = _held(kit)  # a task with no checkpoint: it runs to its end
+    after: list[int] = []
+
+    async def scenario() -> None:
+        runner.bind(asyncio.get_running_loop())
+        runner.submit(job)
+        await anyio.to_thread.run_sync(gate.started.wait)
+        stopping = asyncio.create_task(runner.aclose(grace_s=600))
+        await asyncio.sleep(0)  # the stop has begun: the job's driver is canceled, the job let go
+        gate.release.set()
+        await asyncio.wait_for(stopping, 60)  # far less than the grace: it ended with the job
+        after.append(runner.running_count)
+
+    asyncio.run(scenario())
+    assert after == [0]
+    assert kit.row(job.id).status is JobStatus.FINISHED
+
+
 async def _hold_shared_threads(count: int) -> tuple[threading.Event, list[asyncio.Task[None]]]:
     """Occupies `count` threads of anyio's shared pool (the one requests run on) until the event is set."""
     loop = asyncio.get_running_loop()
