@@ -18,7 +18,8 @@ from sqlalchemy import Table, bindparam, inspect, select, update
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.selectable import ExecutableReturnsRows
 
-from core.models import Job
+from core.job_log import appended
+from core.models import Job, utcnow
 
 JOB_ID = "job_id"
 _COLUMNS = inspect(Job).columns  # by attribute name
@@ -38,44 +39,42 @@ def typed_param(column: str) -> Any:
     return bindparam(_value_param(column), type_=_COLUMNS[column].type)
 
 
-def _split(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The SET clause (a bind parameter for each plain value), and the plain values by parameter."""
-    settable: dict[str, Any] = {}
-    params: dict[str, Any] = {}
-    for column, value in values.items():
-        if isinstance(value, ClauseElement):
-            settable[column] = value
-        else:
-            settable[column] = typed_param(column)
-            params[_value_param(column)] = value
-    return settable, params
-
-
 def compare_and_set(
     dialect: str,
     job_id: str,
     values: dict[str, Any],
     where: Sequence[Any],
+    *,
+    log: str | Sequence[str] | None = None,
     returning: Any = Job,
     shape: str | None = None,
 ) -> tuple[ExecutableReturnsRows, dict[str, Any]]:
-    """`UPDATE jobs SET values WHERE id = job_id AND where RETURNING returning`, and its parameters.
+    """`UPDATE jobs SET values, updated_at[, logs] WHERE id = job_id AND where RETURNING returning`, and its
+    parameters; `log`: lines appended to the job's log in the same statement.
 
     `returning` is the `Job` entity (the row, loaded as the session's object) or one column. The UPDATE is
     a Core one, read through `select(returning).from_statement(...)`: an ORM-enabled UPDATE is copied on
     every execution (SQLAlchemy annotates it), so its cache key would be computed again each time.
     """
-    settable, params = _split(values)
-    params[JOB_ID] = job_id
-    key = (shape, dialect, frozenset(settable)) if shape is not None else None
+    values = {**values, "updated_at": utcnow()}
+    params: dict[str, Any] = {JOB_ID: job_id}
+    if log:
+        values["logs"], log_params = appended(dialect, log)
+        params |= log_params
+    params |= {_value_param(column): value for column, value in values.items() if not isinstance(value, ClauseElement)}
+    key = (shape, dialect, frozenset(values)) if shape is not None else None
     built = _built.get(key) if key is not None else None
     if built is not None:
         return built, params
+    settable = {
+        _COLUMNS[column]: value if isinstance(value, ClauseElement) else typed_param(column)
+        for column, value in values.items()
+    }
     table = cast(Table, Job.__table__)
     core = (
         update(table)
         .where(table.c.id == bindparam(JOB_ID), *where)
-        .values({_COLUMNS[column]: value for column, value in settable.items()})
+        .values(settable)
         .returning(*(table.c if returning is Job else [returning]))
     )
     statement = select(returning).from_statement(core)

@@ -120,13 +120,8 @@ class Lifecycle(CallbackRecords):
         None when the condition did not hold. A change is then counted (`count`, given the row) and announced.
         `shape` names the statement, built once (see `core.job_updates`)."""
         with self.database.session() as session:
-            dialect = _dialect(session)
-            values = {**values, "updated_at": utcnow()}
-            log_params: dict[str, Any] = {}
-            if log:
-                values["logs"], log_params = appended(dialect, log)
-            query, params = compare_and_set(dialect, job_id, values, list(where), shape=shape)
-            job: Job | None = session.scalars(query, params | log_params).one_or_none()
+            query, params = compare_and_set(_dialect(session), job_id, values, list(where), log=log, shape=shape)
+            job: Job | None = session.scalars(query, params).one_or_none()
         if job is None:
             return None
         self._announce(job, count, along)
@@ -210,15 +205,13 @@ class Lifecycle(CallbackRecords):
             JobCanceled: a cancel was requested, or another run already ended this job.
         """
         lines = [message for message in messages if message]
-        values: dict[str, Any] = {"progress": max(0, min(99, int(percent))), "updated_at": utcnow()}
-        log_params: dict[str, Any] = {}
+        values = {"progress": max(0, min(99, int(percent)))}
+        where = [_RUNNING, _NOT_CANCEL_REQUESTED]
         with self.database.session() as session:
-            dialect = _dialect(session)
-            if lines:
-                values["logs"], log_params = appended(dialect, lines)
-            where = [_RUNNING, _NOT_CANCEL_REQUESTED]
-            query, params = compare_and_set(dialect, job_id, values, where, returning=Job.id, shape="progress")
-            written = session.execute(query, params | log_params).one_or_none()
+            query, params = compare_and_set(
+                _dialect(session), job_id, values, where, log=lines, returning=Job.id, shape="progress"
+            )
+            written = session.execute(query, params).one_or_none()
         if written is None:
             self._refuse_progress(job_id)
         self.notifier.changed(job_id, *along)
