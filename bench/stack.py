@@ -58,10 +58,10 @@ class CheckoutApi(ManagedProcess):
     directory."""
 
     def __init__(self, settings: Settings, log_path: Path, code_root: Path) -> None:
-        port = free_port()
-        env = settings_env(settings) | {"PORT": str(port), "HOST": "127.0.0.1"}
+        self.port = free_port()
+        env = settings_env(settings) | {"PORT": str(self.port), "HOST": "127.0.0.1"}
         super().__init__([sys.executable, "-m", "app"], _checkout_env(env, code_root), log_path, cwd=code_root)
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://127.0.0.1:{self.port}"
         try:
             wait_for(self._ready, API_READY_TIMEOUT_S, f"the API of {code_root}", max_interval_s=0.1)
         except BaseException:
@@ -72,9 +72,10 @@ class CheckoutApi(ManagedProcess):
         if not self.alive:
             raise RuntimeError(f"the API exited:\n{self.output()[-3000:]}")
         try:
-            return httpx.get(f"{self.url}/health", timeout=1).status_code in (200, 503)
+            answered = httpx.get(f"{self.url}/health", timeout=1).status_code in (200, 503)
         except httpx.HTTPError:
             return False
+        return answered and self.listens_on(self.port)
 
 
 def _checkout_env(env: dict[str, str], code_root: Path) -> dict[str, str]:
