@@ -180,8 +180,8 @@ def submit_burst(base_url: str, data: bytes, count: int, submitters: int) -> lis
     return sorted(uploads, key=lambda upload: upload.sent_at_s)
 
 
-def wait_all(client: Client, uploads: list[Upload], timeout_s: float) -> list[Outcome]:
-    """Waits until every upload has ended (polling only the oldest one still running), then reads them all."""
+def wait_ended(client: Client, uploads: list[Upload], timeout_s: float) -> None:
+    """Waits until every upload has ended, polling only the oldest one still running."""
     remaining = [upload.id for upload in uploads]
     deadline = time.perf_counter() + timeout_s
     while remaining:
@@ -192,4 +192,8 @@ def wait_all(client: Client, uploads: list[Upload], timeout_s: float) -> list[Ou
         if time.perf_counter() > deadline:
             raise TimeoutError(f"{len(remaining)} of {len(uploads)} uploads still running after {timeout_s}s")
         time.sleep(BURST_POLL_INTERVAL_S)
+
+
+def read_all(client: Client, uploads: list[Upload]) -> list[Outcome]:
+    """The rows of uploads that have ended."""
     return [outcome_of(upload, fetch(client, upload.id)) for upload in uploads]

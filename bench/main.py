@@ -26,7 +26,8 @@ from bench.analyzer import analyzer_rows
 from bench.audio import SHORT_AUDIO_S, benchmark_files
 from bench.imports import import_row
 from bench.report import load_average, machine_info, write_results
-from bench.scenarios import ScenarioRuns, run_burst, run_sequential, service_rows, warm_up
+from bench.scenarios import ScenarioRuns, run_burst, run_sequential, warm_up
+from bench.service_rows import service_rows
 from bench.stack import StackConfig, running_stack
 from bench.stats import Row, format_table
 from bench.workers import run_probe, worker_rows

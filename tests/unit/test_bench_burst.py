@@ -1,4 +1,5 @@
-"""The burst's figures that separate the API's upload phase from the workers' drain (bench/scenarios.py)."""
+"""The burst's figures that separate the API's upload phase from the workers' drain, and the ceiling the machine's
+cores put on the ratios (bench/scenarios.py, bench/service_rows.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import sys
 import psutil
 import pytest
 
+from bench import scenarios
+from bench import service_rows as service_rows_module
 from bench.client import Outcome, Upload
-from bench.scenarios import Burst, ScenarioRuns, _tree_cpu_s, service_rows
+from bench.scenarios import Burst, ScenarioRuns, _tree_cpu_s
+from bench.service_rows import service_rows
 from bench.stack import StackConfig
 
 pytestmark = pytest.mark.one_database  # arithmetic on recorded times: no database
@@ -60,3 +64,23 @@ def test_the_workers_cpu_rows_are_the_rq_scenarios_only() -> None:
     assert "workers' CPU per job in burst, rq 1w" in names
     assert "workers' kernel CPU per job in burst, rq 1w" in names
     assert not [name for name in names if name.startswith("workers'") and "bg" in name]
+
+
+def test_the_ceiling_of_a_ratio_is_the_makespan_of_the_other_over_the_cpu_spread_on_every_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(service_rows_module, "CORES", 2)
+    monkeypatch.setattr(scenarios, "CORES", 2)
+    uploads = [Upload("a", 100.0, 100.0), Upload("b", 100.0, 100.0)]
+    one, two = ScenarioRuns(StackConfig("rq", True, workers=1)), ScenarioRuns(StackConfig("rq", True, workers=2))
+    # One worker: 2 jobs in 1.0 s. Two workers: 0.8 s, with 600 ms of the machine's CPU per job: 1.2 s of
+    # CPU, which 2 cores could have done in 0.6 s.
+    one.bursts.append(Burst(uploads, [_outcome(uploads[0], 100.5), _outcome(uploads[1], 101.0)]))
+    two.bursts.append(Burst(uploads, [_outcome(uploads[0], 100.4), _outcome(uploads[1], 100.8)], machine_cpu_ms=600.0))
+
+    rows = {row.name: row for row in service_rows([one, two], 1.8)}
+
+    assert two.bursts[0].floor_s == pytest.approx(0.6)
+    assert rows["ratio throughput rq 2w/1w"].median == pytest.approx(1.0 / 0.8)
+    assert rows["ceiling of ratio throughput rq 2w/1w"].median == pytest.approx(1.0 / 0.6)
+    assert rows["cores busy in burst, rq 2w"].median == pytest.approx(1.2 / 0.8)
