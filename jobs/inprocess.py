@@ -10,19 +10,14 @@ reconciler re-runs jobs whose heartbeat stopped).
 Job bodies run on a pool of its own, `BACKGROUND_CONCURRENCY` threads, never on
 the thread pool that serves requests (anyio's, up to 40 threads): each thread
 that runs an analysis keeps a malloc arena with the analysis' buffers, so the
-number of such threads bounds the memory the API keeps after a burst. The
-runner's line is the waiting line: a job joins it when it is submitted (before
-the upload is answered), and its position is its place in that line. The line is
-ordered as RQ's workers drain the priority queues: by priority level (critical,
-high, normal, low), then by arrival; a free thread takes the first job of the line that its limits
-let start (`jobs.limits.LocalGate`: a free slot of its task's `concurrency`, first of its ordering key).
+number of such threads bounds the memory the API keeps after a burst. Jobs wait
+for a free thread in the runner's waiting line (`jobs.waiting_line`): by priority
+level, then by arrival, as RQ's workers drain the priority queues.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
-import itertools
 import logging
 import threading
 import time
@@ -42,6 +37,7 @@ from jobs import execute
 from jobs.dependencies import register_holder
 from jobs.limits import LocalGate
 from jobs.policy import is_permanent, retry_interval_s
+from jobs.waiting_line import WaitingLine, rank_of
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +75,7 @@ class InProcessRunner:
         # Guards what follows: jobs are submitted from request threads, started on pool threads.
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
-        # The line: (rank, arrival, id), kept sorted; the head is the next to run.
-        self._waiting: list[tuple[int, int, str]] = []
-        self._arrivals = itertools.count()
+        self._line = WaitingLine()  # the head is the next to run
         self._running: set[str] = set()
         self._gate = LocalGate.empty()
         self._parked = 0  # pool tasks that found no job its limits let start; woken when one ends
@@ -107,19 +101,12 @@ class InProcessRunner:
 
     @property
     def waiting_count(self) -> int:
-        return len(self._waiting)
+        return len(self._line)
 
     def position(self, job_id: str) -> int | None:
         """0-based place among jobs waiting for a free thread; None when not waiting here."""
         with self._lock:
-            return self._place(job_id)
-
-    def _place(self, job_id: str) -> int | None:
-        return next((index for index, entry in enumerate(self._waiting) if entry[2] == job_id), None)
-
-    def _leave_line(self, job_id: str) -> tuple[int, int, str] | None:
-        place = self._place(job_id)
-        return self._waiting.pop(place) if place is not None else None
+            return self._line.place(job_id)
 
     def reprioritize(self, job_id: str, priority: Priority) -> bool:
         """Gives a job held here another priority: a waiting one moves behind the jobs waiting at its new
@@ -134,9 +121,7 @@ class InProcessRunner:
             if job is None or job_id in self._running:
                 return False
             job.rank = priority.rank
-            entry = self._leave_line(job_id)
-            if entry is not None:
-                bisect.insort(self._waiting, (job.rank, next(self._arrivals), job_id))
+            self._line.move(job_id, job.rank)
             return True
 
     def is_running(self, job_id: str) -> bool:
@@ -181,10 +166,10 @@ class InProcessRunner:
         with self._lock:
             held = self._jobs.get(job_id)
             if held is not None:
-                return self._place(job_id)
+                return self._line.place(job_id)
             at = at if at is not None and at > utcnow() else None
             intervals = intervals_for(row.retries, row.retry_intervals)
-            job = _Job(job_id, at, row.retries, intervals, _rank(row), row.task, row.ordering_key)
+            job = _Job(job_id, at, row.retries, intervals, rank_of(row), row.task, row.ordering_key)
             job.released = Future() if deferred else None
             self._jobs[job_id] = job
             self._gate.join(job_id, job.key)
@@ -245,11 +230,10 @@ class InProcessRunner:
         held); returns its place. Each job in line has one pool task, which runs the head of the line."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix=THREAD_NAME_PREFIX)
-        entry = (job.rank, next(self._arrivals), job.job_id)
-        bisect.insort(self._waiting, entry)
+        place = self._line.join(job.job_id, job.rank)
         job.attempt = Future()
         self._pool.submit(self._run_head)
-        return self._waiting.index(entry)
+        return place
 
     def _run_head(self) -> None:
         """On a free pool thread: runs the next attempt of the job at the head of the line."""
@@ -274,17 +258,10 @@ class InProcessRunner:
     def _next_startable(self) -> tuple[_Job | None, list[tuple[str, str]]]:
         """Takes the first job of the line that its limits let start (called with the lock held); returns
         it and the jobs before it held back for a new reason, with the reason."""
-        held_back: list[tuple[str, str]] = []
-        for place, (_, _, job_id) in enumerate(self._waiting):
-            job = self._jobs.get(job_id)
-            reason = self._gate.why_waiting(job_id, job.task, job.key) if job is not None else None
-            if job is None or reason is None:
-                del self._waiting[place]
-                return job, held_back
-            if reason != job.noted:
-                job.noted = reason
-                held_back.append((job_id, reason))
-        if self._waiting:
+        job_id, held_back = self._line.take_first(self._jobs, self._gate)
+        if job_id is not None:
+            return self._jobs.get(job_id), held_back
+        if self._line:
             self._parked += 1  # every waiting job is held back by its limits: one that ends wakes this up
         return None, held_back
 
@@ -371,7 +348,7 @@ class InProcessRunner:
         """Its driver is done (the job is over, dropped or the runner is closing): the job leaves the runner."""
         with self._lock:
             self._jobs.pop(job.job_id, None)
-            while self._leave_line(job.job_id) is not None:
+            while self._line.leave(job.job_id):
                 pass
             self._gate.leave(job.job_id, job.key)
         self._wake()
@@ -468,13 +445,6 @@ class InProcessRunner:
 def _idle(job: _Job) -> bool:
     """The job has no attempt in line or running: it waits for its schedule, its dependencies or a backoff."""
     return job.attempt is None or job.attempt.done()
-
-
-def _rank(row: Job) -> int:
-    try:
-        return Priority(row.priority).rank
-    except ValueError:
-        return Priority.NORMAL.rank
 
 
 def stop_waiting_everywhere() -> None:
