@@ -47,8 +47,10 @@ class Profile:
     rounds: int = 3  # interleaved runs of every service scenario
 
 
-QUICK = Profile("quick", analyzer_runs=5, sequential_uploads=5, throughput_uploads=16)  # a few minutes
-FULL = Profile("full", analyzer_runs=20, sequential_uploads=20, throughput_uploads=40)  # ten minutes or so
+QUICK = Profile("quick", analyzer_runs=5, sequential_uploads=5, throughput_uploads=16)  # a minute or so
+# Five rounds: the 2w/1w ratio of single rounds spread over 1.3-1.8 here (a 1-worker round is one process's
+# luck on a shared machine), and a median of three moved by 0.3 between quiet runs.
+FULL = Profile("full", analyzer_runs=20, sequential_uploads=20, throughput_uploads=40, rounds=5)  # ~3 minutes
 
 IMPORT_PROBE_RUNS = 5  # each run starts an interpreter (about half a second)
 
@@ -163,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--uploads-only", action="store_true", help="only the service: POST /audio at c=8 and burst throughput"
     )
-    parser.add_argument("--rounds", type=int, metavar="N", help="interleaved runs of each service scenario (3)")
+    parser.add_argument(
+        "--rounds", type=int, metavar="N", help="interleaved runs of each service scenario (5; --quick: 3)"
+    )
     parser.add_argument(
         "--breakdown", action="store_true", help="also time each phase of a 0.1 s file's job in the forking worker"
     )
