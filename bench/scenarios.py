@@ -66,9 +66,19 @@ class Burst:
         return max(ends) - self.uploads[0].sent_at_s
 
     @property
+    def machine_cpu_s(self) -> float:
+        """The whole machine's busy CPU over the burst, every job together."""
+        return self.machine_cpu_ms * len(self.outcomes) / 1000
+
+    @property
     def floor_s(self) -> float:
         """The shortest makespan the burst's CPU allows: its machine CPU spread over every core at once."""
-        return self.machine_cpu_ms * len(self.outcomes) / 1000 / CORES
+        return self.machine_cpu_s / CORES
+
+    @property
+    def cores_busy(self) -> float:
+        """Cores kept busy on average over the makespan (below CORES: the makespan had idle time)."""
+        return self.machine_cpu_s / self.makespan_s
 
     @property
     def upload_phase_s(self) -> float:
@@ -151,8 +161,8 @@ def _tree_cpu_s(root: psutil.Process) -> tuple[float, float]:
 
 
 def values(outcomes: list[Outcome], attribute: str) -> list[float]:
-    values = [getattr(outcome, attribute) for outcome in outcomes]
-    return [float(value) for value in values if value is not None]
+    found = [getattr(outcome, attribute) for outcome in outcomes]
+    return [float(value) for value in found if value is not None]
 
 
 def check_outcomes(label: str, outcomes: list[Outcome]) -> str | None:

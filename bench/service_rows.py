@@ -104,7 +104,7 @@ def burst_rows(runs: ScenarioRuns) -> list[Row]:
         ),
         over_runs(
             f"cores busy in burst, {label}",
-            [burst.machine_cpu_ms * len(burst.outcomes) / 1000 / burst.makespan_s for burst in bursts],
+            [burst.cores_busy for burst in bursts],
             "cores",
             f"machine CPU ÷ makespan, of {CORES}: below {CORES} the makespan had idle time",
         ),
